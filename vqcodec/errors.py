@@ -1,0 +1,5 @@
+"""The one error type the library raises for bad input, so callers can catch it cleanly."""
+
+
+class VQCodecError(Exception):
+    """A user-facing failure: unreadable image, corrupt bitstream, wrong model, bad option."""
