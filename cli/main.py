@@ -1,0 +1,38 @@
+"""The ``vqcodec`` command: every subcommand reports bad input as one line and a non-zero exit."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from vqcodec.errors import VQCodecError
+
+
+def friendly_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn library errors and interrupts into a message on stderr and exit status 1 or 130."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except VQCodecError as err:
+            click.echo(f"vqcodec: error: {err}", err=True)
+            sys.exit(1)
+        except KeyboardInterrupt:
+            click.echo("vqcodec: interrupted", err=True)
+            sys.exit(130)
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="vqcodec")
+def main() -> None:
+    """vqcodec: a learned image codec built on VQ-VAE-2 with PixelCNN priors."""
+
+
+from cli import train as _train  # noqa: E402,F401  (registers the train commands)

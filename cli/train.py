@@ -1,0 +1,71 @@
+"""``vqcodec train vqvae`` and ``vqcodec train prior``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from cli.main import friendly_errors, main
+
+
+@main.group()
+def train() -> None:
+    """Train the stage-1 VQ-VAE or a stage-2 prior."""
+
+
+def common_options(fn):
+    """Options every training command shares."""
+    opts = [
+        click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+                     help="Run folder: model.safetensors, state.safetensors, log.jsonl."),
+        click.option("--steps", type=int, default=20000, show_default=True),
+        click.option("--batch", type=int, default=16, show_default=True, help="Global batch size."),
+        click.option("--lr", type=float, default=3e-4, show_default=True),
+        click.option("--seed", type=int, default=0, show_default=True),
+        click.option("--checkpoint-every", type=int, default=1000, show_default=True),
+        click.option("--validate-every", type=int, default=1000, show_default=True),
+        click.option("--workers", type=int, default=1, show_default=True, help="Data loader processes."),
+        click.option("--max-minutes", type=float, default=None, help="Stop (and checkpoint) after this long."),
+        click.option("--resume", is_flag=True, help="Continue the run in --out exactly where it stopped."),
+        click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True),
+    ]
+    for opt in reversed(opts):
+        fn = opt(fn)
+    return fn
+
+
+def settings_from(kw: dict):
+    from vqcodec.training import TrainSettings
+
+    names = ["out", "steps", "batch", "lr", "seed", "checkpoint_every", "validate_every", "workers",
+             "max_minutes", "resume", "device"]
+    return TrainSettings(**{n: kw.pop(n) for n in names})
+
+
+@train.command("vqvae")
+@click.option("--data", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True)
+@click.option("--val", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None)
+@click.option("--crop", type=int, default=64, show_default=True)
+@click.option("--hidden", type=int, default=128, show_default=True)
+@click.option("--res-channels", type=int, default=64, show_default=True)
+@click.option("--res-blocks", type=int, default=2, show_default=True)
+@click.option("--codes", "num_codes", type=int, default=512, show_default=True, help="Codebook size K.")
+@click.option("--code-dim", type=int, default=64, show_default=True, help="Code vector size D.")
+@click.option("--levels", type=click.Choice(["2", "3"]), default="2", show_default=True)
+@click.option("--val-images", type=int, default=24, show_default=True)
+@common_options
+@friendly_errors
+def train_vqvae_cmd(**kw) -> None:
+    """Train the hierarchical VQ-VAE on a folder of images (random crops and flips)."""
+    import torch
+
+    from vqcodec.train_vqvae import train_vqvae
+    from vqcodec.vqvae import VQVAEConfig
+
+    settings = settings_from(kw)
+    if settings.device == "cpu":
+        torch.set_num_threads(max(1, torch.get_num_threads()))
+    config = VQVAEConfig(hidden=kw["hidden"], res_channels=kw["res_channels"], res_blocks=kw["res_blocks"],
+                         num_codes=kw["num_codes"], code_dim=kw["code_dim"], levels=int(kw["levels"]))
+    train_vqvae(kw["data"], settings, config, crop=kw["crop"], val=kw["val"], val_images=kw["val_images"])

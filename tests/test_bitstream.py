@@ -1,0 +1,366 @@
+"""Tests for the `.vqc` container: round trips, the exact byte layout, every refusal, and fuzzing."""
+
+from __future__ import annotations
+
+import random
+import struct
+import time
+import zlib
+
+import pytest
+
+from vqcodec.bitstream import (
+    FORMAT_VERSION,
+    MAGIC,
+    MAX_PIXELS,
+    MAX_SIDE,
+    Bitstream,
+    Header,
+    pack,
+    read_header,
+    unpack,
+)
+from vqcodec.errors import VQCodecError
+
+FP = bytes(range(16))
+
+
+def header(**overrides: object) -> Header:
+    fields: dict[str, object] = dict(
+        model_fingerprint=FP, width=768, height=512, channels=3, bit_depth=8, levels=2, tile_size=16
+    )
+    fields.update(overrides)
+    return Header(**fields)  # type: ignore[arg-type]
+
+
+def leb128(value: int) -> bytes:
+    """Independent of the module's encoder, so the tests check the format, not the code against itself."""
+    out = bytearray()
+    while True:
+        low, value = value & 0x7F, value >> 7
+        out.append(low | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def raw(
+    *,
+    magic: bytes = MAGIC,
+    version: int = FORMAT_VERSION,
+    flags: int = 0,
+    width: bytes = leb128(64),
+    height: bytes = leb128(48),
+    fields: bytes = bytes((3, 8, 2, 4)),
+    tile_count: bytes | None = None,
+    tiles: tuple[bytes, ...] = (b"abc", b"de"),
+    lengths: bytes | None = None,
+    icc: bytes | None = None,
+    header_crc: int | None = None,
+    payload_crc: int | None = None,
+    tail: bytes = b"",
+) -> bytes:
+    """Hand-assemble a file with arbitrary field values and (by default) correct CRCs."""
+    head = magic + bytes((version, flags)) + FP + width + height + fields
+    head += leb128(len(tiles)) if tile_count is None else tile_count
+    head += b"".join(leb128(len(t)) for t in tiles) if lengths is None else lengths
+    if icc is not None:
+        head += leb128(len(icc)) + icc
+    head += struct.pack("<I", zlib.crc32(head) if header_crc is None else header_crc)
+    payload = b"".join(tiles)
+    payload_crc = zlib.crc32(payload) if payload_crc is None else payload_crc
+    return head + payload + struct.pack("<I", payload_crc) + tail
+
+
+# --- round trips -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "stream",
+    [
+        Bitstream(header(), (b"\x01\x02\x03",)),
+        Bitstream(header(icc_profile=b"\x00" * 3144), (b"a" * 300, b"", b"b" * 20000)),
+        Bitstream(header(width=1, height=1, channels=1, bit_depth=16, levels=3, tile_size=4), (b"",)),
+        Bitstream(
+            header(width=MAX_SIDE, height=MAX_PIXELS // MAX_SIDE, tile_size=256, model_fingerprint=FP[::-1]),
+            tuple(bytes([i % 256]) * (i * 7) for i in range(200)),
+        ),
+    ],
+)
+def test_round_trip(stream: Bitstream) -> None:
+    data = pack(stream)
+    assert unpack(data) == stream
+    assert read_header(data) == stream.header
+    assert pack(unpack(data)) == data
+    assert unpack(bytearray(data)) == stream
+
+
+def test_exact_layout_with_icc() -> None:
+    stream = Bitstream(header(width=300, height=3, icc_profile=b"ICC"), (b"ab", b""))
+    expected = bytes.fromhex(
+        "56 51 43 89"  # magic "VQC\x89"
+        "01"  # format version
+        "01"  # flags: ICC present
+        "00 01 02 03 04 05 06 07 08 09 0a 0b 0c 0d 0e 0f"  # model fingerprint
+        "ac 02"  # width 300 as LEB128
+        "03"  # height 3
+        "03 08 02 04"  # channels, bit depth, levels, log2(tile size 16)
+        "02"  # tile count
+        "02 00"  # tile payload lengths
+        "03 49 43 43"  # ICC length + "ICC"
+        "ad b9 2e 06"  # CRC32 of everything above, little-endian
+        "61 62"  # payloads back to back: "ab" + ""
+        "6d 48 83 9e"  # CRC32 of the payloads, little-endian
+    )
+    assert pack(stream) == expected
+    assert unpack(expected) == stream
+
+
+def test_exact_layout_without_icc() -> None:
+    stream = Bitstream(
+        header(
+            model_fingerprint=b"\xff" * 16,
+            width=5,
+            height=4,
+            channels=1,
+            bit_depth=16,
+            levels=3,
+            tile_size=256,
+        ),
+        (b"xyz",),
+    )
+    expected = bytes.fromhex(
+        "56 51 43 89 01 00"
+        + "ff" * 16
+        + "05 04 01 10 03 08"  # width, height, channels, bit depth, levels, log2(256)
+        "01 03"  # one tile of 3 bytes
+        "02 83 4c 78"  # header CRC
+        "78 79 7a"  # "xyz"
+        "67 ba 8e eb"  # payload CRC
+    )
+    assert pack(stream) == expected
+
+
+def test_overhead_is_small() -> None:
+    tiles = tuple(bytes(417) for _ in range(24))  # ~10 kB in 24 tiles
+    overhead = len(pack(Bitstream(header(), tiles))) - sum(map(len, tiles))
+    assert overhead == 39 + 24 * 2
+
+
+# --- refusals ----------------------------------------------------------------------------------
+
+
+def refused(data: bytes, match: str) -> None:
+    with pytest.raises(VQCodecError, match=match):
+        unpack(data)
+    with pytest.raises(VQCodecError, match=match):
+        read_header(data)
+
+
+def test_helper_builds_a_valid_file() -> None:
+    assert unpack(raw()).tiles == (b"abc", b"de")
+
+
+@pytest.mark.parametrize("data", [b"", b"V", b"VQC", MAGIC, MAGIC + b"\x01", raw()[:30], raw()[:-1]])
+def test_truncated(data: bytes) -> None:
+    refused(data, "truncated")
+
+
+@pytest.mark.parametrize("data", [b"\x89PNG\r\n\x1a\n", b"hello world", b"X", raw(magic=b"VQC\x88")])
+def test_bad_magic(data: bytes) -> None:
+    refused(data, "^not a vqcodec file")
+
+
+def test_newer_version() -> None:
+    refused(raw(version=2), r"^written by a newer vqcodec \(format version 2\); this one reads version 1\.$")
+
+
+def test_version_zero() -> None:
+    refused(raw(version=0), "unsupported format version 0")
+
+
+@pytest.mark.parametrize(
+    ("fields", "match"),
+    [
+        (bytes((2, 8, 2, 4)), "channel count must be 1 or 3"),
+        (bytes((0, 8, 2, 4)), "channel count must be 1 or 3"),
+        (bytes((3, 12, 2, 4)), "bit depth must be 8 or 16"),
+        (bytes((3, 8, 1, 4)), "levels must be 2 or 3"),
+        (bytes((3, 8, 4, 4)), "levels must be 2 or 3"),
+        (bytes((3, 8, 2, 1)), "tile size"),
+        (bytes((3, 8, 2, 9)), "tile size"),
+        (bytes((3, 8, 2, 255)), "tile size"),
+    ],
+)
+def test_bad_fields(fields: bytes, match: str) -> None:
+    refused(raw(fields=fields), match)
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "match"),
+    [
+        (0, 48, "width must be a positive"),
+        (64, 0, "height must be a positive"),
+        (MAX_SIDE + 1, 1, "width 131073 exceeds"),
+        (1, MAX_SIDE + 1, "height 131073 exceeds"),
+        (MAX_SIDE, MAX_SIDE, "exceeds the maximum of 1073741824 pixels"),
+        ((1 << 64) - 1, 1, "exceeds"),
+    ],
+)
+def test_bad_dimensions(width: int, height: int, match: str) -> None:
+    refused(raw(width=leb128(width), height=leb128(height)), match)
+
+
+def test_absurd_width_refused_fast() -> None:
+    for data in (raw(width=leb128(2**40)), raw(width=leb128(2**40), header_crc=0)):
+        start = time.perf_counter()
+        with pytest.raises(VQCodecError):
+            unpack(data)
+        assert time.perf_counter() - start < 0.5
+
+
+def test_varint_too_long() -> None:
+    refused(raw(width=b"\x80" * 10 + b"\x01"), "longer than 10 bytes")
+
+
+def test_varint_beyond_64_bits() -> None:
+    refused(raw(width=b"\xff" * 9 + b"\x02"), "too large")
+
+
+def test_varint_not_minimal() -> None:
+    refused(raw(width=b"\xc0\x00"), "not minimally encoded")  # 64 padded to two bytes
+
+
+def test_tile_count_exceeds_file() -> None:
+    refused(raw(tile_count=leb128(10**6)), "tile count 1000000 cannot fit")
+
+
+def test_zero_tiles() -> None:
+    refused(raw(tiles=()), "no tiles")
+
+
+def test_lengths_exceed_file() -> None:
+    refused(raw(lengths=leb128(3) + leb128(10**15)), "truncated: the tile lengths need")
+
+
+def test_lengths_short_of_file() -> None:
+    refused(raw(lengths=leb128(3) + leb128(1)), "trailing garbage")
+
+
+def test_trailing_garbage() -> None:
+    refused(raw(tail=b"\x00"), "1 bytes of trailing garbage")
+
+
+def test_header_crc() -> None:
+    data = bytearray(raw())
+    data[8] ^= 0x01  # a fingerprint bit
+    refused(bytes(data), "^header is corrupted")
+    refused(raw(header_crc=0), "^header is corrupted")
+
+
+def test_header_crc_checked_before_field_meaning() -> None:
+    data = bytearray(raw())
+    channels_at = len(MAGIC) + 2 + len(FP) + 2  # after magic, version, flags, fingerprint, 1-byte sides
+    assert data[channels_at] == 3
+    data[channels_at] = 2  # an invalid value, but the CRC no longer matches: report corruption
+    refused(bytes(data), "^header is corrupted")
+
+
+def test_payload_crc() -> None:
+    data = bytearray(raw())
+    data[-6] ^= 0x40  # inside the payload
+    refused(bytes(data), "^payload is corrupted")
+    refused(raw(payload_crc=0), "^payload is corrupted")
+
+
+def test_unknown_flags() -> None:
+    refused(raw(flags=0x02), "unknown flags 0x02")
+
+
+def test_empty_icc_refused() -> None:
+    refused(raw(flags=0x01, icc=b""), "ICC profile must be non-empty")
+    with pytest.raises(VQCodecError):
+        header(icc_profile=b"")
+
+
+def test_icc_length_exceeds_file() -> None:
+    data = raw(flags=0x01, icc=b"abc")
+    data = data.replace(b"\x03abc", b"\x7fabc", 1)
+    refused(data, "truncated")
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        dict(model_fingerprint=b"short"),
+        dict(model_fingerprint="0123456789abcdef"),
+        dict(width=0),
+        dict(width=-5),
+        dict(width=2.0),
+        dict(height=MAX_SIDE + 1),
+        dict(width=MAX_SIDE, height=MAX_SIDE),
+        dict(channels=2),
+        dict(channels=True),
+        dict(bit_depth=12),
+        dict(levels=1),
+        dict(tile_size=2),
+        dict(tile_size=24),
+        dict(tile_size=512),
+        dict(icc_profile=bytearray(b"x")),
+    ],
+)
+def test_invalid_header_cannot_be_built(overrides: dict[str, object]) -> None:
+    with pytest.raises(VQCodecError):
+        header(**overrides)
+
+
+@pytest.mark.parametrize("tiles", [(), [b"a"], (b"a", bytearray(b"b")), ("a",)])
+def test_invalid_tiles_cannot_be_packed(tiles: object) -> None:
+    with pytest.raises(VQCodecError):
+        Bitstream(header(), tiles)  # type: ignore[arg-type]
+
+
+# --- fuzzing -----------------------------------------------------------------------------------
+
+
+def mutate(data: bytes, header_end: int, rng: random.Random) -> bytes:
+    """Flip, insert or delete bytes; half the time inside the header with its CRC then repaired,
+    so the field checks behind the CRC get exercised too."""
+    fix_crc = rng.random() < 0.5
+    hi = header_end if fix_crc else len(data)
+    b = bytearray(data)
+    pos = rng.randrange(hi)
+    kind = rng.randrange(3)
+    if kind == 0:
+        b[pos] ^= rng.randrange(1, 256)
+        delta = 0
+    elif kind == 1:
+        delta = rng.randint(1, 8)
+        b[pos:pos] = rng.randbytes(delta)
+    else:
+        delta = -rng.randint(1, min(8, hi - pos))
+        del b[pos : pos - delta]
+    if fix_crc:
+        end = header_end + delta
+        b[end : end + 4] = struct.pack("<I", zlib.crc32(b[:end]))
+    return bytes(b)
+
+
+def test_fuzz_mutations_and_truncations() -> None:
+    rng = random.Random(20240611)
+    stream = Bitstream(header(icc_profile=b"icc-profile"), (b"tile-0" * 30, b"", b"t2", rng.randbytes(200)))
+    data = pack(stream)
+    header_end = len(data) - sum(map(len, stream.tiles)) - 8
+    outcomes = {"ok": 0, "refused": 0}
+    for _ in range(500):
+        mutated = mutate(data, header_end, rng)
+        try:
+            result = unpack(mutated)
+        except VQCodecError:
+            outcomes["refused"] += 1
+        else:
+            outcomes["ok"] += 1
+            assert pack(result) == mutated  # the encoding is canonical
+    assert outcomes["ok"] > 0 and outcomes["refused"] > 0, outcomes
+    for cut in rng.sample(range(len(data)), 200):
+        with pytest.raises(VQCodecError):
+            unpack(data[:cut])

@@ -1,0 +1,232 @@
+"""The versioned `.vqc` container: header, per-tile range-coder payloads, and two CRCs.
+
+The byte layout is specified in docs/bitstream.md; change it only together with that file,
+FORMAT_VERSION and the exact-layout test. Parsing treats the input as hostile: every read is
+bounds-checked, sizes are checked before anything is sliced, and every failure is a VQCodecError.
+The encoding is canonical (minimal varints, no unknown flags), so pack(unpack(b)) == b.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass
+
+from vqcodec.errors import VQCodecError
+
+MAGIC = b"VQC\x89"  # the non-ASCII last byte makes the file non-text and exposes 7-bit mangling
+FORMAT_VERSION = 1
+MAX_PIXELS = 1 << 30  # refuse absurd sizes before anyone allocates width * height
+MAX_SIDE = 1 << 17
+
+FINGERPRINT_SIZE = 16
+FLAG_ICC = 0x01
+_KNOWN_FLAGS = FLAG_ICC
+_MAX_VARINT_BYTES = 10  # enough for any value below 2**64
+_CRC = struct.Struct("<I")
+_TILE_SIZES = {1 << k: k for k in range(2, 9)}  # tile side -> its log2, 4..256
+
+
+@dataclass(frozen=True)
+class Header:
+    """What a decoder needs before touching the payloads; validated on construction."""
+
+    model_fingerprint: bytes  # exactly 16 bytes (truncated SHA-256 of the model's weights)
+    width: int  # pixels, >= 1
+    height: int
+    channels: int  # 1 or 3
+    bit_depth: int  # 8 or 16
+    levels: int  # 2 or 3 code-map levels
+    tile_size: int  # tile side in bottom-level codes (a power of two, 4..256)
+    icc_profile: bytes | None = None
+
+    def __post_init__(self) -> None:
+        _validate_header(self)
+
+
+@dataclass(frozen=True)
+class Bitstream:
+    """A header plus one range-coder payload per tile, tiles in raster order."""
+
+    header: Header
+    tiles: tuple[bytes, ...]
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.header, Header):
+            raise VQCodecError("Bitstream.header must be a Header.")
+        if not isinstance(self.tiles, tuple) or not all(isinstance(t, bytes) for t in self.tiles):
+            raise VQCodecError("Bitstream.tiles must be a tuple of bytes objects.")
+        if not self.tiles:
+            raise VQCodecError("a bitstream needs at least one tile.")
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _validate_header(h: Header) -> None:
+    """Refuse headers that could not describe a real image, on write and on read alike."""
+    if not isinstance(h.model_fingerprint, bytes) or len(h.model_fingerprint) != FINGERPRINT_SIZE:
+        raise VQCodecError(f"model fingerprint must be exactly {FINGERPRINT_SIZE} bytes.")
+    for name, side in (("width", h.width), ("height", h.height)):
+        if not _is_int(side) or side < 1:
+            raise VQCodecError(f"image {name} must be a positive integer, got {side!r}.")
+        if side > MAX_SIDE:
+            raise VQCodecError(f"image {name} {side} exceeds the maximum of {MAX_SIDE} pixels.")
+    if h.width * h.height > MAX_PIXELS:
+        raise VQCodecError(
+            f"image of {h.width}x{h.height} pixels exceeds the maximum of {MAX_PIXELS} pixels."
+        )
+    if not _is_int(h.channels) or h.channels not in (1, 3):
+        raise VQCodecError(f"channel count must be 1 or 3, got {h.channels!r}.")
+    if not _is_int(h.bit_depth) or h.bit_depth not in (8, 16):
+        raise VQCodecError(f"bit depth must be 8 or 16, got {h.bit_depth!r}.")
+    if not _is_int(h.levels) or h.levels not in (2, 3):
+        raise VQCodecError(f"code-map levels must be 2 or 3, got {h.levels!r}.")
+    if not _is_int(h.tile_size) or h.tile_size not in _TILE_SIZES:
+        raise VQCodecError(f"tile size must be a power of two from 4 to 256, got {h.tile_size!r}.")
+    if h.icc_profile is not None and (not isinstance(h.icc_profile, bytes) or not h.icc_profile):
+        raise VQCodecError("ICC profile must be non-empty bytes, or None when there is none.")
+
+
+def _varint(value: int) -> bytes:
+    """Unsigned LEB128: 7 bits per byte, least significant first, high bit = more follows."""
+    out = bytearray()
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def pack(stream: Bitstream) -> bytes:
+    """Serialize a bitstream; the header was validated when it was built."""
+    h = stream.header
+    flags = FLAG_ICC if h.icc_profile is not None else 0
+    head = bytearray(MAGIC)
+    head += bytes((FORMAT_VERSION, flags))
+    head += h.model_fingerprint
+    head += _varint(h.width) + _varint(h.height)
+    head += bytes((h.channels, h.bit_depth, h.levels, _TILE_SIZES[h.tile_size]))
+    head += _varint(len(stream.tiles))
+    for tile in stream.tiles:
+        head += _varint(len(tile))
+    if h.icc_profile is not None:
+        head += _varint(len(h.icc_profile)) + h.icc_profile
+    head += _CRC.pack(zlib.crc32(head))
+    payload = b"".join(stream.tiles)
+    return bytes(head) + payload + _CRC.pack(zlib.crc32(payload))
+
+
+class _Reader:
+    """A cursor over untrusted bytes whose every read is bounds-checked."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.pos = 0
+
+    def remaining(self) -> int:
+        return len(self.data) - self.pos
+
+    def take(self, n: int, what: str) -> bytes:
+        if n > self.remaining():
+            raise VQCodecError(f"file is truncated: it ends inside the {what}.")
+        chunk = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return chunk
+
+    def byte(self, what: str) -> int:
+        return self.take(1, what)[0]
+
+    def varint(self, what: str) -> int:
+        value = 0
+        for i in range(_MAX_VARINT_BYTES):
+            b = self.byte(what)
+            value |= (b & 0x7F) << (7 * i)
+            if not b & 0x80:
+                if b == 0 and i > 0:
+                    raise VQCodecError(f"the {what} is not minimally encoded; the file is corrupted.")
+                if value >= 1 << 64:
+                    raise VQCodecError(f"the {what} is too large; the file is corrupted.")
+                return value
+        raise VQCodecError(f"the {what} is a varint longer than {_MAX_VARINT_BYTES} bytes.")
+
+
+def _parse(data: bytes) -> tuple[Header, list[int], int]:
+    """Validate the whole file; return the header, tile lengths and the payload offset."""
+    if not isinstance(data, bytes):
+        data = bytes(data)
+    if data[: len(MAGIC)] != MAGIC[: len(data)]:
+        raise VQCodecError("not a vqcodec file (bad magic bytes).")
+    r = _Reader(data)
+    r.take(len(MAGIC), "magic bytes")
+    version = r.byte("format version")
+    if version > FORMAT_VERSION:
+        raise VQCodecError(
+            f"written by a newer vqcodec (format version {version}); this one reads version {FORMAT_VERSION}."
+        )
+    if version != FORMAT_VERSION:
+        raise VQCodecError(f"unsupported format version {version}; this one reads version {FORMAT_VERSION}.")
+
+    # Structure first (layout depends only on the ICC flag), then the CRC, then the meaning of
+    # the fields: a flipped bit is reported as corruption rather than as a strange field value.
+    flags = r.byte("flags")
+    fingerprint = r.take(FINGERPRINT_SIZE, "model fingerprint")
+    width = r.varint("width")
+    height = r.varint("height")
+    channels = r.byte("channel count")
+    bit_depth = r.byte("bit depth")
+    levels = r.byte("level count")
+    log2_tile = r.byte("tile size")
+    n_tiles = r.varint("tile count")
+    if n_tiles > r.remaining():  # each length takes at least one byte; bounds the list below
+        raise VQCodecError(
+            f"tile count {n_tiles} cannot fit in a file of {len(data)} bytes; it is truncated or corrupted."
+        )
+    lengths = [r.varint("tile length table") for _ in range(n_tiles)]
+    icc = None
+    if flags & FLAG_ICC:
+        icc = r.take(r.varint("ICC profile length"), "ICC profile")
+    header_end = r.pos
+    (stored_crc,) = _CRC.unpack(r.take(_CRC.size, "header checksum"))
+    if zlib.crc32(data[:header_end]) != stored_crc:
+        raise VQCodecError("header is corrupted (checksum mismatch).")
+
+    if flags & ~_KNOWN_FLAGS:
+        raise VQCodecError(f"header sets unknown flags 0x{flags:02x}; the file is not valid version 1.")
+    if n_tiles == 0:
+        raise VQCodecError("file has no tiles.")
+    if log2_tile not in _TILE_SIZES.values():
+        raise VQCodecError(f"tile size 2**{log2_tile} is not a power of two from 4 to 256.")
+    header = Header(fingerprint, width, height, channels, bit_depth, levels, 1 << log2_tile, icc)
+
+    payload_start = r.pos
+    expected = payload_start + sum(lengths) + _CRC.size
+    if expected > len(data):
+        raise VQCodecError(
+            f"file is truncated: the tile lengths need {expected} bytes but the file has {len(data)}."
+        )
+    if expected < len(data):
+        raise VQCodecError(f"file has {len(data) - expected} bytes of trailing garbage after the payload.")
+    payload_end = expected - _CRC.size
+    (stored_crc,) = _CRC.unpack(data[payload_end:])
+    if zlib.crc32(memoryview(data)[payload_start:payload_end]) != stored_crc:
+        raise VQCodecError("payload is corrupted (checksum mismatch).")
+    return header, lengths, payload_start
+
+
+def unpack(data: bytes) -> Bitstream:
+    """Parse and fully validate a `.vqc` file; raises VQCodecError on any defect."""
+    if not isinstance(data, bytes):
+        data = bytes(data)
+    header, lengths, pos = _parse(data)
+    tiles = []
+    for n in lengths:
+        tiles.append(data[pos : pos + n])
+        pos += n
+    return Bitstream(header, tuple(tiles))
+
+
+def read_header(data: bytes) -> Header:
+    """The header of a complete `.vqc` file, validated exactly as unpack does (for `vqcodec info`)."""
+    return _parse(data)[0]

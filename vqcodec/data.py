@@ -1,0 +1,83 @@
+"""Training data: random crops and flips from a folder of images.
+
+Sample ``i`` of a run is a pure function of (seed, i): the crop it takes does not depend on which
+worker process made it or whether the run was resumed, so ``--resume`` repeats the same batches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from .errors import VQCodecError
+from .imageio import read_image
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp"}
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    """Image files under ``folder`` (recursive), sorted for a stable order."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise VQCodecError(f"not a folder: {folder}")
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        raise VQCodecError(f"no images found under {folder}")
+    return files
+
+
+def load_rgb(path: Path) -> np.ndarray:
+    """(H, W, 3) float32 in [0, 1]; gray is repeated to three channels for an RGB model."""
+    img = read_image(path)
+    pix = img.pixels.astype(np.float32) / float(2**img.bit_depth - 1)
+    return np.repeat(pix, 3, axis=2) if pix.shape[2] == 1 else pix
+
+
+class RandomCrops(Dataset):
+    """Index ``i`` -> a random ``crop`` x ``crop`` patch (C, H, W) of a random image, maybe flipped."""
+
+    def __init__(self, files: list[Path], crop: int, seed: int) -> None:
+        self.files, self.crop, self.seed = files, crop, seed
+        self._cache: dict[int, np.ndarray] = {}  # per worker process
+
+    def __len__(self) -> int:
+        return 2**62
+
+    def _image(self, k: int) -> np.ndarray:
+        if k not in self._cache:
+            pix = load_rgb(self.files[k])
+            h, w = pix.shape[:2]
+            if h < self.crop or w < self.crop:
+                pad = ((0, max(0, self.crop - h)), (0, max(0, self.crop - w)), (0, 0))
+                pix = np.pad(pix, pad, mode="edge")
+            self._cache[k] = pix
+        return self._cache[k]
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        rng = np.random.default_rng([self.seed, index])
+        pix = self._image(int(rng.integers(len(self.files))))
+        h, w = pix.shape[:2]
+        y, x = int(rng.integers(h - self.crop + 1)), int(rng.integers(w - self.crop + 1))
+        patch = pix[y : y + self.crop, x : x + self.crop]
+        if rng.random() < 0.5:
+            patch = patch[:, ::-1]
+        return torch.from_numpy(np.ascontiguousarray(patch.transpose(2, 0, 1)))
+
+
+class StepSampler(Sampler[int]):
+    """Sample indices for steps [start, end): this rank's share of each global batch."""
+
+    def __init__(self, start: int, end: int, batch: int, rank: int = 0, world: int = 1) -> None:
+        self.start, self.end, self.batch, self.rank, self.world = start, end, batch, rank, world
+
+    def __len__(self) -> int:
+        return (self.end - self.start) * self.batch
+
+    def __iter__(self) -> Iterator[int]:
+        for step in range(self.start, self.end):
+            base = (step * self.world + self.rank) * self.batch
+            yield from range(base, base + self.batch)

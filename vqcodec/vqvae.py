@@ -1,0 +1,203 @@
+"""Hierarchical VQ-VAE (VQ-VAE-2, Razavi et al. 2019, section 3.1 and appendix).
+
+Level 0 (bottom) codes an image at 1/4 resolution, each further level halves it again (2 levels:
+1/4 and 1/8; 3 levels: 1/4, 1/8, 1/16). Quantization runs top-down: each lower level quantizes its
+encoder features concatenated with the level above decoded back to its resolution, so the bottom
+codes only carry what the top does not. The decoder is feed-forward and takes every level.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .quantizer import VectorQuantizerEMA
+
+
+@dataclass
+class VQVAEConfig:
+    """Sizes of the stage-1 model; stored as JSON in every checkpoint."""
+
+    in_channels: int = 3
+    hidden: int = 128
+    res_channels: int = 64
+    res_blocks: int = 2
+    num_codes: int = 512
+    code_dim: int = 64
+    levels: int = 2
+    beta: float = 0.25
+    decay: float = 0.99
+
+    @property
+    def stride(self) -> int:
+        """Pixels per top-level code: images are padded to a multiple of this."""
+        return 4 * 2 ** (self.levels - 1)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> VQVAEConfig:
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+
+class ResBlock(nn.Module):
+    def __init__(self, channels: int, res_channels: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.ReLU(),
+            nn.Conv2d(channels, res_channels, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(res_channels, channels, 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+def _res_stack(channels: int, res_channels: int, blocks: int) -> list[nn.Module]:
+    return [ResBlock(channels, res_channels) for _ in range(blocks)] + [nn.ReLU()]
+
+
+class Encoder(nn.Module):
+    """Strided 4x4 convolutions down by ``stride`` (2 or 4), then residual blocks."""
+
+    def __init__(self, cin: int, hidden: int, res_channels: int, res_blocks: int, stride: int) -> None:
+        super().__init__()
+        if stride == 4:
+            layers = [
+                nn.Conv2d(cin, hidden // 2, 4, stride=2, padding=1),
+                nn.ReLU(),
+                nn.Conv2d(hidden // 2, hidden, 4, stride=2, padding=1),
+                nn.ReLU(),
+                nn.Conv2d(hidden, hidden, 3, padding=1),
+            ]
+        else:
+            layers = [
+                nn.Conv2d(cin, hidden // 2, 4, stride=2, padding=1),
+                nn.ReLU(),
+                nn.Conv2d(hidden // 2, hidden, 3, padding=1),
+            ]
+        self.net = nn.Sequential(*layers, *_res_stack(hidden, res_channels, res_blocks))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class Decoder(nn.Module):
+    """Residual blocks, then transposed 4x4 convolutions up by ``stride`` (2 or 4)."""
+
+    def __init__(
+        self, cin: int, cout: int, hidden: int, res_channels: int, res_blocks: int, stride: int
+    ) -> None:
+        super().__init__()
+        layers = [nn.Conv2d(cin, hidden, 3, padding=1), *_res_stack(hidden, res_channels, res_blocks)]
+        if stride == 4:
+            layers += [
+                nn.ConvTranspose2d(hidden, hidden // 2, 4, stride=2, padding=1),
+                nn.ReLU(),
+                nn.ConvTranspose2d(hidden // 2, cout, 4, stride=2, padding=1),
+            ]
+        else:
+            layers += [nn.ConvTranspose2d(hidden, cout, 4, stride=2, padding=1)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def _upsampler(dim: int, factor_log2: int) -> nn.Module:
+    """Transposed convolutions bringing a level's codes to the bottom resolution."""
+    if factor_log2 == 0:
+        return nn.Identity()
+    layers: list[nn.Module] = []
+    for i in range(factor_log2):
+        layers.append(nn.ConvTranspose2d(dim, dim, 4, stride=2, padding=1))
+        if i < factor_log2 - 1:
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
+
+
+class VQVAE(nn.Module):
+    """The stage-1 model. ``forward`` returns (reconstruction, latent loss, codes per level)."""
+
+    def __init__(self, config: VQVAEConfig | None = None) -> None:
+        super().__init__()
+        c = self.config = config or VQVAEConfig()
+        if c.levels not in (2, 3):
+            raise ValueError("levels must be 2 or 3")
+        h, r, n, d = c.hidden, c.res_channels, c.res_blocks, c.code_dim
+        self.encoders = nn.ModuleList(
+            [Encoder(c.in_channels, h, r, n, 4)] + [Encoder(h, h, r, n, 2) for _ in range(c.levels - 1)]
+        )
+        # Level l's quantizer sees its features plus (below the top) the conditioning from above.
+        self.pre_quant = nn.ModuleList(
+            [nn.Conv2d(h + (d if lvl < c.levels - 1 else 0), d, 1) for lvl in range(c.levels)]
+        )
+        # cond[l] decodes level l+1 (its codes and its own conditioning) to level l's resolution.
+        self.cond_decoders = nn.ModuleList(
+            [
+                Decoder(d + (d if lvl + 1 < c.levels - 1 else 0), d, h, r, n, 2)
+                for lvl in range(c.levels - 1)
+            ]
+        )
+        self.quantizers = nn.ModuleList(
+            [VectorQuantizerEMA(c.num_codes, d, c.decay) for _ in range(c.levels)]
+        )
+        self.upsamplers = nn.ModuleList([_upsampler(d, lvl) for lvl in range(c.levels)])
+        self.decoder = Decoder(d * c.levels, c.in_channels, h, r, n, 4)
+
+    # -- padding: any input size works; the model sees a multiple of its stride ------------
+    def pad(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.config.stride
+        ph, pw = (-x.shape[2]) % s, (-x.shape[3]) % s
+        return F.pad(x, (0, pw, 0, ph), mode="replicate") if ph or pw else x
+
+    def code_shapes(self, height: int, width: int) -> list[tuple[int, int]]:
+        """Code-map sizes (bottom first) for an image of the given size."""
+        s = self.config.stride
+        hp, wp = -(-height // s) * s, -(-width // s) * s
+        return [(hp // (4 << lvl), wp // (4 << lvl)) for lvl in range(self.config.levels)]
+
+    def _quantize_all(self, x: torch.Tensor):
+        feats = [self.encoders[0](x)]
+        for enc in self.encoders[1:]:
+            feats.append(enc(feats[-1]))
+        quant: list[torch.Tensor] = [None] * self.config.levels  # type: ignore[list-item]
+        codes: list[torch.Tensor] = [None] * self.config.levels  # type: ignore[list-item]
+        loss = x.new_zeros(())
+        cond = None
+        for lvl in reversed(range(self.config.levels)):
+            inp = feats[lvl] if cond is None else torch.cat([feats[lvl], cond], 1)
+            q, commit, idx = self.quantizers[lvl](self.pre_quant[lvl](inp))
+            quant[lvl], codes[lvl] = q, idx
+            loss = loss + commit
+            if lvl > 0:
+                up_in = q if cond is None else torch.cat([q, cond], 1)
+                cond = self.cond_decoders[lvl - 1](up_in)
+        return quant, codes, loss
+
+    def decode_quantized(self, quant: list[torch.Tensor]) -> torch.Tensor:
+        ups = [up(q) for up, q in zip(self.upsamplers, quant)]
+        return self.decoder(torch.cat(ups, 1))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        """``x`` in [0, 1]; any size. Returns reconstruction in [0,1] scale, beta*commitment, codes."""
+        h, w = x.shape[2:]
+        quant, codes, commit = self._quantize_all(self.pad(x) - 0.5)
+        recon = self.decode_quantized(quant)[:, :, :h, :w] + 0.5
+        return recon, self.config.beta * commit, codes
+
+    @torch.no_grad()
+    def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Code maps (bottom first), each (B, H_l, W_l) int64, for images ``x`` in [0, 1]."""
+        return self._quantize_all(self.pad(x) - 0.5)[1]
+
+    @torch.no_grad()
+    def decode(self, codes: list[torch.Tensor], height: int, width: int) -> torch.Tensor:
+        """Images in [0, 1] (unclamped) from code maps, cropped to ``height`` x ``width``."""
+        quant = [q.lookup(c).permute(0, 3, 1, 2) for q, c in zip(self.quantizers, codes)]
+        return self.decode_quantized(quant)[:, :, :height, :width] + 0.5
