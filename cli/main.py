@@ -35,4 +35,5 @@ def main() -> None:
     """vqcodec: a learned image codec built on VQ-VAE-2 with PixelCNN priors."""
 
 
-from cli import train as _train  # noqa: E402,F401  (registers the train commands)
+from cli import codes as _codes  # noqa: E402,F401  (registers commands)
+from cli import train as _train  # noqa: E402,F401

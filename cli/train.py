@@ -69,3 +69,30 @@ def train_vqvae_cmd(**kw) -> None:
     config = VQVAEConfig(hidden=kw["hidden"], res_channels=kw["res_channels"], res_blocks=kw["res_blocks"],
                          num_codes=kw["num_codes"], code_dim=kw["code_dim"], levels=int(kw["levels"]))
     train_vqvae(kw["data"], settings, config, crop=kw["crop"], val=kw["val"], val_images=kw["val_images"])
+
+
+@train.command("prior")
+@click.option("--codes", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
+              help="Code dataset made by extract-codes.")
+@click.option("--val-codes", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None)
+@click.option("--level", type=click.Choice(["top", "middle", "bottom"]), required=True)
+@click.option("--tile", type=int, default=32, show_default=True,
+              help="Tile side in bottom-level codes; the prior's context at coding time.")
+@click.option("--channels", type=int, default=64, show_default=True)
+@click.option("--layers", type=int, default=6, show_default=True)
+@click.option("--attention-every", type=int, default=3, show_default=True, help="Top prior only.")
+@click.option("--heads", type=int, default=2, show_default=True)
+@click.option("--dropout", type=float, default=0.1, show_default=True)
+@click.option("--out-blocks", type=int, default=2, show_default=True)
+@click.option("--cond-channels", type=int, default=64, show_default=True)
+@click.option("--cond-blocks", type=int, default=3, show_default=True)
+@click.option("--val-tiles", type=int, default=256, show_default=True)
+@common_options
+@friendly_errors
+def train_prior_cmd(**kw) -> None:
+    """Train the PixelCNN prior of one level on a code dataset."""
+    from vqcodec.train_prior import train_prior
+
+    settings = settings_from(kw)
+    train_prior(kw.pop("codes"), kw.pop("level"), settings, tile=kw.pop("tile"), val_codes=kw.pop("val_codes"),
+                val_tiles=kw.pop("val_tiles"), **kw)

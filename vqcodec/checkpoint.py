@@ -50,7 +50,7 @@ def fingerprint(tensors: dict[str, torch.Tensor]) -> bytes:
     """16-byte SHA-256 digest of the tensors (names, dtypes, shapes, bytes): identifies a model."""
     h = hashlib.sha256()
     for name in sorted(tensors):
-        t = tensors[name].detach().contiguous().cpu()
+        t = tensors[name].detach().contiguous().cpu().reshape(-1)
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
         h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.digest()[:16]

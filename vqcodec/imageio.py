@@ -34,7 +34,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-import imagecodecs
 import numpy as np
 import tifffile
 import torch
@@ -184,6 +183,8 @@ def _png_bit_depth(data: bytes) -> int:
 
 def _png16_pixels(data: bytes, transparency: object, name: str) -> np.ndarray:
     """Exact 16-bit decode; a tRNS colour key counts as alpha (libpng usually expands it already)."""
+    import imagecodecs  # only 16-bit PNG needs it; imported late so the rest works without it
+
     pixels = imagecodecs.png_decode(data)
     if pixels.ndim == 2:
         pixels = pixels[..., None]
@@ -328,6 +329,8 @@ def _checked_pixels(image: ImageData) -> np.ndarray:
 def _encode_png(pixels: np.ndarray, icc: bytes | None) -> bytes:
     """imagecodecs writes 8- and 16-bit gray/RGB PNG exactly; the ICC chunk is added by hand."""
     plane = np.ascontiguousarray(pixels[..., 0]) if pixels.shape[2] == 1 else pixels
+    import imagecodecs
+
     png = bytes(imagecodecs.png_encode(plane))
     if icc is None:
         return png

@@ -66,6 +66,13 @@ def init_distributed(device: str) -> tuple[int, int, torch.device]:
     return rank, world, torch.device(device)
 
 
+def to_device(batch, device: torch.device):
+    """A tensor or a tuple of tensors moved to ``device``."""
+    if isinstance(batch, (tuple, list)):
+        return tuple(t.to(device) for t in batch)
+    return batch.to(device)
+
+
 LossFn = Callable[[nn.Module, torch.Tensor], tuple[torch.Tensor, dict[str, float]]]
 ValidateFn = Callable[[nn.Module], dict[str, float]]
 
@@ -86,6 +93,10 @@ def train(
     out = Path(s.out)
     model_path, state_path, log_path = out / "model.safetensors", out / "state.safetensors", out / "log.jsonl"
     torch.manual_seed(s.seed)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
     model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=s.lr)
     start = 0
@@ -127,7 +138,7 @@ def train(
     for batch in loader:
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, s)
-        loss, metrics = loss_fn(ddp, batch.to(device))
+        loss, metrics = loss_fn(ddp, to_device(batch, device))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -1,0 +1,31 @@
+"""``vqcodec extract-codes``: encode a folder once into a code dataset for prior training."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from cli.main import friendly_errors, main
+
+
+@main.command("extract-codes")
+@click.option("--model", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
+              help="Stage-1 checkpoint (model.safetensors of a vqvae run).")
+@click.option("--data", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
+@click.option("--crop", type=int, default=256, show_default=True, help="Crop side in pixels.")
+@click.option("--crops", type=int, default=8, show_default=True, help="Random crops per image.")
+@click.option("--labels", is_flag=True, help="Sub-folders are classes (for class-conditional priors).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@friendly_errors
+def extract_codes_cmd(model: Path, data: Path, out: Path, crop: int, crops: int, labels: bool, seed: int,
+                      device: str) -> None:
+    """Encode random crops of every image into code maps (numpy files, no pickle)."""
+    from vqcodec.codes import extract_codes
+    from vqcodec.models import load_vqvae
+
+    meta = extract_codes(load_vqvae(model), data, out, crop=crop, crops_per_image=crops, seed=seed,
+                         labels=labels, device=device)
+    click.echo(f"{meta['images']} images x {crops} crops -> {out}")

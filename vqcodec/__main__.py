@@ -1,0 +1,5 @@
+"""``python -m vqcodec`` runs the command-line program."""
+
+from cli.main import main
+
+main()

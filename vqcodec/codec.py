@@ -1,0 +1,161 @@
+"""compress / decompress: image -> VQ-VAE codes -> integer prior -> range coder -> bitstream.
+
+Code maps are cut into tiles (``tile`` bottom codes square, the matching windows of the levels
+above). A tile's prior context never leaves the tile, so tiles of one shape are coded as one
+batch, a damaged tile cannot spoil the others, and a region can be decoded alone. Within a tile
+the top level is coded first, then each lower level conditioned on the levels above.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .bitstream import Bitstream, Header, pack, unpack
+from .bundle import CodecModel, load_codec_model
+from .entropy import TileDecoders, encode_symbols
+from .errors import VQCodecError
+from .imageio import ImageData, from_tensor, read_image, to_tensor
+from .intprior import Stepper
+
+
+@dataclass(frozen=True)
+class Tile:
+    """A window of the bottom code map; level l uses the same window scaled by 2**-l."""
+
+    row: int
+    col: int
+    height: int
+    width: int
+
+    def window(self, level: int) -> tuple[slice, slice]:
+        r, c, h, w = self.row >> level, self.col >> level, self.height >> level, self.width >> level
+        return slice(r, r + h), slice(c, c + w)
+
+
+def tile_grid(height: int, width: int, tile: int) -> list[Tile]:
+    """Tiles in raster order covering a bottom code map of ``height`` x ``width``."""
+    return [
+        Tile(r, c, min(tile, height - r), min(tile, width - c))
+        for r in range(0, height, tile)
+        for c in range(0, width, tile)
+    ]
+
+
+def _groups(tiles: list[Tile]) -> dict[tuple[int, int], list[int]]:
+    groups: dict[tuple[int, int], list[int]] = defaultdict(list)
+    for i, t in enumerate(tiles):
+        groups[(t.height, t.width)].append(i)
+    return groups
+
+
+def as_image_data(image: Any) -> ImageData:
+    """Accept a path, bytes, an ImageData, a PIL image or a uint8/uint16 numpy array."""
+    if isinstance(image, ImageData):
+        return image
+    if isinstance(image, (str, os.PathLike, bytes)):
+        return read_image(image)
+    if isinstance(image, Image.Image):
+        if image.mode in ("I;16", "I;16B", "I;16L"):
+            return ImageData(np.asarray(image, dtype=np.uint16)[..., None].copy(), 16, None)
+        mode = "L" if image.mode in ("L", "1") else "RGB"
+        return ImageData(np.ascontiguousarray(np.asarray(image.convert(mode)).reshape(image.height, image.width, -1)),
+                         8, image.info.get("icc_profile"))
+    if isinstance(image, np.ndarray):
+        if image.dtype not in (np.uint8, np.uint16):
+            raise VQCodecError(f"image arrays must be uint8 or uint16, not {image.dtype}")
+        pix = image[..., None] if image.ndim == 2 else image
+        if pix.ndim != 3 or pix.shape[2] not in (1, 3) or pix.shape[0] < 1 or pix.shape[1] < 1:
+            raise VQCodecError(f"image arrays must be (H, W), (H, W, 1) or (H, W, 3), not {image.shape}")
+        return ImageData(np.ascontiguousarray(pix), 8 if pix.dtype == np.uint8 else 16, None)
+    raise VQCodecError(f"cannot compress an object of type {type(image).__name__}")
+
+
+def _model(model: CodecModel | str | os.PathLike | None, device: str) -> CodecModel:
+    return model if isinstance(model, CodecModel) else load_codec_model(model, device)
+
+
+@torch.no_grad()
+def encode_codes(m: CodecModel, codes: list[torch.Tensor]) -> list[bytes]:
+    """Tile payloads for code maps (bottom first, each (1, H_l, W_l))."""
+    tiles = tile_grid(codes[0].shape[1], codes[0].shape[2], m.tile)
+    parts: list[list] = [[] for _ in tiles]
+    for idx in _groups(tiles).values():
+        for level in reversed(range(m.levels)):
+            batch = [torch.stack([codes[lv][0][tiles[k].window(lv)] for k in idx]) for lv in range(level, m.levels)]
+            probs = m.priors[level].parallel_probs(batch[0], batch[1:] or None)
+            for j, k in enumerate(idx):
+                parts[k].append((batch[0][j].reshape(-1).cpu().numpy(), probs[j].reshape(-1, probs.shape[-1])))
+    return [encode_symbols(p) for p in parts]
+
+
+@torch.no_grad()
+def decode_codes(m: CodecModel, shapes: list[tuple[int, int]], payloads: list[bytes]) -> list[torch.Tensor]:
+    """Code maps from tile payloads: one code at a time per tile, all tiles of a shape together."""
+    tiles = tile_grid(shapes[0][0], shapes[0][1], m.tile)
+    if len(tiles) != len(payloads):
+        raise VQCodecError(f"the file holds {len(payloads)} tiles where its geometry needs {len(tiles)}")
+    maps = [torch.zeros((1, *s), dtype=torch.long, device=m.device) for s in shapes]
+    for idx in _groups(tiles).values():
+        decoders = TileDecoders([payloads[k] for k in idx])
+        for level in reversed(range(m.levels)):
+            cond = [torch.stack([maps[lv][0][tiles[k].window(lv)] for k in idx]) for lv in range(level + 1, m.levels)]
+            h, w = tiles[idx[0]].height >> level, tiles[idx[0]].width >> level
+            out = torch.zeros((len(idx), h, w), dtype=torch.long, device=m.device)
+            stepper = Stepper(m.priors[level], len(idx), h, w, cond or None)
+            for r in range(h):
+                stepper.row(r)
+                for c in range(w):
+                    symbols = decoders.decode(stepper.probs_at(r, c)).to(m.device)
+                    stepper.put(r, c, symbols)
+                    out[:, r, c] = symbols
+            for j, k in enumerate(idx):
+                maps[level][0][tiles[k].window(level)] = out[j]
+    return maps
+
+
+@torch.no_grad()
+def compress(image: Any, model: CodecModel | str | None = None, device: str = "cpu") -> bytes:
+    """Compress an image (path, bytes, PIL image, uint8/uint16 array or ImageData) to bytes."""
+    m = _model(model, device)
+    img = as_image_data(image)
+    h, w, channels = img.pixels.shape
+    x = to_tensor(img.pixels, img.bit_depth).to(m.device)
+    if channels == 1:
+        x = x.repeat(1, 3, 1, 1)
+    codes = m.vqvae.encode(x)
+    header = Header(m.fingerprint, w, h, channels, img.bit_depth, m.levels, m.tile, img.icc_profile or None)
+    return pack(Bitstream(header, tuple(encode_codes(m, codes))))
+
+
+@torch.no_grad()
+def decompress_image(data: bytes, model: CodecModel | str | None = None, device: str = "cpu") -> ImageData:
+    """Decode a vqcodec bitstream to pixels with the file's bit depth, channels and ICC profile."""
+    stream = unpack(bytes(data))
+    head = stream.header
+    m = _model(model, device)
+    if head.model_fingerprint != m.fingerprint:
+        raise VQCodecError(
+            f"this file was written by model {head.model_fingerprint.hex()}, but the loaded model "
+            f"'{m.name}' is {m.fingerprint.hex()}; pass the right one with --model"
+        )
+    if head.levels != m.levels or head.tile_size != m.tile:
+        raise VQCodecError("the file's code layout (levels, tile size) does not match the model")
+    shapes = m.vqvae.code_shapes(head.height, head.width)
+    maps = decode_codes(m, shapes, list(stream.tiles))
+    recon = m.vqvae.decode(maps, head.height, head.width).clamp(0, 1)
+    if head.channels == 1:
+        recon = recon.mean(1, keepdim=True)
+    return ImageData(from_tensor(recon.cpu(), head.bit_depth), head.bit_depth, head.icc_profile)
+
+
+def decompress(data: bytes, model: CodecModel | str | None = None, device: str = "cpu") -> np.ndarray:
+    """Decode a vqcodec bitstream to a (H, W) or (H, W, 3) uint8/uint16 array."""
+    pix = decompress_image(data, model, device).pixels
+    return pix[..., 0] if pix.shape[2] == 1 else pix

@@ -1,0 +1,139 @@
+"""Code datasets (Algorithm 2, lines 1-7): encode a folder once, train the priors on the codes.
+
+A code dataset is a folder of plain numpy files, no pickle: ``level{l}.npy`` (uint16, shape
+(N, H_l, W_l), level 0 the bottom), ``labels.npy`` (int64 class per crop, -1 without labels) and
+``meta.json`` saying how the crops were made and which model made them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+from tqdm import tqdm
+
+from .checkpoint import fingerprint
+from .data import list_images, load_rgb
+from .errors import VQCodecError
+from .vqvae import VQVAE
+
+
+def class_names(folder: Path, files: list[Path]) -> list[str]:
+    """One class per sub-folder directly under ``folder`` (sorted names)."""
+    names = sorted({f.relative_to(folder).parts[0] for f in files if len(f.relative_to(folder).parts) > 1})
+    if not names:
+        raise VQCodecError(f"--labels needs one sub-folder per class under {folder}")
+    return names
+
+
+@torch.no_grad()
+def extract_codes(
+    model: VQVAE,
+    data: str | Path,
+    out: str | Path,
+    crop: int = 256,
+    crops_per_image: int = 8,
+    seed: int = 0,
+    labels: bool = False,
+    device: str = "cpu",
+    batch: int = 16,
+) -> dict:
+    """Encode random crops (with random flips) of every image; crops equal to ``crop`` pixels square."""
+    data, out = Path(data), Path(out)
+    stride = model.config.stride
+    if crop % (stride * 2):
+        raise VQCodecError(f"--crop must be a multiple of {stride * 2}")
+    files = list_images(data)
+    names = class_names(data, files) if labels else []
+    rng = np.random.default_rng(seed)
+    model.eval().to(device)
+    levels: list[list[np.ndarray]] = [[] for _ in range(model.config.levels)]
+    label_list: list[int] = []
+    pending: list[np.ndarray] = []
+
+    def flush() -> None:
+        x = torch.from_numpy(np.stack(pending)).to(device)
+        for lvl, c in enumerate(model.encode(x)):
+            levels[lvl].append(c.cpu().numpy().astype(np.uint16))
+        pending.clear()
+
+    for f in tqdm(files, desc="extract", dynamic_ncols=True):
+        pix = load_rgb(f)
+        h, w = pix.shape[:2]
+        if h < crop or w < crop:
+            pix = np.pad(pix, ((0, max(0, crop - h)), (0, max(0, crop - w)), (0, 0)), mode="edge")
+            h, w = pix.shape[:2]
+        label = names.index(f.relative_to(data).parts[0]) if labels else -1
+        for _ in range(crops_per_image):
+            y, x = int(rng.integers(h - crop + 1)), int(rng.integers(w - crop + 1))
+            patch = pix[y : y + crop, x : x + crop]
+            if rng.random() < 0.5:
+                patch = patch[:, ::-1]
+            pending.append(np.ascontiguousarray(patch.transpose(2, 0, 1)))
+            label_list.append(label)
+            if len(pending) == batch:
+                flush()
+    if pending:
+        flush()
+    out.mkdir(parents=True, exist_ok=True)
+    for lvl, chunks in enumerate(levels):
+        np.save(out / f"level{lvl}.npy", np.concatenate(chunks))
+    np.save(out / "labels.npy", np.array(label_list, dtype=np.int64))
+    meta = {
+        "source": str(data),
+        "images": len(files),
+        "crop": crop,
+        "crops_per_image": crops_per_image,
+        "flips": "random horizontal, p=0.5",
+        "seed": seed,
+        "levels": model.config.levels,
+        "num_codes": model.config.num_codes,
+        "classes": names,
+        "model_fingerprint": fingerprint(model.state_dict()).hex(),
+    }
+    (out / "meta.json").write_text(json.dumps(meta, indent=2))
+    return meta
+
+
+def load_codes(folder: str | Path) -> tuple[list[np.ndarray], np.ndarray, dict]:
+    """(code maps per level, labels, meta) of a code dataset, memory-mapped."""
+    folder = Path(folder)
+    meta_path = folder / "meta.json"
+    if not meta_path.is_file():
+        raise VQCodecError(f"{folder} is not a code dataset (no meta.json); make one with extract-codes")
+    meta = json.loads(meta_path.read_text())
+    maps = [np.load(folder / f"level{lvl}.npy", mmap_mode="r") for lvl in range(meta["levels"])]
+    return maps, np.load(folder / "labels.npy"), meta
+
+
+class CodeTiles(Dataset):
+    """Index i -> a random tile of level ``level`` (side ``tile >> level``), the same window of
+    every level above it, and the label: what one prior sees at coding time."""
+
+    def __init__(self, maps: list[np.ndarray], labels: np.ndarray, level: int, tile: int, seed: int) -> None:
+        self.maps, self.labels, self.level, self.tile, self.seed = maps, labels, level, tile, seed
+        self.top = len(maps) - 1
+        self.unit = 1 << (self.top - level)  # keep windows aligned with the coarsest level
+        side = tile >> level
+        if side > maps[level].shape[1] or side > maps[level].shape[2]:
+            raise VQCodecError(f"tile of {side} codes does not fit code maps of {maps[level].shape[1:]}")
+
+    def __len__(self) -> int:
+        return 2**62
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, ...]:
+        rng = np.random.default_rng([self.seed, index])
+        n = int(rng.integers(self.maps[0].shape[0]))
+        side = self.tile >> self.level
+        h, w = self.maps[self.level].shape[1:]
+        y = int(rng.integers((h - side) // self.unit + 1)) * self.unit
+        x = int(rng.integers((w - side) // self.unit + 1)) * self.unit
+        out = []
+        for lvl in range(self.level, self.top + 1):
+            f = 1 << (lvl - self.level)
+            s = -(-side // f)
+            out.append(torch.from_numpy(self.maps[lvl][n, y // f : y // f + s, x // f : x // f + s].astype(np.int64)))
+        return (*out, torch.tensor(int(self.labels[n])))

@@ -1,0 +1,423 @@
+"""The prior as an integer network, so encoder and decoder compute bit-identical probabilities.
+
+A range decoder fails if its probabilities differ from the encoder's in a single bit, and float
+networks give different bits for different thread counts, batch shapes, code paths and devices.
+Following Ballé et al. 2019 ("Integer networks for data compression with latent-variable models"),
+the trained float prior is converted to integer arithmetic:
+
+* weights are integers (per-output-channel scale), activations integers in [-Q, Q];
+* every convolution, matmul and attention sum is an exact integer sum held in float64 (exact and
+  independent of summation order while every partial sum stays below 2**53; ours stay below 2**40);
+* requantization is one IEEE multiply by a stored float64 constant and one round-half-even:
+  correctly rounded, so identical on every CPU and GPU;
+* tanh, sigmoid and exp come from lookup tables computed once at conversion and stored in the
+  model file, never from a libm at run time;
+* output probabilities are integers from the exp table, handed to constriction as float64.
+
+``parallel_probs`` runs the whole map at once (the encoder); ``Stepper`` runs one code at a time
+with cached activations (the decoder and the sampler). Both call the same layer functions on
+windows of the same cached maps, so they produce the same integers.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .prior import PixelCNNPrior, PriorConfig
+
+Q = 32767  # activation range [-Q, Q]
+W_MAX = 4095  # weight range [-W_MAX, W_MAX]
+GATE_FRAC = 8  # gate pre-activations in units of 2**-8 ...
+GATE_RANGE = 12 << GATE_FRAC  # ... clamped to [-12, 12]
+GATED_FRAC = 12  # gate outputs in units of 2**-12
+LOGIT_FRAC = 6  # logits (and attention scores) in units of 1/64 nat
+EXP_RANGE = 16 << LOGIT_FRAC  # exp table covers 16 nats below the maximum
+PROB_BITS = 20  # the most likely code gets 2**20; every code at least 1
+
+
+def _lut_tables() -> dict[str, torch.Tensor]:
+    """Lookup tables, computed once with numpy at conversion time and stored with the weights."""
+    g = np.arange(-GATE_RANGE, GATE_RANGE + 1, dtype=np.float64) / (1 << GATE_FRAC)
+    e = np.arange(EXP_RANGE + 1, dtype=np.float64) / (1 << LOGIT_FRAC)
+    return {
+        "lut.tanh": torch.from_numpy(np.round(np.tanh(g) * (1 << GATED_FRAC))),
+        "lut.sigmoid": torch.from_numpy(np.round((1 / (1 + np.exp(-g))) * (1 << GATED_FRAC))),
+        "lut.exp_prob": torch.from_numpy(np.maximum(1, np.round(np.exp(-e) * (1 << PROB_BITS)))),
+        "lut.exp_attn": torch.from_numpy(np.round(np.exp(-e) * (1 << PROB_BITS))),
+    }
+
+
+def requant(acc: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """Exact integer accumulator -> integer at the target scale: one multiply, one rounding."""
+    return torch.clamp(torch.round(acc * m), -Q, Q)
+
+
+def _conv(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+    """Integer convolution (no padding) as im2col + float64 matmul: exact, and no FFT or Winograd
+    algorithm can be picked behind our back."""
+    bsz, cin, hh, ww = x.shape
+    cout, _, kh, kw = w.shape
+    oh, ow = hh - kh + 1, ww - kw + 1
+    w2 = w.reshape(cout, -1)
+    if oh == ow == 1:  # one output position (the decoder's steps): one plain GEMM
+        out = (x.reshape(bsz, -1) @ w2.t()).reshape(bsz, cout, 1, 1)
+    elif kh == kw == 1:
+        out = (x.permute(0, 2, 3, 1).reshape(-1, cin) @ w2.t()).reshape(bsz, hh, ww, cout).permute(0, 3, 1, 2)
+    else:
+        cols = F.unfold(x, (kh, kw)).transpose(1, 2)  # (B, L, Cin*kh*kw)
+        out = (cols @ w2.t()).transpose(1, 2).reshape(bsz, cout, oh, ow)
+    return out if b is None else out + b[None, :, None, None]
+
+
+class IntPrior:
+    """Integer twin of a ``PixelCNNPrior``; ``tensors`` are what the model file stores."""
+
+    def __init__(self, config: PriorConfig, tensors: dict[str, torch.Tensor], device: str = "cpu") -> None:
+        self.config = config
+        self.t = {k: v.to(device=device, dtype=torch.float64) for k, v in tensors.items()}
+        self.device = torch.device(device)
+
+    # -- building from a float model ---------------------------------------------------------
+    @classmethod
+    def from_float(cls, prior: PixelCNNPrior, calibration: Iterable[tuple]) -> IntPrior:
+        """Quantize ``prior``; ``calibration`` yields (codes, cond list|None, label|None) batches."""
+        scales = calibrate(prior, calibration)
+        return cls(prior.config, quantize(prior, scales))
+
+    def state(self) -> dict[str, torch.Tensor]:
+        """Tensors for the model file: weights as int16, everything else float64."""
+        return {k: (v.to(torch.int16) if k.endswith(".w") else v).cpu() for k, v in self.t.items()}
+
+    # -- primitives ----------------------------------------------------------------------------
+    def linear(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        """Convolution ``name`` on an integer window, requantized to its target scale."""
+        return requant(_conv(x, self.t[f"{name}.w"], self.t[f"{name}.b"]), self.t[f"{name}.m"])
+
+    def gate(self, pre: torch.Tensor) -> torch.Tensor:
+        a, b = pre.chunk(2, dim=1)
+        ia = torch.clamp(a, -GATE_RANGE, GATE_RANGE).long() + GATE_RANGE
+        ib = torch.clamp(b, -GATE_RANGE, GATE_RANGE).long() + GATE_RANGE
+        prod = self.t["lut.tanh"][ia] * self.t["lut.sigmoid"][ib]
+        return torch.round(prod * 2.0**-GATED_FRAC)
+
+    def embed(self, codes: torch.Tensor) -> torch.Tensor:
+        return self.t["embed"][codes].permute(0, 3, 1, 2)
+
+    def label_bias(self, label: torch.Tensor | None, layer: int) -> torch.Tensor | float:
+        if not self.config.num_classes or label is None:
+            return 0.0
+        return self.t[f"layers.{layer}.label"][label][:, :, None, None]
+
+    # -- layers on windows (shared by the parallel and the incremental pass) --------------------
+    def v_layer(self, i: int, v_rows: torch.Tensor, cond_v: torch.Tensor | float, label_v) -> torch.Tensor:
+        """v_pre for the rows of ``v_rows`` (which holds v_rows-1 extra rows above)."""
+        p = self.config.v_cols // 2
+        return self.linear(f"layers.{i}.v_conv", F.pad(v_rows, (p, p, 0, 0))) + cond_v + label_v
+
+    def h_layer(
+        self, i: int, h_cols: torch.Tensor, h_here: torch.Tensor, v_pre: torch.Tensor, cond_h, label_h
+    ) -> torch.Tensor:
+        """New h-stream values where ``h_cols`` (with h_cols-1 extra columns left) ends."""
+        pre = self.linear(f"layers.{i}.h_conv", h_cols) + self.linear(f"layers.{i}.link", v_pre) + cond_h + label_h
+        return torch.clamp(h_here + self.linear(f"layers.{i}.h_out", self.gate(pre)), -Q, Q)
+
+    def attn_weights(self, i: int, scores: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        logits = torch.round(scores * self.t[f"attn.{i}.score_m"])
+        if mask is not None:
+            logits = logits.masked_fill(mask, -math.inf)
+        drop = torch.clamp(logits.amax(-1, keepdim=True) - logits, 0, EXP_RANGE)
+        return self.t["lut.exp_attn"][drop.long()]
+
+    def attn_finish(self, i: int, h: torch.Tensor, weighted: torch.Tensor, total: torch.Tensor) -> torch.Tensor:
+        """h + out(attention output) with the attention output rounded to v's scale."""
+        out = torch.round(weighted / total)
+        return torch.clamp(h + self.linear(f"attn.{i}.out", out), -Q, Q)
+
+    def head_logits(self, h: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+        """Integer logits in 1/64 nat from the final h-stream (any spatial shape)."""
+        for j in range(self.config.out_blocks):
+            a = self.linear(f"out.{j}.a", torch.relu(h))
+            h = torch.clamp(h + self.linear(f"out.{j}.b", torch.relu(a)), -Q, Q)
+        acc = _conv(torch.relu(h), self.t["logits.w"], self.t["logits.b"])
+        m = self.t["logits.m"] if temperature == 1.0 else self.t["logits.m"] / temperature
+        return torch.round(acc * m)
+
+    def probs(self, logits: torch.Tensor) -> torch.Tensor:
+        """Integer-valued float64 probabilities over dim 1 from integer logits."""
+        drop = torch.clamp(logits.amax(1, keepdim=True) - logits, 0, EXP_RANGE)
+        return self.t["lut.exp_prob"][drop.long()]
+
+    def condition(self, cond: list[torch.Tensor] | None, label: torch.Tensor | None, size: tuple[int, int]):
+        """Per-layer (cond_v, cond_h, label_v, label_h) integer biases at the gate scale."""
+        c = self.config.channels
+        feat = self.cond_features(cond, size) if self.config.cond_levels else None
+        out = []
+        for i in range(self.config.layers):
+            cv = ch = 0.0
+            if feat is not None:
+                cv, ch = self.linear(f"layers.{i}.cond", feat).split(2 * c, dim=1)
+            lb = self.label_bias(label, i)
+            lv, lh = (lb[:, : 2 * c], lb[:, 2 * c :]) if torch.is_tensor(lb) else (0.0, 0.0)
+            out.append((cv, ch, lv, lh))
+        return out
+
+    def cond_features(self, cond: list[torch.Tensor], out_size: tuple[int, int]) -> torch.Tensor:
+        size = cond[0].shape[-2:]
+        feats = []
+        for i, codes in enumerate(cond):
+            e = self.t[f"cond.embed.{i}"][codes].permute(0, 3, 1, 2)
+            feats.append(e.repeat_interleave(2**i, 2).repeat_interleave(2**i, 3)[..., : size[0], : size[1]])
+        x = self.linear("cond.inp", F.pad(torch.cat(feats, 1), (1, 1, 1, 1)))
+        for j in range(self.config.cond_blocks):
+            a = self.linear(f"cond.block.{j}.conv3", F.pad(torch.relu(x), (1, 1, 1, 1)))
+            x = torch.clamp(x + self.linear(f"cond.block.{j}.conv1", torch.relu(a)), -Q, Q)
+        x = torch.relu(x).repeat_interleave(2, 2).repeat_interleave(2, 3)[..., : out_size[0], : out_size[1]]
+        return self.linear("cond.post", F.pad(x, (1, 1, 1, 1)))
+
+    # -- the parallel pass (encoder) -------------------------------------------------------------
+    @torch.no_grad()
+    def parallel_logits(
+        self, codes: torch.Tensor, cond: list[torch.Tensor] | None = None, label: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Integer logits (B, K, H, W) for every position, given all codes."""
+        cfg = self.config
+        codes = codes.to(self.device)
+        cond = [c.to(self.device) for c in cond] if cond else None
+        label = label.to(self.device) if label is not None else None
+        biases = self.condition(cond, label, codes.shape[-2:])
+        e = self.embed(codes)
+        v = F.pad(e, (0, 0, 1, 0))[:, :, :-1]
+        h = F.pad(e, (1, 0))[:, :, :, :-1]
+        n = codes.shape[1] * codes.shape[2]
+        mask = torch.ones(n, n, dtype=torch.bool, device=self.device).triu(1)
+        for i in range(cfg.layers):
+            cv, ch, lv, lh = biases[i]
+            v_pre = self.v_layer(i, F.pad(v, (0, 0, cfg.v_rows - 1, 0)), cv, lv)
+            h = self.h_layer(i, F.pad(h, (cfg.h_cols - 1, 0)), h, v_pre, ch, lh)
+            v = self.gate(v_pre)
+            if cfg.attention_after(i):
+                h = self.parallel_attention(i, h, mask)
+        return self.head_logits(h)
+
+    def qkv(self, i: int, h: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """q, k, v as (B, heads, N, d) from h (B, C, H, W)."""
+        b, c, hh, ww = h.shape
+        heads = self.config.heads
+
+        def split(t: torch.Tensor) -> torch.Tensor:
+            return t.reshape(b, heads, c // heads, hh * ww).transpose(2, 3)
+
+        return tuple(split(self.linear(f"attn.{i}.{n}", h)) for n in "qkv")
+
+    def parallel_attention(self, i: int, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        b, c, hh, ww = h.shape
+        q, k, v = self.qkv(i, h)
+        w = self.attn_weights(i, q @ k.transpose(2, 3), mask)
+        weighted = (w @ v).transpose(2, 3).reshape(b, c, hh, ww)
+        total = w.sum(-1)[:, :, None, :].expand(b, self.config.heads, c // self.config.heads, hh * ww)
+        return self.attn_finish(i, h, weighted, total.reshape(b, c, hh, ww))
+
+    def parallel_probs(self, codes, cond=None, label=None) -> torch.Tensor:
+        """Probabilities (B, H, W, K) for every position: what the encoder codes with."""
+        return self.probs(self.parallel_logits(codes, cond, label)).permute(0, 2, 3, 1)
+
+
+class Stepper:
+    """One code at a time in raster order with cached activations (decoder and sampler).
+
+    Call ``row(r)`` when row r starts (all codes above are known), then ``probs_at(r, c)`` and
+    ``put(r, c, codes)`` for each column. Each call computes only what the new code changes.
+    """
+
+    def __init__(
+        self,
+        net: IntPrior,
+        batch: int,
+        height: int,
+        width: int,
+        cond: list[torch.Tensor] | None = None,
+        label: torch.Tensor | None = None,
+        temperature: float = 1.0,
+    ) -> None:
+        cfg = self.cfg = net.config
+        self.net, self.temperature, self.width = net, temperature, width
+        dev, c = net.device, cfg.channels
+        cond = [x.to(dev) for x in cond] if cond else None
+        self.biases = net.condition(cond, label.to(dev) if label is not None else None, (height, width))
+
+        def zeros(ch: int, rows: int = height, cols: int = width) -> torch.Tensor:
+            return torch.zeros(batch, ch, rows, cols, dtype=torch.float64, device=dev)
+
+        # e is kept with one extra row on top and one extra column on the left (the shifts).
+        self.e = zeros(c, height + cfg.v_rows, width + max(cfg.h_cols, 1))
+        self.e_top, self.e_left = cfg.v_rows, max(cfg.h_cols, 1)
+        self.v = [zeros(c, height + cfg.v_rows - 1) for _ in range(cfg.layers)]  # gated, rows padded on top
+        self.v_pre = [zeros(2 * c) for _ in range(cfg.layers)]
+        self.h = [zeros(c, height, width + cfg.h_cols - 1) for _ in range(cfg.layers + 1)]  # cols padded left
+        n = height * width
+        d = c // cfg.heads
+        self.kv = {
+            i: (torch.zeros(batch, cfg.heads, n, d, dtype=torch.float64, device=dev),
+                torch.zeros(batch, cfg.heads, n, d, dtype=torch.float64, device=dev))
+            for i in range(cfg.layers) if cfg.attention_after(i)
+        }
+
+    def _bias(self, i: int, k: int, r: int, c: int | None):
+        """Bias k of layer i (0/1: conditioning maps, sliced here; 2/3: label, the same everywhere)."""
+        b = self.biases[i][k]
+        if k >= 2 or not torch.is_tensor(b):
+            return b
+        return b[:, :, r : r + 1] if c is None else b[:, :, r : r + 1, c : c + 1]
+
+    def row(self, r: int) -> None:
+        """Vertical stack for row r of every layer (needs rows < r)."""
+        cfg, rows = self.cfg, self.cfg.v_rows
+        # v_0 = e shifted down one row: rows r-rows..r-1 of e, i.e. padded rows r..r+rows-1.
+        window = self.e[:, :, r : r + rows, self.e_left :]
+        for i in range(cfg.layers):
+            pre = self.net.v_layer(i, window, self._bias(i, 0, r, None), self._bias(i, 2, r, None))
+            self.v_pre[i][:, :, r : r + 1] = pre
+            self.v[i][:, :, r + rows - 1 : r + rows] = self.net.gate(pre)
+            window = self.v[i][:, :, r : r + rows]
+
+    def probs_at(self, r: int, c: int) -> torch.Tensor:
+        """Integer-valued probabilities (B, K) of the code at (r, c)."""
+        cfg, net, hc = self.cfg, self.net, self.cfg.h_cols
+        # h_0 at (r, c) is e at (r, c - 1): the shift that keeps a code out of its own context.
+        er, ec = r + self.e_top, c + self.e_left
+        self.h[0][:, :, r : r + 1, c + hc - 1 : c + hc] = self.e[:, :, er : er + 1, ec - 1 : ec]
+        for i in range(cfg.layers):
+            cols = self.h[i][:, :, r : r + 1, c : c + hc]
+            here = cols[..., -1:]
+            new = net.h_layer(
+                i, cols, here, self.v_pre[i][:, :, r : r + 1, c : c + 1], self._bias(i, 1, r, c), self._bias(i, 3, r, c)
+            )
+            if cfg.attention_after(i):
+                new = self._attend(i, new, r * self.width + c)
+            self.h[i + 1][:, :, r : r + 1, c + hc - 1 : c + hc] = new
+        logits = net.head_logits(self.h[cfg.layers][:, :, r : r + 1, c + hc - 1 : c + hc], self.temperature)
+        return net.probs(logits)[:, :, 0, 0]
+
+    def _attend(self, i: int, h: torch.Tensor, pos: int) -> torch.Tensor:
+        q, k, v = self.net.qkv(i, h)  # (B, heads, 1, d)
+        keys, values = self.kv[i]
+        keys[:, :, pos : pos + 1], values[:, :, pos : pos + 1] = k, v
+        w = self.net.attn_weights(i, q @ keys[:, :, : pos + 1].transpose(2, 3), None)
+        b, c = h.shape[:2]
+        weighted = (w @ values[:, :, : pos + 1]).transpose(2, 3).reshape(b, c, 1, 1)
+        total = w.sum(-1)[:, :, None, :].expand(b, self.cfg.heads, c // self.cfg.heads, 1).reshape(b, c, 1, 1)
+        return self.net.attn_finish(i, h, weighted, total)
+
+    def put(self, r: int, c: int, codes: torch.Tensor) -> None:
+        """Record the decoded codes (B,) at (r, c)."""
+        self.e[:, :, r + self.e_top, c + self.e_left] = self.net.t["embed"][codes.to(self.net.device)]
+
+
+# -- conversion ------------------------------------------------------------------------------------
+def _observe(stats: dict[str, float], name: str, x: torch.Tensor) -> torch.Tensor:
+    stats[name] = max(stats.get(name, 0.0), float(x.detach().abs().max()))
+    return x
+
+
+@torch.no_grad()
+def calibrate(prior: PixelCNNPrior, batches: Iterable[tuple]) -> dict[str, float]:
+    """Largest magnitude of every quantized activation over calibration data (float forward)."""
+    from .prior import shift_down, shift_right
+
+    prior = prior.eval().double()
+    stats: dict[str, float] = {}
+    for codes, cond, label in batches:
+        cf = None
+        if prior.cond_stack is not None:
+            cs = prior.cond_stack
+            feats = []
+            for i, (emb, cc) in enumerate(zip(cs.embeds, cond, strict=True)):
+                e = _observe(stats, "cond.embed", emb(cc).permute(0, 3, 1, 2))
+                e = e.repeat_interleave(2**i, 2).repeat_interleave(2**i, 3)
+                feats.append(e[..., : cond[0].shape[1], : cond[0].shape[2]])
+            x = _observe(stats, "cond.x", cs.inp(torch.cat(feats, 1)))
+            for j, (conv3, conv1) in enumerate(cs.blocks):
+                a = _observe(stats, f"cond.block.{j}", conv3(F.relu(x)))
+                x = _observe(stats, "cond.x", x + conv1(F.relu(a)))
+            up = F.relu(x).repeat_interleave(2, 2).repeat_interleave(2, 3)[..., : codes.shape[1], : codes.shape[2]]
+            cf = _observe(stats, "cond.feat", cs.post(up))
+        e = _observe(stats, "h", prior.embed(codes).permute(0, 3, 1, 2))
+        v, h = shift_down(e), shift_right(e)
+        for i, layer in enumerate(prior.layers):
+            v, h = layer(v, h, cf, label)
+            _observe(stats, "h", h)
+            if str(i) in prior.attention:
+                att = prior.attention[str(i)]
+                for n in "qkv":
+                    _observe(stats, f"attn.{i}.{n}", getattr(att, n)(h))
+                h = _observe(stats, "h", h + att(h))
+        for j, (a, b) in enumerate(prior.out_blocks):
+            ao = _observe(stats, f"out.{j}.a", a(F.relu(h)))
+            h = _observe(stats, "h", h + b(F.relu(ao)))
+    prior.float()
+    return stats
+
+
+def _scale(maxabs: float) -> float:
+    """Scale so that 1.25x the calibrated range fits in [-Q, Q]."""
+    return max(maxabs, 1e-6) * 1.25 / Q
+
+
+def _quant_conv(
+    out: dict, name: str, conv: torch.nn.Conv2d, in_scale: float, out_scale: float | torch.Tensor
+) -> None:
+    w = conv.weight.detach().double()
+    s_w = w.abs().flatten(1).amax(1).clamp(min=1e-12) / W_MAX
+    out[f"{name}.w"] = torch.round(w / s_w[:, None, None, None])
+    acc_scale = s_w * in_scale
+    b = conv.bias.detach().double() if conv.bias is not None else torch.zeros_like(s_w)
+    out[f"{name}.b"] = torch.round(b / acc_scale)
+    out[f"{name}.m"] = (acc_scale / out_scale)[None, :, None, None]
+
+
+@torch.no_grad()
+def quantize(prior: PixelCNNPrior, stats: dict[str, float]) -> dict[str, torch.Tensor]:
+    """Integer tensors and float64 multipliers for every layer of ``prior``."""
+    cfg, t = prior.config, _lut_tables()
+    gate_s, gated_s, logit_s = 2.0**-GATE_FRAC, 2.0**-GATED_FRAC, 2.0**-LOGIT_FRAC
+    s_h = _scale(stats["h"])
+    t["embed"] = torch.clamp(torch.round(prior.embed.weight.double() / s_h), -Q, Q)
+    if prior.cond_stack is not None:
+        cs = prior.cond_stack
+        s_ce, s_cx, s_cf = _scale(stats["cond.embed"]), _scale(stats["cond.x"]), _scale(stats["cond.feat"])
+        for i, emb in enumerate(cs.embeds):
+            t[f"cond.embed.{i}"] = torch.clamp(torch.round(emb.weight.double() / s_ce), -Q, Q)
+        _quant_conv(t, "cond.inp", cs.inp, s_ce, s_cx)
+        for j, (conv3, conv1) in enumerate(cs.blocks):
+            s_a = _scale(stats[f"cond.block.{j}"])
+            _quant_conv(t, f"cond.block.{j}.conv3", conv3, s_cx, s_a)
+            _quant_conv(t, f"cond.block.{j}.conv1", conv1, s_a, s_cx)
+        _quant_conv(t, "cond.post", cs.post, s_cx, s_cf)
+    for i, layer in enumerate(prior.layers):
+        _quant_conv(t, f"layers.{i}.v_conv", layer.v_conv, s_h if i == 0 else gated_s, gate_s)
+        _quant_conv(t, f"layers.{i}.h_conv", layer.h_conv, s_h, gate_s)
+        _quant_conv(t, f"layers.{i}.link", layer.link, gate_s, gate_s)
+        _quant_conv(t, f"layers.{i}.h_out", layer.h_out, gated_s, s_h)
+        if layer.cond is not None:
+            _quant_conv(t, f"layers.{i}.cond", layer.cond, s_cf, gate_s)
+        if layer.label is not None:
+            t[f"layers.{i}.label"] = torch.round(layer.label.weight.double() / gate_s)
+        if str(i) in prior.attention:
+            att = prior.attention[str(i)]
+            s = {n: _scale(stats[f"attn.{i}.{n}"]) for n in "qkv"}
+            for n in "qkv":
+                _quant_conv(t, f"attn.{i}.{n}", getattr(att, n), s_h, s[n])
+            d = cfg.channels // cfg.heads
+            t[f"attn.{i}.score_m"] = torch.tensor(s["q"] * s["k"] / math.sqrt(d) / logit_s, dtype=torch.float64)
+            _quant_conv(t, f"attn.{i}.out", att.out, s["v"], s_h)
+    for j, (a, b) in enumerate(prior.out_blocks):
+        s_a = _scale(stats[f"out.{j}.a"])
+        _quant_conv(t, f"out.{j}.a", a, s_h, s_a)
+        _quant_conv(t, f"out.{j}.b", b, s_a, s_h)
+    _quant_conv(t, "logits", prior.logits, s_h, logit_s)
+    return t

@@ -1,0 +1,95 @@
+"""Stage 2 training: each prior learns p(level codes | codes above, label) on code tiles."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .codes import CodeTiles, load_codes
+from .errors import VQCodecError
+from .prior import PixelCNNPrior, PriorConfig, nll_bits
+from .training import TrainSettings, to_device, train
+
+LEVEL_NAMES = {2: ["bottom", "top"], 3: ["bottom", "middle", "top"]}
+
+
+def level_index(name: str, levels: int) -> int:
+    names = LEVEL_NAMES[levels]
+    if name not in names:
+        raise VQCodecError(f"level '{name}' does not exist in a {levels}-level model ({', '.join(names)})")
+    return names.index(name)
+
+
+def prior_inputs(model: torch.nn.Module, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """Logits for a batch (codes, cond..., label) from CodeTiles."""
+    codes, *cond, label = batch
+    cfg = (model.module if hasattr(model, "module") else model).config
+    return model(codes, cond or None, label if cfg.num_classes else None)
+
+
+def prior_loss(model: torch.nn.Module, batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, dict[str, float]]:
+    loss = nll_bits(prior_inputs(model, batch), batch[0])
+    return loss, {"bits": loss.item()}
+
+
+@torch.no_grad()
+def mean_bits(model: PixelCNNPrior, dataset: CodeTiles, count: int, batch: int = 32) -> float:
+    """Mean NLL in bits per code over a fixed sample of ``count`` tiles."""
+    device = next(model.parameters()).device
+    total = 0.0
+    for start in range(0, count, batch):
+        items = [dataset[i] for i in range(start, min(count, start + batch))]
+        stacked = to_device(tuple(torch.stack(t) for t in zip(*items)), device)
+        total += float(nll_bits(prior_inputs(model, stacked), stacked[0])) * len(items)
+    return total / count
+
+
+def unigram_entropy(codes: np.ndarray, num_codes: int) -> float:
+    """Entropy in bits of the empirical code histogram: what a context-free coder would spend."""
+    counts = np.bincount(np.asarray(codes).reshape(-1), minlength=num_codes).astype(np.float64)
+    p = counts[counts > 0] / counts.sum()
+    return float(-(p * np.log2(p)).sum())
+
+
+def build_prior(meta: dict, level: int, cfg_overrides: dict) -> PixelCNNPrior:
+    top = meta["levels"] - 1
+    attention_every = cfg_overrides.pop("attention_every", 3)
+    cfg = PriorConfig(
+        num_codes=meta["num_codes"],
+        cond_levels=top - level,
+        attention_every=attention_every if level == top else 0,
+        num_classes=len(meta["classes"]),
+        **cfg_overrides,
+    )
+    return PixelCNNPrior(cfg)
+
+
+def train_prior(
+    codes: str | Path,
+    level_name: str,
+    settings: TrainSettings,
+    tile: int = 32,
+    val_codes: str | Path | None = None,
+    val_tiles: int = 256,
+    **cfg_overrides,
+) -> PixelCNNPrior:
+    maps, labels, meta = load_codes(codes)
+    level = level_index(level_name, meta["levels"])
+    model = build_prior(meta, level, dict(cfg_overrides))
+    config = {**model.config.to_dict(), "level": level, "tile": tile, "levels": meta["levels"]}
+    dataset = CodeTiles(maps, labels, level, tile, settings.seed)
+    train_probe = CodeTiles(maps, labels, level, tile, seed=999_999)
+    val_probe = None
+    if val_codes is not None:
+        vmaps, vlabels, _ = load_codes(val_codes)
+        val_probe = CodeTiles(vmaps, vlabels, level, tile, seed=999_999)
+
+    def validate(m: torch.nn.Module) -> dict[str, float]:
+        result = {"train_bits": mean_bits(m, train_probe, val_tiles)}
+        if val_probe is not None:
+            result["bits"] = mean_bits(m, val_probe, val_tiles)
+        return result
+
+    return train(model, f"prior-{level_name}", config, dataset, prior_loss, validate, settings)
