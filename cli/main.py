@@ -35,5 +35,7 @@ def main() -> None:
     """vqcodec: a learned image codec built on VQ-VAE-2 with PixelCNN priors."""
 
 
-from cli import codes as _codes  # noqa: E402,F401  (registers commands)
+from cli import codec as _codec  # noqa: E402,F401  (registers commands)
+from cli import demo as _demo  # noqa: E402,F401
+from cli import codes as _codes  # noqa: E402,F401
 from cli import train as _train  # noqa: E402,F401

@@ -28,6 +28,8 @@ def common_options(fn):
         click.option("--workers", type=int, default=1, show_default=True, help="Data loader processes."),
         click.option("--max-minutes", type=float, default=None, help="Stop (and checkpoint) after this long."),
         click.option("--resume", is_flag=True, help="Continue the run in --out exactly where it stopped."),
+        click.option("--stop-at", type=int, default=None, hidden=False,
+                     help="end after this step as if interrupted (for testing resume)"),
         click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True),
     ]
     for opt in reversed(opts):
@@ -39,7 +41,7 @@ def settings_from(kw: dict):
     from vqcodec.training import TrainSettings
 
     names = ["out", "steps", "batch", "lr", "seed", "checkpoint_every", "validate_every", "workers",
-             "max_minutes", "resume", "device"]
+             "max_minutes", "resume", "device", "stop_at"]
     return TrainSettings(**{n: kw.pop(n) for n in names})
 
 

@@ -114,16 +114,17 @@ class IntPrior:
         return self.t[f"layers.{layer}.label"][label][:, :, None, None]
 
     # -- layers on windows (shared by the parallel and the incremental pass) --------------------
-    def v_layer(self, i: int, v_rows: torch.Tensor, cond_v: torch.Tensor | float, label_v) -> torch.Tensor:
-        """v_pre for the rows of ``v_rows`` (which holds v_rows-1 extra rows above)."""
+    def v_layer(self, i: int, v_rows: torch.Tensor) -> torch.Tensor:
+        """Vertical convolution for the rows of ``v_rows`` (which holds v_rows-1 extra rows above),
+        before the conditioning biases: the link into the h-stream takes it in this form."""
         p = self.config.v_cols // 2
-        return self.linear(f"layers.{i}.v_conv", F.pad(v_rows, (p, p, 0, 0))) + cond_v + label_v
+        return self.linear(f"layers.{i}.v_conv", F.pad(v_rows, (p, p, 0, 0)))
 
     def h_layer(
-        self, i: int, h_cols: torch.Tensor, h_here: torch.Tensor, v_pre: torch.Tensor, cond_h, label_h
+        self, i: int, h_cols: torch.Tensor, h_here: torch.Tensor, v_conv: torch.Tensor, cond_h, label_h
     ) -> torch.Tensor:
         """New h-stream values where ``h_cols`` (with h_cols-1 extra columns left) ends."""
-        pre = self.linear(f"layers.{i}.h_conv", h_cols) + self.linear(f"layers.{i}.link", v_pre) + cond_h + label_h
+        pre = self.linear(f"layers.{i}.h_conv", h_cols) + self.linear(f"layers.{i}.link", v_conv) + cond_h + label_h
         return torch.clamp(h_here + self.linear(f"layers.{i}.h_out", self.gate(pre)), -Q, Q)
 
     def attn_weights(self, i: int, scores: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -197,9 +198,9 @@ class IntPrior:
         mask = torch.ones(n, n, dtype=torch.bool, device=self.device).triu(1)
         for i in range(cfg.layers):
             cv, ch, lv, lh = biases[i]
-            v_pre = self.v_layer(i, F.pad(v, (0, 0, cfg.v_rows - 1, 0)), cv, lv)
-            h = self.h_layer(i, F.pad(h, (cfg.h_cols - 1, 0)), h, v_pre, ch, lh)
-            v = self.gate(v_pre)
+            v_conv = self.v_layer(i, F.pad(v, (0, 0, cfg.v_rows - 1, 0)))
+            h = self.h_layer(i, F.pad(h, (cfg.h_cols - 1, 0)), h, v_conv, ch, lh)
+            v = self.gate(v_conv + cv + lv)
             if cfg.attention_after(i):
                 h = self.parallel_attention(i, h, mask)
         return self.head_logits(h)
@@ -257,7 +258,7 @@ class Stepper:
         self.e = zeros(c, height + cfg.v_rows, width + max(cfg.h_cols, 1))
         self.e_top, self.e_left = cfg.v_rows, max(cfg.h_cols, 1)
         self.v = [zeros(c, height + cfg.v_rows - 1) for _ in range(cfg.layers)]  # gated, rows padded on top
-        self.v_pre = [zeros(2 * c) for _ in range(cfg.layers)]
+        self.v_conv = [zeros(2 * c) for _ in range(cfg.layers)]  # vertical conv output, before biases
         self.h = [zeros(c, height, width + cfg.h_cols - 1) for _ in range(cfg.layers + 1)]  # cols padded left
         n = height * width
         d = c // cfg.heads
@@ -280,8 +281,9 @@ class Stepper:
         # v_0 = e shifted down one row: rows r-rows..r-1 of e, i.e. padded rows r..r+rows-1.
         window = self.e[:, :, r : r + rows, self.e_left :]
         for i in range(cfg.layers):
-            pre = self.net.v_layer(i, window, self._bias(i, 0, r, None), self._bias(i, 2, r, None))
-            self.v_pre[i][:, :, r : r + 1] = pre
+            conv = self.net.v_layer(i, window)
+            self.v_conv[i][:, :, r : r + 1] = conv
+            pre = conv + self._bias(i, 0, r, None) + self._bias(i, 2, r, None)
             self.v[i][:, :, r + rows - 1 : r + rows] = self.net.gate(pre)
             window = self.v[i][:, :, r : r + rows]
 
@@ -294,9 +296,8 @@ class Stepper:
         for i in range(cfg.layers):
             cols = self.h[i][:, :, r : r + 1, c : c + hc]
             here = cols[..., -1:]
-            new = net.h_layer(
-                i, cols, here, self.v_pre[i][:, :, r : r + 1, c : c + 1], self._bias(i, 1, r, c), self._bias(i, 3, r, c)
-            )
+            v_conv = self.v_conv[i][:, :, r : r + 1, c : c + 1]
+            new = net.h_layer(i, cols, here, v_conv, self._bias(i, 1, r, c), self._bias(i, 3, r, c))
             if cfg.attention_after(i):
                 new = self._attend(i, new, r * self.width + c)
             self.h[i + 1][:, :, r : r + 1, c + hc - 1 : c + hc] = new

@@ -77,6 +77,7 @@ def train_prior(
 ) -> PixelCNNPrior:
     maps, labels, meta = load_codes(codes)
     level = level_index(level_name, meta["levels"])
+    torch.manual_seed(settings.seed)  # --seed decides the initial weights too
     model = build_prior(meta, level, dict(cfg_overrides))
     config = {**model.config.to_dict(), "level": level, "tile": tile, "levels": meta["levels"]}
     dataset = CodeTiles(maps, labels, level, tile, settings.seed)

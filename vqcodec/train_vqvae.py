@@ -62,6 +62,7 @@ def train_vqvae(
 ) -> VQVAE:
     files = list_images(data)
     val_files = list_images(val)[:val_images] if val else None
+    torch.manual_seed(settings.seed)  # the initial weights are part of the run: --seed decides them
     model = VQVAE(config)
 
     def validate(m: torch.nn.Module) -> dict[str, float]:

@@ -41,6 +41,7 @@ class TrainSettings:
     max_minutes: float | None = None
     resume: bool = False
     device: str = "cpu"
+    stop_at: int | None = None  # end after this step as if interrupted (the schedule still uses ``steps``)
 
 
 def learning_rate(step: int, s: TrainSettings) -> float:
@@ -147,7 +148,8 @@ def train(
         write({"step": step, "time": round(elapsed, 2), "lr": learning_rate(step - 1, s), **metrics})
         bar.set_postfix({k: f"{v:.4g}" for k, v in metrics.items()}, refresh=False)
         bar.update(1)
-        last = step == s.steps or (s.max_minutes is not None and elapsed > 60 * s.max_minutes)
+        last = step == s.steps or (s.stop_at is not None and step >= s.stop_at)
+        last = last or (s.max_minutes is not None and elapsed > 60 * s.max_minutes)
         if world > 1 and s.max_minutes is not None:
             flag = torch.tensor(float(last), device=device)
             dist.broadcast(flag, src=0)  # rank 0's clock decides, so every process stops together

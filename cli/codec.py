@@ -1,0 +1,155 @@
+"""``vqcodec compress``, ``decompress`` and ``info``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+from tqdm import tqdm
+
+from cli.main import friendly_errors, main
+
+MODEL = click.option("--model", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                     help="Codec model file (default: the model shipped with vqcodec).")
+DEVICE = click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+FORCE = click.option("--force", "-f", is_flag=True, help="Overwrite existing output files.")
+
+
+def _read_input(src: str) -> bytes:
+    from vqcodec.errors import VQCodecError
+
+    if src == "-":
+        return sys.stdin.buffer.read()
+    path = Path(src)
+    if not path.is_file():
+        raise VQCodecError(f"input not found or not a file: {src}")
+    return path.read_bytes()
+
+
+def _write_output(dst: str, data: bytes, force: bool) -> None:
+    from vqcodec.atomic import atomic_write_bytes
+
+    if dst == "-":
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+    else:
+        atomic_write_bytes(dst, data, force=force)
+
+
+def _inputs_and_outputs(inputs: tuple[str, ...], output: str | None, suffix: str) -> list[tuple[str, str]]:
+    """Pair inputs with outputs: IN OUT, or several inputs / a folder into an --out-dir."""
+    from vqcodec.data import IMAGE_SUFFIXES
+    from vqcodec.errors import VQCodecError
+
+    expanded: list[str] = []
+    for src in inputs:
+        p = Path(src)
+        if p.is_dir():
+            pattern = IMAGE_SUFFIXES if suffix == ".vqc" else {".vqc"}
+            expanded += sorted(str(f) for f in p.rglob("*") if f.suffix.lower() in pattern and f.is_file())
+        else:
+            expanded.append(src)
+    if not expanded:
+        raise VQCodecError("no input files")
+    if output is None:
+        if len(expanded) != 1 or expanded[0] == "-":
+            return [(src, str(Path(src).with_suffix(suffix))) for src in expanded]
+        return [(expanded[0], str(Path(expanded[0]).with_suffix(suffix)))]
+    if len(expanded) == 1 and not Path(output).is_dir():
+        return [(expanded[0], output)]
+    out_dir = Path(output)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return [(src, str(out_dir / (Path(src).stem + suffix))) for src in expanded]
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("--out", "-o", "output", default=None,
+              help="Output file ('-' for stdout), or a folder when there are several inputs.")
+@MODEL
+@DEVICE
+@FORCE
+@friendly_errors
+def compress(inputs: tuple[str, ...], output: str | None, model: Path | None, device: str, force: bool) -> None:
+    """Compress images (PNG, JPEG, TIFF, WebP, BMP; '-' reads stdin) to .vqc files.
+
+    \b
+    vqcodec compress photo.png -o photo.vqc
+    vqcodec compress photos/ -o compressed/
+    cat photo.png | vqcodec compress - -o - > photo.vqc
+    """
+    from vqcodec.codec import compress as compress_image
+
+    if len(inputs) == 2 and output is None and not Path(inputs[1]).is_dir() and Path(inputs[1]).suffix == ".vqc":
+        inputs, output = inputs[:1], inputs[1]
+    pairs = _inputs_and_outputs(inputs, output, ".vqc")
+    for src, dst in tqdm(pairs, disable=len(pairs) == 1, desc="compress", file=sys.stderr):
+        data = compress_image(_read_input(src), model, device)
+        _write_output(dst, data, force)
+        if dst != "-" and len(pairs) == 1:
+            click.echo(f"{src} -> {dst}: {len(data)} bytes", err=True)
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("--out", "-o", "output", default=None,
+              help="Output image (format from the extension: png, tif/tiff, webp, bmp; '-' writes PNG to "
+                   "stdout), or a folder when there are several inputs.")
+@click.option("--format", "fmt", type=click.Choice(["png", "tiff", "webp", "bmp"]), default=None,
+              help="Output format for stdout or a folder (default png).")
+@MODEL
+@DEVICE
+@FORCE
+@friendly_errors
+def decompress(inputs: tuple[str, ...], output: str | None, fmt: str | None, model: Path | None, device: str,
+               force: bool) -> None:
+    """Decompress .vqc files to images.
+
+    \b
+    vqcodec decompress photo.vqc -o photo.png
+    vqcodec decompress compressed/ -o restored/ --format tiff
+    """
+    from vqcodec.codec import decompress_image
+    from vqcodec.imageio import encode_image, format_from_path
+
+    suffix = "." + (fmt or "png")
+    if len(inputs) == 2 and output is None and Path(inputs[1]).suffix and Path(inputs[1]).suffix != ".vqc":
+        inputs, output = inputs[:1], inputs[1]
+    pairs = _inputs_and_outputs(inputs, output, suffix)
+    for src, dst in tqdm(pairs, disable=len(pairs) == 1, desc="decompress", file=sys.stderr):
+        image = decompress_image(_read_input(src), model, device)
+        out_fmt = fmt or ("png" if dst == "-" else format_from_path(dst))
+        _write_output(dst, encode_image(image, out_fmt), force)
+
+
+@main.command()
+@click.argument("file")
+@MODEL
+@friendly_errors
+def info(file: str, model: Path | None) -> None:
+    """Show what a .vqc file's header says: size, bit depth, bpp, model, tiles."""
+    from vqcodec.bitstream import FORMAT_VERSION, read_header
+    from vqcodec.bundle import load_codec_model
+
+    data = _read_input(file)
+    head = read_header(data)
+    lines = {
+        "format version": FORMAT_VERSION,
+        "size": f"{head.width} x {head.height}",
+        "channels": f"{head.channels} ({'gray' if head.channels == 1 else 'RGB'})",
+        "bit depth": head.bit_depth,
+        "bytes": len(data),
+        "bits per pixel": f"{8 * len(data) / (head.width * head.height):.4f}",
+        "levels": head.levels,
+        "tile": f"{head.tile_size} bottom codes",
+        "model fingerprint": head.model_fingerprint.hex(),
+        "ICC profile": f"{len(head.icc_profile)} bytes" if head.icc_profile else "none",
+    }
+    try:
+        m = load_codec_model(model)
+        lines["model"] = m.name if m.fingerprint == head.model_fingerprint else "not the loaded model"
+    except Exception:  # noqa: BLE001 - the header is still worth showing without a model
+        lines["model"] = "unknown (model not loadable)"
+    for key, value in lines.items():
+        click.echo(f"{key:>18}: {value}")

@@ -1,0 +1,13 @@
+"""vqcodec: a learned image codec built on VQ-VAE-2 with PixelCNN priors and range coding.
+
+>>> import vqcodec
+>>> data = vqcodec.compress("photo.png")          # bytes
+>>> pixels = vqcodec.decompress(data)             # numpy array, (H, W) or (H, W, 3)
+"""
+
+from .codec import compress, decompress, decompress_image
+from .errors import VQCodecError
+from .imageio import ImageData, read_image, write_image
+
+__all__ = ["compress", "decompress", "decompress_image", "VQCodecError", "ImageData", "read_image", "write_image"]
+__version__ = "0.1.0"
