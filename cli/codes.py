@@ -17,15 +17,17 @@ from cli.main import friendly_errors, main
 @click.option("--crop", type=int, default=256, show_default=True, help="Crop side in pixels.")
 @click.option("--crops", type=int, default=8, show_default=True, help="Random crops per image.")
 @click.option("--labels", is_flag=True, help="Sub-folders are classes (for class-conditional priors).")
+@click.option("--min-scale", type=float, default=1.0, show_default=True,
+              help="Random zoom-out: each crop covers crop/s pixels, s in [min-scale, 1], resized to crop.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @friendly_errors
-def extract_codes_cmd(model: Path, data: Path, out: Path, crop: int, crops: int, labels: bool, seed: int,
-                      device: str) -> None:
+def extract_codes_cmd(model: Path, data: Path, out: Path, crop: int, crops: int, labels: bool, min_scale: float,
+                      seed: int, device: str) -> None:
     """Encode random crops of every image into code maps (numpy files, no pickle)."""
     from vqcodec.codes import extract_codes
     from vqcodec.models import load_vqvae
 
     meta = extract_codes(load_vqvae(model), data, out, crop=crop, crops_per_image=crops, seed=seed,
-                         labels=labels, device=device)
+                         labels=labels, device=device, min_scale=min_scale)
     click.echo(f"{meta['images']} images x {crops} crops -> {out}")

@@ -40,8 +40,12 @@ def extract_codes(
     labels: bool = False,
     device: str = "cpu",
     batch: int = 16,
+    min_scale: float = 1.0,
 ) -> dict:
-    """Encode random crops (with random flips) of every image; crops equal to ``crop`` pixels square."""
+    """Encode random crops (with random flips) of every image; crops equal to ``crop`` pixels square.
+
+    With ``min_scale`` < 1 each crop covers ``crop / s`` pixels, s uniform in [min_scale, 1], resized
+    down to ``crop``: more varied scales from a small dataset."""
     data, out = Path(data), Path(out)
     stride = model.config.stride
     if crop % (stride * 2):
@@ -68,8 +72,13 @@ def extract_codes(
             h, w = pix.shape[:2]
         label = names.index(f.relative_to(data).parts[0]) if labels else -1
         for _ in range(crops_per_image):
-            y, x = int(rng.integers(h - crop + 1)), int(rng.integers(w - crop + 1))
-            patch = pix[y : y + crop, x : x + crop]
+            side = min(h, w, int(crop / rng.uniform(min_scale, 1.0))) if min_scale < 1 else crop
+            y, x = int(rng.integers(h - side + 1)), int(rng.integers(w - side + 1))
+            patch = pix[y : y + side, x : x + side]
+            if side != crop:
+                t = torch.from_numpy(np.ascontiguousarray(patch.transpose(2, 0, 1)))[None]
+                t = torch.nn.functional.interpolate(t, size=(crop, crop), mode="bilinear", antialias=True)
+                patch = t[0].clamp(0, 1).numpy().transpose(1, 2, 0)
             if rng.random() < 0.5:
                 patch = patch[:, ::-1]
             pending.append(np.ascontiguousarray(patch.transpose(2, 0, 1)))
@@ -88,6 +97,7 @@ def extract_codes(
         "crop": crop,
         "crops_per_image": crops_per_image,
         "flips": "random horizontal, p=0.5",
+        "min_scale": min_scale,
         "seed": seed,
         "levels": model.config.levels,
         "num_codes": model.config.num_codes,

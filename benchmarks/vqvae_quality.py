@@ -1,0 +1,34 @@
+"""Stage-1 quality: PSNR of VQ-VAE reconstructions (no entropy coding) and codebook use per level.
+
+Usage: python benchmarks/vqvae_quality.py --model runs/vqvae/model.safetensors --data ../shared/datasets/kodak
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import torch
+
+from vqcodec.data import list_images
+from vqcodec.models import load_vqvae
+from vqcodec.train_vqvae import evaluate_images
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    model = load_vqvae(args.model)
+    result = evaluate_images(model, list_images(args.data))
+    k = model.config.num_codes
+    for lvl in range(model.config.levels):
+        result[f"used{lvl}_percent"] = 100 * result[f"used{lvl}"] / k
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
