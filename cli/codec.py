@@ -53,9 +53,9 @@ def _inputs_and_outputs(inputs: tuple[str, ...], output: str | None, suffix: str
     if not expanded:
         raise VQCodecError("no input files")
     if output is None:
-        if len(expanded) != 1 or expanded[0] == "-":
-            return [(src, str(Path(src).with_suffix(suffix))) for src in expanded]
-        return [(expanded[0], str(Path(expanded[0]).with_suffix(suffix)))]
+        if expanded == ["-"]:
+            return [("-", "-")]  # a pipe in, a pipe out
+        return [(src, str(Path(src).with_suffix(suffix))) for src in expanded]
     if len(expanded) == 1 and not Path(output).is_dir():
         return [(expanded[0], output)]
     out_dir = Path(output)

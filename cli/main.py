@@ -35,10 +35,10 @@ def main() -> None:
     """vqcodec: a learned image codec built on VQ-VAE-2 with PixelCNN priors."""
 
 
-from cli import codec as _codec  # noqa: E402,F401  (registers commands)
-from cli import demo as _demo  # noqa: E402,F401
-from cli import export as _export  # noqa: E402,F401
+from cli import codec as _codec  # noqa: E402,F401  (each import registers its commands)
 from cli import codes as _codes  # noqa: E402,F401
+from cli import demo as _demo  # noqa: E402,F401
 from cli import evaluate as _evaluate  # noqa: E402,F401
+from cli import export as _export  # noqa: E402,F401
 from cli import sample as _sample  # noqa: E402,F401
 from cli import train as _train  # noqa: E402,F401

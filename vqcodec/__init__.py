@@ -3,11 +3,15 @@
 >>> import vqcodec
 >>> data = vqcodec.compress("photo.png")          # bytes
 >>> pixels = vqcodec.decompress(data)             # numpy array, (H, W) or (H, W, 3)
+>>> PIL.Image.open("photo.vqc")                   # the Pillow plugin is registered on import
 """
 
 from .codec import compress, decompress, decompress_image
 from .errors import VQCodecError
 from .imageio import ImageData, read_image, write_image
+from .pillow_plugin import register as _register_pillow_plugin
+
+_register_pillow_plugin()  # PIL.Image.open("x.vqc") works after `import vqcodec`
 
 __all__ = ["compress", "decompress", "decompress_image", "VQCodecError", "ImageData", "read_image", "write_image"]
 __version__ = "0.1.0"

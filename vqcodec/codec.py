@@ -22,7 +22,7 @@ from .bundle import CodecModel, load_codec_model
 from .entropy import TileDecoders, encode_symbols
 from .errors import VQCodecError
 from .imageio import ImageData, from_tensor, read_image, to_tensor
-from .intprior import Stepper
+from .intprior import Stepper, one_thread
 
 
 @dataclass(frozen=True)
@@ -102,6 +102,12 @@ def decode_codes(m: CodecModel, shapes: list[tuple[int, int]], payloads: list[by
     if len(tiles) != len(payloads):
         raise VQCodecError(f"the file holds {len(payloads)} tiles where its geometry needs {len(tiles)}")
     maps = [torch.zeros((1, *s), dtype=torch.long, device=m.device) for s in shapes]
+    with one_thread():
+        _decode_groups(m, tiles, payloads, maps)
+    return maps
+
+
+def _decode_groups(m: CodecModel, tiles: list[Tile], payloads: list[bytes], maps: list[torch.Tensor]) -> None:
     for idx in _groups(tiles).values():
         decoders = TileDecoders([payloads[k] for k in idx])
         for level in reversed(range(m.levels)):
@@ -117,7 +123,6 @@ def decode_codes(m: CodecModel, shapes: list[tuple[int, int]], payloads: list[by
                     out[:, r, c] = symbols
             for j, k in enumerate(idx):
                 maps[level][0][tiles[k].window(level)] = out[j]
-    return maps
 
 
 @torch.no_grad()
