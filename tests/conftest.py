@@ -6,7 +6,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Tests run small models: one thread is faster on a shared 2-core machine (the decoder's
+    tiny GEMMs most of all). Tests that need more threads set them in their own subprocess."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def _tiny_image(index: int, height: int = 32, width: int = 40) -> np.ndarray:

@@ -50,13 +50,6 @@ REPO = Path(__file__).resolve().parents[1]
 # -- fixtures and helpers -----------------------------------------------------------------------------
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The decoder's small GEMMs run far faster single-threaded on a shared machine."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 @pytest.fixture(scope="module")

@@ -6,18 +6,9 @@ import io
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image, UnidentifiedImageError
 
 import vqcodec
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _smooth(h: int, w: int, channels: int, dtype=np.uint8) -> np.ndarray:

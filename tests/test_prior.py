@@ -23,13 +23,6 @@ from vqcodec.vqvae import VQVAE, VQVAEConfig
 H, W = 5, 6  # small map for the causality checks (odd height: conditioning maps are cropped)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small models run fastest single-threaded, and the machine is shared."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def tiny_cfg(**kw) -> PriorConfig:

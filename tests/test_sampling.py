@@ -32,13 +32,6 @@ K = 16
 CLASSES = 3
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small models run fastest single-threaded, and the machine is shared."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def tiny_parts(num_classes: int, seed: int = 0) -> tuple[VQVAE, list[IntPrior], dict]:

@@ -23,6 +23,9 @@ from .entropy import TileDecoders, encode_symbols
 from .errors import VQCodecError
 from .imageio import ImageData, from_tensor, read_image, to_tensor
 from .intprior import Stepper, one_thread
+from .vqvae import decode_windowed, encode_windowed
+
+WINDOW_ABOVE = 2048 * 2048  # images with more pixels run the VQ-VAE in overlapping windows (bounded memory)
 
 
 @dataclass(frozen=True)
@@ -134,7 +137,7 @@ def compress(image: Any, model: CodecModel | str | None = None, device: str = "c
     x = to_tensor(img.pixels, img.bit_depth).to(m.device)
     if channels == 1:
         x = x.repeat(1, 3, 1, 1)
-    codes = m.vqvae.encode(x)
+    codes = encode_windowed(m.vqvae, x) if h * w > WINDOW_ABOVE else m.vqvae.encode(x)
     header = Header(m.fingerprint, w, h, channels, img.bit_depth, m.levels, m.tile, img.icc_profile or None)
     return pack(Bitstream(header, tuple(encode_codes(m, codes))))
 
@@ -154,7 +157,10 @@ def decompress_image(data: bytes, model: CodecModel | str | None = None, device:
         raise VQCodecError("the file's code layout (levels, tile size) does not match the model")
     shapes = m.vqvae.code_shapes(head.height, head.width)
     maps = decode_codes(m, shapes, list(stream.tiles))
-    recon = m.vqvae.decode(maps, head.height, head.width).clamp(0, 1)
+    if head.height * head.width > WINDOW_ABOVE:
+        recon = decode_windowed(m.vqvae, maps, head.height, head.width).clamp(0, 1)
+    else:
+        recon = m.vqvae.decode(maps, head.height, head.width).clamp(0, 1)
     if head.channels == 1:
         recon = recon.mean(1, keepdim=True)
     return ImageData(from_tensor(recon.cpu(), head.bit_depth), head.bit_depth, head.icc_profile)

@@ -201,3 +201,53 @@ class VQVAE(nn.Module):
         """Images in [0, 1] (unclamped) from code maps, cropped to ``height`` x ``width``."""
         quant = [q.lookup(c).permute(0, 3, 1, 2) for q, c in zip(self.quantizers, codes)]
         return self.decode_quantized(quant)[:, :, :height, :width] + 0.5
+
+
+def _spans(length: int, window: int, margin: int) -> list[tuple[int, int, int, int]]:
+    """(core start, core end, window start, window end) covering [0, length) in steps of ``window``."""
+    spans = []
+    for start in range(0, length, window):
+        end = min(length, start + window)
+        lo = max(0, start - margin)
+        hi = min(length, end + margin)
+        spans.append((start, end, lo, hi))
+    return spans
+
+
+@torch.no_grad()
+def encode_windowed(model: VQVAE, x: torch.Tensor, window: int = 1024, margin: int = 64) -> list[torch.Tensor]:
+    """``model.encode`` in overlapping windows of ``window`` pixels, so memory stays bounded for very
+    large images. Each window is encoded with ``margin`` pixels of context on every side and only its
+    core's codes are kept; codes far from window edges equal those of a whole-image encode."""
+    s = model.config.stride
+    window, margin = -(-window // s) * s, -(-margin // s) * s
+    x = model.pad(x)
+    h, w = x.shape[2:]
+    codes = [torch.zeros((x.shape[0], hh, ww), dtype=torch.long, device=x.device) for hh, ww in model.code_shapes(h, w)]
+    for ys, ye, ylo, yhi in _spans(h, window, margin):
+        for xs, xe, xlo, xhi in _spans(w, window, margin):
+            part = model.encode(x[:, :, ylo:yhi, xlo:xhi])
+            for lvl, c in enumerate(part):
+                f = 4 << lvl
+                codes[lvl][:, ys // f : ye // f, xs // f : xe // f] = c[
+                    :, (ys - ylo) // f : (ye - ylo) // f, (xs - xlo) // f : (xe - xlo) // f
+                ]
+    return codes
+
+
+@torch.no_grad()
+def decode_windowed(
+    model: VQVAE, codes: list[torch.Tensor], height: int, width: int, window: int = 1024, margin: int = 64
+) -> torch.Tensor:
+    """``model.decode`` in overlapping windows (pixels), keeping each window's core: bounded memory."""
+    s = model.config.stride
+    window, margin = -(-window // s) * s, -(-margin // s) * s
+    hp, wp = codes[0].shape[1] * 4, codes[0].shape[2] * 4
+    out = torch.zeros((codes[0].shape[0], model.config.in_channels, hp, wp), device=codes[0].device)
+    for ys, ye, ylo, yhi in _spans(hp, window, margin):
+        for xs, xe, xlo, xhi in _spans(wp, window, margin):
+            part = [c[:, ylo // (4 << lvl) : yhi // (4 << lvl), xlo // (4 << lvl) : xhi // (4 << lvl)]
+                    for lvl, c in enumerate(codes)]
+            img = model.decode(part, yhi - ylo, xhi - xlo)
+            out[:, :, ys:ye, xs:xe] = img[:, :, ys - ylo : ye - ylo, xs - xlo : xe - xlo]
+    return out[:, :, :height, :width]
