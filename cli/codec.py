@@ -67,11 +67,15 @@ def _inputs_and_outputs(inputs: tuple[str, ...], output: str | None, suffix: str
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("--out", "-o", "output", default=None,
               help="Output file ('-' for stdout), or a folder when there are several inputs.")
+@click.option("--tile", type=int, default=None,
+              help="Tile side in bottom codes (power of two; default: the model's, 32). Bigger tiles save a "
+                   "few percent of bits and decode slower.")
 @MODEL
 @DEVICE
 @FORCE
 @friendly_errors
-def compress(inputs: tuple[str, ...], output: str | None, model: Path | None, device: str, force: bool) -> None:
+def compress(inputs: tuple[str, ...], output: str | None, tile: int | None, model: Path | None, device: str,
+             force: bool) -> None:
     """Compress images (PNG, JPEG, TIFF, WebP, BMP; '-' reads stdin) to .vqc files.
 
     \b
@@ -85,7 +89,7 @@ def compress(inputs: tuple[str, ...], output: str | None, model: Path | None, de
         inputs, output = inputs[:1], inputs[1]
     pairs = _inputs_and_outputs(inputs, output, ".vqc")
     for src, dst in tqdm(pairs, disable=len(pairs) == 1, desc="compress", file=sys.stderr):
-        data = compress_image(_read_input(src), model, device)
+        data = compress_image(_read_input(src), model, device, tile=tile)
         _write_output(dst, data, force)
         if dst != "-" and len(pairs) == 1:
             click.echo(f"{src} -> {dst}: {len(data)} bytes", err=True)

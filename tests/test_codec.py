@@ -592,3 +592,13 @@ def test_bits_per_pixel_is_plausible(model):
     data = compress(img, model)
     bpp = 8 * len(data) / (64 * 96)
     assert 0.01 < bpp < 1.0
+
+
+def test_tile_size_is_chosen_at_compress_time_and_read_from_the_header(model):
+    pixels = smooth_image(40, 56, seed=71)
+    default = compress(pixels, model)
+    small = compress(pixels, model, tile=8)
+    assert unpack(small).header.tile_size == 8 and len(unpack(small).tiles) > len(unpack(default).tiles)
+    assert np.array_equal(decompress(small, model), decompress(default, model))  # same codes, other grid
+    with pytest.raises(VQCodecError, match="power of two"):
+        compress(pixels, model, tile=12)

@@ -8,6 +8,7 @@ the top level is coded first, then each lower level conditioned on the levels ab
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections import defaultdict
 from dataclasses import dataclass
@@ -128,10 +129,24 @@ def _decode_groups(m: CodecModel, tiles: list[Tile], payloads: list[bytes], maps
                 maps[level][0][tiles[k].window(level)] = out[j]
 
 
+def with_tile(m: CodecModel, tile: int | None) -> CodecModel:
+    """The model coding with another tile size (bigger: fewer bits, slower decoding; the default was
+    chosen by measurement, see benchmarks/README.md)."""
+    if tile is None or tile == m.tile:
+        return m
+    unit = 1 << (m.levels - 1)
+    if tile < 4 or tile > 256 or tile & (tile - 1) or tile % unit:
+        raise VQCodecError(f"tile must be a power of two from {max(4, unit)} to 256, not {tile}")
+    return dataclasses.replace(m, tile=tile)
+
+
 @torch.no_grad()
-def compress(image: Any, model: CodecModel | str | None = None, device: str = "cpu") -> bytes:
-    """Compress an image (path, bytes, PIL image, uint8/uint16 array or ImageData) to bytes."""
-    m = _model(model, device)
+def compress(
+    image: Any, model: CodecModel | str | None = None, device: str = "cpu", tile: int | None = None
+) -> bytes:
+    """Compress an image (path, bytes, PIL image, uint8/uint16 array or ImageData) to bytes.
+    ``tile`` overrides the model's tile size (in bottom-level codes)."""
+    m = with_tile(_model(model, device), tile)
     img = as_image_data(image)
     h, w, channels = img.pixels.shape
     x = to_tensor(img.pixels, img.bit_depth).to(m.device)
@@ -153,8 +168,9 @@ def decompress_image(data: bytes, model: CodecModel | str | None = None, device:
             f"this file was written by model {head.model_fingerprint.hex()}, but the loaded model "
             f"'{m.name}' is {m.fingerprint.hex()}; pass the right one with --model"
         )
-    if head.levels != m.levels or head.tile_size != m.tile:
-        raise VQCodecError("the file's code layout (levels, tile size) does not match the model")
+    if head.levels != m.levels:
+        raise VQCodecError(f"the file has {head.levels} code levels but the model has {m.levels}")
+    m = with_tile(m, head.tile_size)
     shapes = m.vqvae.code_shapes(head.height, head.width)
     maps = decode_codes(m, shapes, list(stream.tiles))
     if head.height * head.width > WINDOW_ABOVE:
