@@ -602,3 +602,22 @@ def test_tile_size_is_chosen_at_compress_time_and_read_from_the_header(model):
     assert np.array_equal(decompress(small, model), decompress(default, model))  # same codes, other grid
     with pytest.raises(VQCodecError, match="power of two"):
         compress(pixels, model, tile=12)
+
+
+def test_invalid_range_coder_data_is_a_vqcodec_error():
+    """constriction reports some invalid streams with an AssertionError (found by
+    benchmarks/fuzz_codec.py); the decoder must turn every such failure into VQCodecError."""
+    from vqcodec.entropy import TileDecoders
+
+    rng = np.random.default_rng(0)
+    refused = 0
+    for _ in range(200):
+        probs = torch.from_numpy(rng.random((1, 512)) ** 8 * 2**20 + 1)
+        words = rng.integers(0, 2**32, size=int(rng.integers(1, 4)), dtype=np.uint64).astype("<u4")
+        decoders = TileDecoders([words.tobytes()])
+        try:
+            for _ in range(200):
+                decoders.decode(probs)
+        except VQCodecError:
+            refused += 1
+    assert refused > 0

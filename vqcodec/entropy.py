@@ -49,6 +49,7 @@ class TileDecoders:
         try:
             for i, dec in enumerate(self.decoders):
                 out[i] = dec.decode(FAMILY, rows[i : i + 1])[0]
-        except (ValueError, KeyError, RuntimeError) as err:
+        except (ValueError, KeyError, RuntimeError, AssertionError, OverflowError) as err:
+            # constriction reports invalid compressed data with an AssertionError, among others
             raise VQCodecError(f"range decoding failed (corrupted file?): {err}") from None
         return torch.from_numpy(out)
