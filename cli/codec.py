@@ -102,12 +102,14 @@ def compress(inputs: tuple[str, ...], output: str | None, tile: int | None, mode
                    "stdout), or a folder when there are several inputs.")
 @click.option("--format", "fmt", type=click.Choice(["png", "tiff", "webp", "bmp"]), default=None,
               help="Output format for stdout or a folder (default png).")
+@click.option("--region", default=None, metavar="X,Y,W,H",
+              help="Decode only this rectangle (pixels); only the tiles under it are decoded.")
 @MODEL
 @DEVICE
 @FORCE
 @friendly_errors
-def decompress(inputs: tuple[str, ...], output: str | None, fmt: str | None, model: Path | None, device: str,
-               force: bool) -> None:
+def decompress(inputs: tuple[str, ...], output: str | None, fmt: str | None, region: str | None,
+               model: Path | None, device: str, force: bool) -> None:
     """Decompress .vqc files to images.
 
     \b
@@ -120,11 +122,22 @@ def decompress(inputs: tuple[str, ...], output: str | None, fmt: str | None, mod
     suffix = "." + (fmt or "png")
     if len(inputs) == 2 and output is None and Path(inputs[1]).suffix and Path(inputs[1]).suffix != ".vqc":
         inputs, output = inputs[:1], inputs[1]
+    box = _parse_region(region) if region else None
     pairs = _inputs_and_outputs(inputs, output, suffix)
     for src, dst in tqdm(pairs, disable=len(pairs) == 1, desc="decompress", file=sys.stderr):
-        image = decompress_image(_read_input(src), model, device)
+        image = decompress_image(_read_input(src), model, device, region=box)
         out_fmt = fmt or ("png" if dst == "-" else format_from_path(dst))
         _write_output(dst, encode_image(image, out_fmt), force)
+
+
+def _parse_region(text: str) -> tuple[int, int, int, int]:
+    from vqcodec.errors import VQCodecError
+
+    try:
+        x, y, w, h = (int(v) for v in text.split(","))
+    except ValueError:
+        raise VQCodecError(f"--region takes X,Y,W,H in pixels, not '{text}'") from None
+    return x, y, w, h
 
 
 @main.command()

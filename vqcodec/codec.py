@@ -100,19 +100,27 @@ def encode_codes(m: CodecModel, codes: list[torch.Tensor]) -> list[bytes]:
 
 
 @torch.no_grad()
-def decode_codes(m: CodecModel, shapes: list[tuple[int, int]], payloads: list[bytes]) -> list[torch.Tensor]:
-    """Code maps from tile payloads: one code at a time per tile, all tiles of a shape together."""
+def decode_codes(
+    m: CodecModel, shapes: list[tuple[int, int]], payloads: list[bytes], only: set[int] | None = None
+) -> list[torch.Tensor]:
+    """Code maps from tile payloads: one code at a time per tile, all tiles of a shape together.
+    With ``only``, just those tiles are decoded (the rest of the maps stay 0)."""
     tiles = tile_grid(shapes[0][0], shapes[0][1], m.tile)
     if len(tiles) != len(payloads):
         raise VQCodecError(f"the file holds {len(payloads)} tiles where its geometry needs {len(tiles)}")
     maps = [torch.zeros((1, *s), dtype=torch.long, device=m.device) for s in shapes]
     with one_thread():
-        _decode_groups(m, tiles, payloads, maps)
+        _decode_groups(m, tiles, payloads, maps, only)
     return maps
 
 
-def _decode_groups(m: CodecModel, tiles: list[Tile], payloads: list[bytes], maps: list[torch.Tensor]) -> None:
+def _decode_groups(
+    m: CodecModel, tiles: list[Tile], payloads: list[bytes], maps: list[torch.Tensor], only: set[int] | None
+) -> None:
     for idx in _groups(tiles).values():
+        idx = [k for k in idx if only is None or k in only]
+        if not idx:
+            continue
         decoders = TileDecoders([payloads[k] for k in idx])
         for level in reversed(range(m.levels)):
             cond = [torch.stack([maps[lv][0][tiles[k].window(lv)] for k in idx]) for lv in range(level + 1, m.levels)]
@@ -157,9 +165,38 @@ def compress(
     return pack(Bitstream(header, tuple(encode_codes(m, codes))))
 
 
+REGION_MARGIN = 64  # pixels of decoded context around a region: the VQ-VAE decoder's reach
+
+
+def _decode_region(m: CodecModel, shapes, payloads: list[bytes], region: tuple[int, int, int, int], head: Header):
+    """Pixels (1, C, h, w) of region (x, y, w, h): only the tiles under it (plus a margin) are decoded."""
+    x, y, w, h = region
+    if w < 1 or h < 1 or x < 0 or y < 0 or x + w > head.width or y + h > head.height:
+        raise VQCodecError(f"region {region} is not inside the {head.width}x{head.height} image")
+    s = m.vqvae.config.stride
+    ph, pw = shapes[0][0] * 4, shapes[0][1] * 4
+    wy0, wx0 = max(0, (y - REGION_MARGIN) // s * s), max(0, (x - REGION_MARGIN) // s * s)
+    wy1, wx1 = min(ph, -(-(y + h + REGION_MARGIN) // s) * s), min(pw, -(-(x + w + REGION_MARGIN) // s) * s)
+    tiles = tile_grid(shapes[0][0], shapes[0][1], m.tile)
+    needed = {
+        k for k, t in enumerate(tiles)
+        if t.row < wy1 // 4 and t.row + t.height > wy0 // 4 and t.col < wx1 // 4 and t.col + t.width > wx0 // 4
+    }
+    maps = decode_codes(m, shapes, payloads, only=needed)
+    part = [c[:, wy0 // (4 << lv) : wy1 // (4 << lv), wx0 // (4 << lv) : wx1 // (4 << lv)] for lv, c in enumerate(maps)]
+    recon = m.vqvae.decode(part, wy1 - wy0, wx1 - wx0)
+    return recon[:, :, y - wy0 : y - wy0 + h, x - wx0 : x - wx0 + w]
+
+
 @torch.no_grad()
-def decompress_image(data: bytes, model: CodecModel | str | None = None, device: str = "cpu") -> ImageData:
-    """Decode a vqcodec bitstream to pixels with the file's bit depth, channels and ICC profile."""
+def decompress_image(
+    data: bytes,
+    model: CodecModel | str | None = None,
+    device: str = "cpu",
+    region: tuple[int, int, int, int] | None = None,
+) -> ImageData:
+    """Decode a vqcodec bitstream to pixels with the file's bit depth, channels and ICC profile.
+    ``region`` = (x, y, width, height) decodes only that part, touching only the tiles under it."""
     stream = unpack(bytes(data))
     head = stream.header
     m = _model(model, device)
@@ -172,17 +209,24 @@ def decompress_image(data: bytes, model: CodecModel | str | None = None, device:
         raise VQCodecError(f"the file has {head.levels} code levels but the model has {m.levels}")
     m = with_tile(m, head.tile_size)
     shapes = m.vqvae.code_shapes(head.height, head.width)
-    maps = decode_codes(m, shapes, list(stream.tiles))
-    if head.height * head.width > WINDOW_ABOVE:
-        recon = decode_windowed(m.vqvae, maps, head.height, head.width).clamp(0, 1)
+    if region is not None:
+        recon = _decode_region(m, shapes, list(stream.tiles), region, head).clamp(0, 1)
+    elif head.height * head.width > WINDOW_ABOVE:
+        recon = decode_windowed(m.vqvae, decode_codes(m, shapes, list(stream.tiles)), head.height, head.width)
     else:
-        recon = m.vqvae.decode(maps, head.height, head.width).clamp(0, 1)
+        recon = m.vqvae.decode(decode_codes(m, shapes, list(stream.tiles)), head.height, head.width)
+    recon = recon.clamp(0, 1)
     if head.channels == 1:
         recon = recon.mean(1, keepdim=True)
     return ImageData(from_tensor(recon.cpu(), head.bit_depth), head.bit_depth, head.icc_profile)
 
 
-def decompress(data: bytes, model: CodecModel | str | None = None, device: str = "cpu") -> np.ndarray:
-    """Decode a vqcodec bitstream to a (H, W) or (H, W, 3) uint8/uint16 array."""
-    pix = decompress_image(data, model, device).pixels
+def decompress(
+    data: bytes,
+    model: CodecModel | str | None = None,
+    device: str = "cpu",
+    region: tuple[int, int, int, int] | None = None,
+) -> np.ndarray:
+    """Decode a vqcodec bitstream to a (H, W) or (H, W, 3) uint8/uint16 array (or one region of it)."""
+    pix = decompress_image(data, model, device, region).pixels
     return pix[..., 0] if pix.shape[2] == 1 else pix
