@@ -1,9 +1,11 @@
 """compress / decompress: image -> VQ-VAE codes -> integer prior -> range coder -> bitstream.
 
 Code maps are cut into tiles (``tile`` bottom codes square, the matching windows of the levels
-above). A tile's prior context never leaves the tile, so tiles of one shape are coded as one
-batch, a damaged tile cannot spoil the others, and a region can be decoded alone. Within a tile
-the top level is coded first, then each lower level conditioned on the levels above.
+above). A tile's prior context never leaves the tile and each tile is its own range-coder stream,
+so tiles of one shape are decoded as one batch, a region can be decoded alone (only the tiles
+under it), and damage to one tile's stream cannot desynchronize the others (the container's CRC
+still refuses a damaged file as a whole rather than show wrong pixels). Within a tile the top level
+is coded first, then each lower level conditioned on the levels above.
 """
 
 from __future__ import annotations
