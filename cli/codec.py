@@ -104,19 +104,22 @@ def compress(inputs: tuple[str, ...], output: str | None, tile: int | None, mode
               help="Output format for stdout or a folder (default png).")
 @click.option("--region", default=None, metavar="X,Y,W,H",
               help="Decode only this rectangle (pixels); only the tiles under it are decoded.")
+@click.option("--salvage", is_flag=True,
+              help="Decode what is intact when tile payloads are damaged (their area is left without "
+                   "image content) instead of refusing the file; a warning names the damaged tiles.")
 @MODEL
 @DEVICE
 @FORCE
 @friendly_errors
 def decompress(inputs: tuple[str, ...], output: str | None, fmt: str | None, region: str | None,
-               model: Path | None, device: str, force: bool) -> None:
+               salvage: bool, model: Path | None, device: str, force: bool) -> None:
     """Decompress .vqc files to images.
 
     \b
     vqcodec decompress photo.vqc -o photo.png
     vqcodec decompress compressed/ -o restored/ --format tiff
     """
-    from vqcodec.codec import decompress_image
+    from vqcodec.codec import damage_message, decompress_image
     from vqcodec.imageio import encode_image, format_from_path
 
     suffix = "." + (fmt or "png")
@@ -125,7 +128,10 @@ def decompress(inputs: tuple[str, ...], output: str | None, fmt: str | None, reg
     box = _parse_region(region) if region else None
     pairs = _inputs_and_outputs(inputs, output, suffix)
     for src, dst in tqdm(pairs, disable=len(pairs) == 1, desc="decompress", file=sys.stderr):
-        image = decompress_image(_read_input(src), model, device, region=box)
+        image = decompress_image(_read_input(src), model, device, region=box, salvage=salvage)
+        if image.damaged_tiles:
+            where = "" if src == "-" or len(pairs) == 1 else f"{src}: "
+            click.echo(f"vqcodec: warning: {where}{damage_message(image.damaged_tiles)}", err=True)
         out_fmt = fmt or ("png" if dst == "-" else format_from_path(dst))
         _write_output(dst, encode_image(image, out_fmt), force)
 

@@ -12,7 +12,7 @@ from vqcodec.bitstream import Bitstream, pack, unpack
 def header_end(data: bytes) -> int:
     """Offset of the header CRC in a valid file (the header is everything before it)."""
     stream = unpack(data)
-    return len(data) - 4 - sum(len(t) for t in stream.tiles) - 4
+    return len(data) - sum(len(t) for t in stream.tiles) - 4
 
 
 def with_header_crc(data: bytearray, end: int) -> bytes:
@@ -21,7 +21,7 @@ def with_header_crc(data: bytearray, end: int) -> bytes:
 
 
 def mutate(rng: random.Random, data: bytes, hend: int) -> tuple[str, bytes]:
-    """One random mutation; the ones that fix a CRC reach the codec layer and the range decoder."""
+    """One random mutation; the ones that fix the checksums reach the codec layer and the range decoder."""
     kind = rng.choices(
         ["flip", "byte", "truncate", "insert", "append", "header_crc", "payload_crc", "tiles", "fields"],
         weights=[25, 15, 15, 10, 5, 10, 10, 6, 4],
@@ -44,12 +44,16 @@ def mutate(rng: random.Random, data: bytes, hend: int) -> tuple[str, bytes]:
         i = rng.randrange(4, hend)
         buf[i] = rng.randrange(256) if rng.random() < 0.5 else buf[i] ^ (1 << rng.randrange(8))
         return kind, with_header_crc(buf, hend)
-    elif kind == "payload_crc":  # payload bytes change and the payload CRC is recomputed
+    elif kind == "payload_crc":  # payload bytes change; the tiles' CRC-16s, then the header CRC, are repaired
         for _ in range(rng.randint(1, 4)):
-            i = rng.randrange(hend + 4, len(buf) - 4)
+            i = rng.randrange(hend + 4, len(buf))
             buf[i] = rng.randrange(256) if rng.random() < 0.5 else buf[i] ^ (1 << rng.randrange(8))
-        payload = bytes(buf[hend + 4 : -4])
-        buf[-4:] = zlib.crc32(payload).to_bytes(4, "little")
+        stream = unpack(data)
+        tiles, pos = [], hend + 4
+        for t in stream.tiles:  # same lengths, so pack rewrites only the checksum table and header CRC
+            tiles.append(bytes(buf[pos : pos + len(t)]))
+            pos += len(t)
+        return kind, pack(Bitstream(stream.header, tuple(tiles)))
     elif kind == "tiles":  # a consistent container whose tile payloads are damaged
         stream = unpack(data)
         tiles = list(stream.tiles)

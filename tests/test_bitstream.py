@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import binascii
 import random
 import struct
 import time
@@ -18,6 +19,7 @@ from vqcodec.bitstream import (
     Header,
     pack,
     read_header,
+    tile_checksum,
     unpack,
 )
 from vqcodec.errors import VQCodecError
@@ -54,21 +56,21 @@ def raw(
     tile_count: bytes | None = None,
     tiles: tuple[bytes, ...] = (b"abc", b"de"),
     lengths: bytes | None = None,
+    checksums: tuple[int, ...] | None = None,
     icc: bytes | None = None,
     header_crc: int | None = None,
-    payload_crc: int | None = None,
     tail: bytes = b"",
 ) -> bytes:
-    """Hand-assemble a file with arbitrary field values and (by default) correct CRCs."""
+    """Hand-assemble a file with arbitrary field values and (by default) correct checksums."""
     head = magic + bytes((version, flags)) + FP + width + height + fields
     head += leb128(len(tiles)) if tile_count is None else tile_count
     head += b"".join(leb128(len(t)) for t in tiles) if lengths is None else lengths
+    crcs = [binascii.crc_hqx(t, 0) for t in tiles] if checksums is None else checksums
+    head += b"".join(struct.pack("<H", c) for c in crcs)
     if icc is not None:
         head += leb128(len(icc)) + icc
     head += struct.pack("<I", zlib.crc32(head) if header_crc is None else header_crc)
-    payload = b"".join(tiles)
-    payload_crc = zlib.crc32(payload) if payload_crc is None else payload_crc
-    return head + payload + struct.pack("<I", payload_crc) + tail
+    return head + b"".join(tiles) + tail
 
 
 # --- round trips -------------------------------------------------------------------------------
@@ -106,10 +108,10 @@ def test_exact_layout_with_icc() -> None:
         "03 08 02 04"  # channels, bit depth, levels, log2(tile size 16)
         "02"  # tile count
         "02 00"  # tile payload lengths
+        "ff 74 00 00"  # CRC-16/CCITT of each payload, little-endian: 0x74ff for "ab", 0 for ""
         "03 49 43 43"  # ICC length + "ICC"
-        "ad b9 2e 06"  # CRC32 of everything above, little-endian
-        "61 62"  # payloads back to back: "ab" + ""
-        "6d 48 83 9e"  # CRC32 of the payloads, little-endian
+        "c3 fd 3e 18"  # CRC32 of everything above, little-endian
+        "61 62"  # payloads back to back: "ab" + "", and nothing after them
     )
     assert pack(stream) == expected
     assert unpack(expected) == stream
@@ -133,17 +135,22 @@ def test_exact_layout_without_icc() -> None:
         + "ff" * 16
         + "05 04 01 10 03 08"  # width, height, channels, bit depth, levels, log2(256)
         "01 03"  # one tile of 3 bytes
-        "02 83 4c 78"  # header CRC
+        "b5 1c"  # its CRC-16 (0x1cb5)
+        "19 dc ed 8a"  # header CRC
         "78 79 7a"  # "xyz"
-        "67 ba 8e eb"  # payload CRC
     )
     assert pack(stream) == expected
+
+
+def test_tile_checksum_is_crc16_ccitt() -> None:
+    assert tile_checksum(b"123456789") == 0x31C3  # the CRC-16/XMODEM check value
+    assert tile_checksum(b"") == 0
 
 
 def test_overhead_is_small() -> None:
     tiles = tuple(bytes(417) for _ in range(24))  # ~10 kB in 24 tiles
     overhead = len(pack(Bitstream(header(), tiles))) - sum(map(len, tiles))
-    assert overhead == 39 + 24 * 2
+    assert overhead == 35 + 24 * (2 + 2)  # a 2-byte length and a 2-byte checksum per tile
 
 
 # --- refusals ----------------------------------------------------------------------------------
@@ -265,11 +272,41 @@ def test_header_crc_checked_before_field_meaning() -> None:
     refused(bytes(data), "^header is corrupted")
 
 
-def test_payload_crc() -> None:
+def test_tile_checksum_mismatch() -> None:
     data = bytearray(raw())
-    data[-6] ^= 0x40  # inside the payload
-    refused(bytes(data), "^payload is corrupted")
-    refused(raw(payload_crc=0), "^payload is corrupted")
+    data[-4] ^= 0x40  # inside tile 0's payload "abc"
+    refused(bytes(data), r"^payload of tile 0 is corrupted \(checksum mismatch\)\.$")
+    data = bytearray(raw())
+    data[-1] ^= 0x01  # the last byte of tile 1
+    refused(bytes(data), "^payload of tile 1 is corrupted")
+    good = [binascii.crc_hqx(t, 0) for t in (b"abc", b"de")]
+    refused(raw(checksums=(good[0], good[1] ^ 1)), "^payload of tile 1 is corrupted")
+    refused(raw(checksums=(0, 0)), r"^payloads of 2 tiles \(0, 1\) are corrupted")
+
+
+def test_salvage_reports_damaged_tiles() -> None:
+    tiles = (b"tile-0", b"", b"tile-2", b"tile-3")
+    data = bytearray(raw(tiles=tiles))
+    data[-1] ^= 0x80  # tile 3
+    data[-len(b"tile-3") - 2] ^= 0x01  # tile 2
+    stream = unpack(bytes(data), salvage=True)
+    assert stream.damaged == (2, 3)
+    assert stream.tiles[:2] == tiles[:2] and stream.tiles[2:] != tiles[2:]  # damaged bytes as found
+    with pytest.raises(VQCodecError, match=r"^payloads of 2 tiles \(2, 3\) are corrupted"):
+        unpack(bytes(data))
+    assert pack(stream) != bytes(data)  # pack writes checksums for the tiles as they are now
+    assert unpack(pack(stream)).damaged == ()
+    assert unpack(raw(tiles=tiles), salvage=True) == Bitstream(unpack(raw(tiles=tiles)).header, tiles)
+    with pytest.raises(VQCodecError, match="^header is corrupted"):  # structure errors stay errors
+        unpack(raw(tiles=tiles, header_crc=0), salvage=True)
+    with pytest.raises(VQCodecError, match="trailing garbage"):
+        unpack(raw(tiles=tiles, tail=b"x"), salvage=True)
+
+
+def test_damaged_field_is_validated() -> None:
+    for bad in ([0], (2,), (-1,), (True,)):
+        with pytest.raises(VQCodecError, match="damaged"):
+            Bitstream(header(), (b"a", b"b"), bad)  # type: ignore[arg-type]
 
 
 def test_unknown_flags() -> None:
@@ -349,7 +386,7 @@ def test_fuzz_mutations_and_truncations() -> None:
     rng = random.Random(20240611)
     stream = Bitstream(header(icc_profile=b"icc-profile"), (b"tile-0" * 30, b"", b"t2", rng.randbytes(200)))
     data = pack(stream)
-    header_end = len(data) - sum(map(len, stream.tiles)) - 8
+    header_end = len(data) - sum(map(len, stream.tiles)) - 4
     outcomes = {"ok": 0, "refused": 0}
     for _ in range(500):
         mutated = mutate(data, header_end, rng)

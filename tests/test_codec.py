@@ -5,7 +5,7 @@ golden file, model mismatch, the command line and the Python API.
 Golden files (tests/data/golden.png, golden.vqc, golden.sha256) pin the format and the default model's
 coding. When the model or the format changes on purpose, regenerate them from the repository root with
 
-    .venv/bin/python -c "from tests.test_codec import write_golden_files; write_golden_files()"
+    PYTHONPATH=tests .venv/bin/python -c "from tests.test_codec import write_golden_files; write_golden_files()"
 
 which (1) writes golden_image() to tests/data/golden.png, (2) compresses that PNG with the default model
 to tests/data/golden.vqc and (3) writes the SHA-256 of the decoded pixel bytes (decompress(...).tobytes())
@@ -25,6 +25,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +38,7 @@ import vqcodec
 from vqcodec.bitstream import Bitstream, pack, unpack
 from vqcodec.bundle import CodecModel, load_codec_model
 from vqcodec.codec import compress, decode_codes, decompress, decompress_image, encode_codes, tile_grid
-from vqcodec.errors import VQCodecError
+from vqcodec.errors import VQCodecError, VQCodecWarning
 from vqcodec.imageio import from_tensor, to_tensor
 from vqcodec.intprior import IntPrior, Stepper
 from vqcodec.prior import PixelCNNPrior, PriorConfig
@@ -361,7 +362,8 @@ def test_fuzzed_files_only_raise_vqcodec_error(model):
         outcomes.setdefault(kind, []).append(ok)
     # the mix really reached the codec: some damaged files were refused, some decoded to something
     assert sum(map(sum, outcomes.values())) > 0
-    assert all(not any(outcomes[k]) for k in ("flip", "truncate") if k in outcomes)  # CRCs catch these
+    # the header CRC32 and the per-tile CRC-16s catch 1-3 flipped bits anywhere, and truncation always
+    assert all(not any(outcomes[k]) for k in ("flip", "truncate") if k in outcomes)
     assert len(outcomes) == 9
 
 
@@ -640,3 +642,85 @@ def test_region_decodes_alone_and_matches_the_full_image(model, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert png_pixels((tmp_path / "r.png").read_bytes()).shape == (40, 30, 3)
     assert cli("decompress", str(src), "-o", str(tmp_path / "q.png"), "--region", "a,b", cwd=tmp_path).returncode == 1
+
+
+# -- 11. a damaged tile does not take the others with it ----------------------------------------------------
+
+
+def damaged_file(model: CodecModel) -> tuple[CodecModel, np.ndarray, bytes, bytes, int]:
+    """(model with 8-code tiles, pixels, intact file, the same file with tile 2's payload damaged, 2)."""
+    m = dataclasses.replace(model, tile=8)
+    pixels = smooth_image(64, 96, seed=121)  # 16x24 bottom codes: 6 tiles of 8x8
+    data = compress(pixels, m)
+    lengths = [len(t) for t in unpack(data).tiles]
+    assert len(lengths) == 6 and all(lengths)
+    k = 2
+    at = len(data) - sum(lengths) + sum(lengths[:k]) + lengths[k] // 2  # the middle of tile 2's payload
+    bad = bytearray(data)
+    bad[at] ^= 0x10
+    return m, pixels, data, bytes(bad), k
+
+
+def test_damaged_tile_strict_and_salvage(model):
+    m, pixels, data, bad, k = damaged_file(model)
+    with pytest.raises(VQCodecError, match=rf"^payload of tile {k} is corrupted \(checksum mismatch\)\.$"):
+        decompress(bad, m)
+    with pytest.raises(VQCodecError, match=f"tile {k}"):
+        unpack(bad)
+
+    # the code maps: every other tile decodes exactly as from the intact file, tile 2 stays 0
+    shapes = m.vqvae.code_shapes(64, 96)
+    intact = decode_codes(m, shapes, list(unpack(data).tiles))
+    assert_codes_equal(intact, image_codes(m, pixels))
+    stream = unpack(bad, salvage=True)
+    assert stream.damaged == (k,)
+    rest = set(range(6)) - {k}
+    salvaged = decode_codes(m, shapes, list(stream.tiles), only=rest)
+    tiles = tile_grid(*shapes[0], m.tile)
+    for i, t in enumerate(tiles):
+        for lv in range(m.levels):
+            want = intact[lv][0][t.window(lv)] if i != k else torch.zeros_like(intact[lv][0][t.window(lv)])
+            assert torch.equal(salvaged[lv][0][t.window(lv)], want), f"tile {i}, level {lv}"
+
+    # the pixels are those of exactly these code maps
+    image = decompress_image(bad, m, salvage=True)
+    assert image.damaged_tiles == (k,)
+    expected = from_tensor(m.vqvae.decode(salvaged, 64, 96).clamp(0, 1), 8)
+    np.testing.assert_array_equal(image.pixels, expected)
+    with pytest.warns(VQCodecWarning, match=rf"^1 damaged tile\(s\) \({k}\) could not be restored$"):
+        out = decompress(bad, m, salvage=True)
+    np.testing.assert_array_equal(out, expected)
+    with pytest.warns(VQCodecWarning):
+        part = decompress(bad, m, region=(40, 8, 16, 12), salvage=True)
+    assert part.shape == (12, 16, 3)
+
+    # an intact file decodes the same with or without salvage, silently
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        clean = decompress_image(data, m, salvage=True)
+    assert clean.damaged_tiles == ()
+    np.testing.assert_array_equal(clean.pixels, decompress(data, m))
+
+
+def test_cli_salvage(model, tmp_path):
+    m, _, _, bad, k = damaged_file(model)
+    (tmp_path / "bad.vqc").write_bytes(bad)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    runs = {"strict": ["decompress", "bad.vqc", "-o", "strict.png"],
+            "salvage": ["decompress", "bad.vqc", "-o", "salvaged.png", "--salvage"]}
+    procs = {
+        name: subprocess.Popen([sys.executable, "-m", "vqcodec", *args], cwd=tmp_path, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, env=env)
+        for name, args in runs.items()
+    }
+    results = {}
+    for name, proc in procs.items():
+        out, err = proc.communicate(timeout=120)
+        results[name] = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    assert f"payload of tile {k} is corrupted" in assert_clean_failure(results["strict"])
+    assert not (tmp_path / "strict.png").exists()
+    err = results["salvage"].stderr.decode()
+    assert results["salvage"].returncode == 0, err
+    assert err.strip().splitlines() == [f"vqcodec: warning: 1 damaged tile(s) ({k}) could not be restored"]
+    np.testing.assert_array_equal(png_pixels((tmp_path / "salvaged.png").read_bytes()),
+                                  decompress_image(bad, m, salvage=True).pixels)

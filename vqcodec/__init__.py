@@ -7,11 +7,14 @@
 """
 
 from .codec import compress, decompress, decompress_image
-from .errors import VQCodecError
+from .errors import VQCodecError, VQCodecWarning
 from .imageio import ImageData, read_image, write_image
 from .pillow_plugin import register as _register_pillow_plugin
 
 _register_pillow_plugin()  # PIL.Image.open("x.vqc") works after `import vqcodec`
 
-__all__ = ["compress", "decompress", "decompress_image", "VQCodecError", "ImageData", "read_image", "write_image"]
+__all__ = [
+    "compress", "decompress", "decompress_image", "VQCodecError", "VQCodecWarning", "ImageData", "read_image",
+    "write_image",
+]
 __version__ = "0.1.0"

@@ -1,13 +1,16 @@
-"""The versioned `.vqc` container: header, per-tile range-coder payloads, and two CRCs.
+"""The versioned `.vqc` container: header (with a CRC-16 per tile and a CRC32 over it all), payloads.
 
 The byte layout is specified in docs/bitstream.md; change it only together with that file,
 FORMAT_VERSION and the exact-layout test. Parsing treats the input as hostile: every read is
 bounds-checked, sizes are checked before anything is sliced, and every failure is a VQCodecError.
 The encoding is canonical (minimal varints, no unknown flags), so pack(unpack(b)) == b.
+Each tile payload has its own checksum, so a damaged tile can be reported (or, with salvage=True,
+skipped) without condemning the others.
 """
 
 from __future__ import annotations
 
+import binascii
 import struct
 import zlib
 from dataclasses import dataclass
@@ -24,6 +27,7 @@ FLAG_ICC = 0x01
 _KNOWN_FLAGS = FLAG_ICC
 _MAX_VARINT_BYTES = 10  # enough for any value below 2**64
 _CRC = struct.Struct("<I")
+_TILE_CRC = struct.Struct("<H")
 _TILE_SIZES = {1 << k: k for k in range(2, 9)}  # tile side -> its log2, 4..256
 
 
@@ -46,10 +50,14 @@ class Header:
 
 @dataclass(frozen=True)
 class Bitstream:
-    """A header plus one range-coder payload per tile, tiles in raster order."""
+    """A header plus one range-coder payload per tile, tiles in raster order.
+
+    ``damaged`` lists the tiles whose payload failed its checksum; only unpack(..., salvage=True)
+    sets it, and pack ignores it (it always writes the checksums of the tiles as they are)."""
 
     header: Header
     tiles: tuple[bytes, ...]
+    damaged: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.header, Header):
@@ -58,6 +66,10 @@ class Bitstream:
             raise VQCodecError("Bitstream.tiles must be a tuple of bytes objects.")
         if not self.tiles:
             raise VQCodecError("a bitstream needs at least one tile.")
+        if not isinstance(self.damaged, tuple) or not all(
+            _is_int(k) and 0 <= k < len(self.tiles) for k in self.damaged
+        ):
+            raise VQCodecError("Bitstream.damaged must be a tuple of tile indices.")
 
 
 def _is_int(value: object) -> bool:
@@ -111,11 +123,17 @@ def pack(stream: Bitstream) -> bytes:
     head += _varint(len(stream.tiles))
     for tile in stream.tiles:
         head += _varint(len(tile))
+    for tile in stream.tiles:
+        head += _TILE_CRC.pack(tile_checksum(tile))
     if h.icc_profile is not None:
         head += _varint(len(h.icc_profile)) + h.icc_profile
     head += _CRC.pack(zlib.crc32(head))
-    payload = b"".join(stream.tiles)
-    return bytes(head) + payload + _CRC.pack(zlib.crc32(payload))
+    return bytes(head) + b"".join(stream.tiles)
+
+
+def tile_checksum(payload: bytes) -> int:
+    """CRC-16/CCITT (XMODEM variant: polynomial 0x1021, initial value 0) of one tile payload."""
+    return binascii.crc_hqx(payload, 0)
 
 
 class _Reader:
@@ -152,8 +170,8 @@ class _Reader:
         raise VQCodecError(f"the {what} is a varint longer than {_MAX_VARINT_BYTES} bytes.")
 
 
-def _parse(data: bytes) -> tuple[Header, list[int], int]:
-    """Validate the whole file; return the header, tile lengths and the payload offset."""
+def _parse(data: bytes) -> tuple[Header, list[int], list[int]]:
+    """Validate the whole file; return the header, tile lengths and damaged tiles (checksum mismatch)."""
     if not isinstance(data, bytes):
         data = bytes(data)
     if data[: len(MAGIC)] != MAGIC[: len(data)]:
@@ -179,11 +197,12 @@ def _parse(data: bytes) -> tuple[Header, list[int], int]:
     levels = r.byte("level count")
     log2_tile = r.byte("tile size")
     n_tiles = r.varint("tile count")
-    if n_tiles > r.remaining():  # each length takes at least one byte; bounds the list below
+    if 3 * n_tiles > r.remaining():  # each tile takes >= 1 length byte + 2 checksum bytes; bounds the lists
         raise VQCodecError(
             f"tile count {n_tiles} cannot fit in a file of {len(data)} bytes; it is truncated or corrupted."
         )
     lengths = [r.varint("tile length table") for _ in range(n_tiles)]
+    checksums = [_TILE_CRC.unpack(r.take(_TILE_CRC.size, "tile checksum table"))[0] for _ in range(n_tiles)]
     icc = None
     if flags & FLAG_ICC:
         icc = r.take(r.varint("ICC profile length"), "ICC profile")
@@ -201,32 +220,53 @@ def _parse(data: bytes) -> tuple[Header, list[int], int]:
     header = Header(fingerprint, width, height, channels, bit_depth, levels, 1 << log2_tile, icc)
 
     payload_start = r.pos
-    expected = payload_start + sum(lengths) + _CRC.size
+    expected = payload_start + sum(lengths)
     if expected > len(data):
         raise VQCodecError(
             f"file is truncated: the tile lengths need {expected} bytes but the file has {len(data)}."
         )
     if expected < len(data):
         raise VQCodecError(f"file has {len(data) - expected} bytes of trailing garbage after the payload.")
-    payload_end = expected - _CRC.size
-    (stored_crc,) = _CRC.unpack(data[payload_end:])
-    if zlib.crc32(memoryview(data)[payload_start:payload_end]) != stored_crc:
-        raise VQCodecError("payload is corrupted (checksum mismatch).")
-    return header, lengths, payload_start
+    damaged = []
+    pos = payload_start
+    view = memoryview(data)
+    for k, (n, crc) in enumerate(zip(lengths, checksums)):
+        if binascii.crc_hqx(view[pos : pos + n], 0) != crc:
+            damaged.append(k)
+        pos += n
+    return header, lengths, damaged
 
 
-def unpack(data: bytes) -> Bitstream:
-    """Parse and fully validate a `.vqc` file; raises VQCodecError on any defect."""
+def _damage_error(damaged: list[int]) -> VQCodecError:
+    if len(damaged) == 1:
+        return VQCodecError(f"payload of tile {damaged[0]} is corrupted (checksum mismatch).")
+    listed = ", ".join(map(str, damaged))
+    return VQCodecError(f"payloads of {len(damaged)} tiles ({listed}) are corrupted (checksum mismatch).")
+
+
+def unpack(data: bytes, *, salvage: bool = False) -> Bitstream:
+    """Parse and fully validate a `.vqc` file; raises VQCodecError on any defect.
+
+    A tile payload that fails its checksum is an error too, unless ``salvage``: then the stream is
+    returned with those tiles' indices in ``damaged`` (their bytes as found, not to be decoded).
+    Header and structure defects are errors either way."""
     if not isinstance(data, bytes):
         data = bytes(data)
-    header, lengths, pos = _parse(data)
+    header, lengths, damaged = _parse(data)
+    if damaged and not salvage:
+        raise _damage_error(damaged)
+    pos = len(data) - sum(lengths)
     tiles = []
     for n in lengths:
         tiles.append(data[pos : pos + n])
         pos += n
-    return Bitstream(header, tuple(tiles))
+    return Bitstream(header, tuple(tiles), tuple(damaged))
 
 
 def read_header(data: bytes) -> Header:
-    """The header of a complete `.vqc` file, validated exactly as unpack does (for `vqcodec info`)."""
-    return _parse(data)[0]
+    """The header of a complete `.vqc` file, validated exactly as unpack does (for `vqcodec info`);
+    a damaged tile payload is an error here as in unpack's strict mode."""
+    header, _, damaged = _parse(data)
+    if damaged:
+        raise _damage_error(damaged)
+    return header

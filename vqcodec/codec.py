@@ -3,15 +3,17 @@
 Code maps are cut into tiles (``tile`` bottom codes square, the matching windows of the levels
 above). A tile's prior context never leaves the tile and each tile is its own range-coder stream,
 so tiles of one shape are decoded as one batch, a region can be decoded alone (only the tiles
-under it), and damage to one tile's stream cannot desynchronize the others (the container's CRC
-still refuses a damaged file as a whole rather than show wrong pixels). Within a tile the top level
-is coded first, then each lower level conditioned on the levels above.
+under it), and a damaged tile does not take the others with it: the container checksums each
+tile's payload, a damaged one is refused by default, and with ``salvage=True`` it is left undecoded
+(its codes stay 0) while every other tile decodes exactly as from the intact file. Within a tile the
+top level is coded first, then each lower level conditioned on the levels above.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import warnings
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
@@ -23,7 +25,7 @@ from PIL import Image
 from .bitstream import Bitstream, Header, pack, unpack
 from .bundle import CodecModel, load_codec_model
 from .entropy import TileDecoders, encode_symbols
-from .errors import VQCodecError
+from .errors import VQCodecError, VQCodecWarning
 from .imageio import ImageData, from_tensor, read_image, to_tensor
 from .intprior import Stepper, one_thread
 from .vqvae import decode_windowed, encode_windowed
@@ -170,8 +172,10 @@ def compress(
 REGION_MARGIN = 64  # pixels of decoded context around a region: the VQ-VAE decoder's reach
 
 
-def _decode_region(m: CodecModel, shapes, payloads: list[bytes], region: tuple[int, int, int, int], head: Header):
-    """Pixels (1, C, h, w) of region (x, y, w, h): only the tiles under it (plus a margin) are decoded."""
+def _decode_region(m: CodecModel, shapes, payloads: list[bytes], region: tuple[int, int, int, int], head: Header,
+                   skip: frozenset[int] = frozenset()):
+    """Pixels (1, C, h, w) of region (x, y, w, h): only the tiles under it (plus a margin) are decoded,
+    except those in ``skip`` (damaged)."""
     x, y, w, h = region
     if w < 1 or h < 1 or x < 0 or y < 0 or x + w > head.width or y + h > head.height:
         raise VQCodecError(f"region {region} is not inside the {head.width}x{head.height} image")
@@ -184,7 +188,7 @@ def _decode_region(m: CodecModel, shapes, payloads: list[bytes], region: tuple[i
         k for k, t in enumerate(tiles)
         if t.row < wy1 // 4 and t.row + t.height > wy0 // 4 and t.col < wx1 // 4 and t.col + t.width > wx0 // 4
     }
-    maps = decode_codes(m, shapes, payloads, only=needed)
+    maps = decode_codes(m, shapes, payloads, only=needed - skip)
     part = [c[:, wy0 // (4 << lv) : wy1 // (4 << lv), wx0 // (4 << lv) : wx1 // (4 << lv)] for lv, c in enumerate(maps)]
     recon = m.vqvae.decode(part, wy1 - wy0, wx1 - wx0)
     return recon[:, :, y - wy0 : y - wy0 + h, x - wx0 : x - wx0 + w]
@@ -196,10 +200,14 @@ def decompress_image(
     model: CodecModel | str | None = None,
     device: str = "cpu",
     region: tuple[int, int, int, int] | None = None,
+    salvage: bool = False,
 ) -> ImageData:
     """Decode a vqcodec bitstream to pixels with the file's bit depth, channels and ICC profile.
-    ``region`` = (x, y, width, height) decodes only that part, touching only the tiles under it."""
-    stream = unpack(bytes(data))
+    ``region`` = (x, y, width, height) decodes only that part, touching only the tiles under it.
+    A tile payload that fails its checksum is a VQCodecError, unless ``salvage``: then the damaged
+    tiles are not decoded (their codes stay 0, so their area shows no image content), every other
+    tile decodes exactly as from the intact file, and the result's ``damaged_tiles`` lists them."""
+    stream = unpack(bytes(data), salvage=salvage)
     head = stream.header
     m = _model(model, device)
     if head.model_fingerprint != m.fingerprint:
@@ -211,16 +219,18 @@ def decompress_image(
         raise VQCodecError(f"the file has {head.levels} code levels but the model has {m.levels}")
     m = with_tile(m, head.tile_size)
     shapes = m.vqvae.code_shapes(head.height, head.width)
+    payloads = list(stream.tiles)
+    only = set(range(len(payloads))) - set(stream.damaged) if stream.damaged else None
     if region is not None:
-        recon = _decode_region(m, shapes, list(stream.tiles), region, head).clamp(0, 1)
+        recon = _decode_region(m, shapes, payloads, region, head, frozenset(stream.damaged)).clamp(0, 1)
     elif head.height * head.width > WINDOW_ABOVE:
-        recon = decode_windowed(m.vqvae, decode_codes(m, shapes, list(stream.tiles)), head.height, head.width)
+        recon = decode_windowed(m.vqvae, decode_codes(m, shapes, payloads, only=only), head.height, head.width)
     else:
-        recon = m.vqvae.decode(decode_codes(m, shapes, list(stream.tiles)), head.height, head.width)
+        recon = m.vqvae.decode(decode_codes(m, shapes, payloads, only=only), head.height, head.width)
     recon = recon.clamp(0, 1)
     if head.channels == 1:
         recon = recon.mean(1, keepdim=True)
-    return ImageData(from_tensor(recon.cpu(), head.bit_depth), head.bit_depth, head.icc_profile)
+    return ImageData(from_tensor(recon.cpu(), head.bit_depth), head.bit_depth, head.icc_profile, stream.damaged)
 
 
 def decompress(
@@ -228,7 +238,18 @@ def decompress(
     model: CodecModel | str | None = None,
     device: str = "cpu",
     region: tuple[int, int, int, int] | None = None,
+    salvage: bool = False,
 ) -> np.ndarray:
-    """Decode a vqcodec bitstream to a (H, W) or (H, W, 3) uint8/uint16 array (or one region of it)."""
-    pix = decompress_image(data, model, device, region).pixels
+    """Decode a vqcodec bitstream to a (H, W) or (H, W, 3) uint8/uint16 array (or one region of it).
+    With ``salvage``, damaged tiles are skipped as in decompress_image; since an array cannot say
+    which, a VQCodecWarning names them."""
+    image = decompress_image(data, model, device, region, salvage=salvage)
+    if image.damaged_tiles:
+        warnings.warn(VQCodecWarning(damage_message(image.damaged_tiles)), stacklevel=2)
+    pix = image.pixels
     return pix[..., 0] if pix.shape[2] == 1 else pix
+
+
+def damage_message(damaged: tuple[int, ...]) -> str:
+    """One line naming the tiles a salvage decode had to skip."""
+    return f"{len(damaged)} damaged tile(s) ({', '.join(map(str, damaged))}) could not be restored"

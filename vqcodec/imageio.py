@@ -64,6 +64,7 @@ class ImageData:
     pixels: np.ndarray  # (H, W, C) uint8 or uint16, C is 1 (gray) or 3 (RGB), C-contiguous
     bit_depth: int  # 8 or 16
     icc_profile: bytes | None  # ICC profile from the file, kept so the codec can store it
+    damaged_tiles: tuple[int, ...] = ()  # set by a salvage decode: tiles that could not be restored
 
 
 # ---------------------------------------------------------------------------------------------- reading
