@@ -447,10 +447,26 @@ def test_missing_model_file(tmp_path, model):
 # -- 9. command line ---------------------------------------------------------------------------------------
 
 
+CLI_ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # one thread: much faster for these small images
+
+
 def cli(*args: str, cwd: Path, stdin: bytes | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # one thread: much faster for these small images
     return subprocess.run([sys.executable, "-m", "vqcodec", *args], cwd=cwd, input=stdin, capture_output=True,
-                          timeout=120, env=env)
+                          timeout=120, env=CLI_ENV)
+
+
+def cli_parallel(runs: dict[str, list[str]], cwd: Path) -> dict[str, subprocess.CompletedProcess]:
+    """Run several CLI commands at once (each single-threaded) and collect their results by name."""
+    procs = {
+        name: subprocess.Popen([sys.executable, "-m", "vqcodec", *args], cwd=cwd, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, env=CLI_ENV)
+        for name, args in runs.items()
+    }
+    results = {}
+    for name, proc in procs.items():
+        out, err = proc.communicate(timeout=120)
+        results[name] = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    return results
 
 
 def assert_clean_failure(proc: subprocess.CompletedProcess) -> str:
@@ -481,7 +497,7 @@ def test_cli_files_and_pipes(model, tmp_path):
     np.testing.assert_array_equal(png_pixels(back), expected)
 
     # stdin -> stdout, both ends piped together
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = CLI_ENV
     with open(tmp_path / "in.png", "rb") as src:
         enc = subprocess.Popen([sys.executable, "-m", "vqcodec", "compress", "-", "-o", "-"], cwd=tmp_path,
                                stdin=src, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
@@ -512,7 +528,6 @@ def test_cli_refusals(model, tmp_path):
     (tmp_path / "noise.vqc").write_bytes(bytes(random.Random(5).randrange(256) for _ in range(300)))
     (tmp_path / "noise.png").write_bytes(bytes(random.Random(6).randrange(256) for _ in range(300)))
     (tmp_path / "good.vqc").write_bytes(data)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     runs = {
         "exists": ["compress", "in.png", "-o", "out.vqc"],
         "truncated": ["decompress", "cut.vqc", "-o", "cut.png"],
@@ -520,15 +535,7 @@ def test_cli_refusals(model, tmp_path):
         "noise_png": ["compress", "noise.png", "-o", "noise_out.vqc"],
         "no_model": ["decompress", "good.vqc", "-o", "good.png", "--model", "missing.safetensors"],
     }
-    procs = {
-        name: subprocess.Popen([sys.executable, "-m", "vqcodec", *args], cwd=tmp_path, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, env=env)
-        for name, args in runs.items()
-    }
-    results = {}
-    for name, proc in procs.items():
-        out, err = proc.communicate(timeout=120)
-        results[name] = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    results = cli_parallel(runs, cwd=tmp_path)
     assert "exists" in assert_clean_failure(results["exists"])
     assert (tmp_path / "out.vqc").read_bytes() == b"keep me"
     assert "truncated" in assert_clean_failure(results["truncated"])
@@ -705,18 +712,9 @@ def test_damaged_tile_strict_and_salvage(model):
 def test_cli_salvage(model, tmp_path):
     m, _, _, bad, k = damaged_file(model)
     (tmp_path / "bad.vqc").write_bytes(bad)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     runs = {"strict": ["decompress", "bad.vqc", "-o", "strict.png"],
             "salvage": ["decompress", "bad.vqc", "-o", "salvaged.png", "--salvage"]}
-    procs = {
-        name: subprocess.Popen([sys.executable, "-m", "vqcodec", *args], cwd=tmp_path, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, env=env)
-        for name, args in runs.items()
-    }
-    results = {}
-    for name, proc in procs.items():
-        out, err = proc.communicate(timeout=120)
-        results[name] = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    results = cli_parallel(runs, cwd=tmp_path)
     assert f"payload of tile {k} is corrupted" in assert_clean_failure(results["strict"])
     assert not (tmp_path / "strict.png").exists()
     err = results["salvage"].stderr.decode()
