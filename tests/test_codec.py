@@ -722,3 +722,11 @@ def test_cli_salvage(model, tmp_path):
     assert err.strip().splitlines() == [f"vqcodec: warning: 1 damaged tile(s) ({k}) could not be restored"]
     np.testing.assert_array_equal(png_pixels((tmp_path / "salvaged.png").read_bytes()),
                                   decompress_image(bad, m, salvage=True).pixels)
+
+
+def test_pil_images_with_transparency_are_refused_but_opaque_alpha_is_fine(model):
+    rgba = Image.fromarray(np.dstack([smooth_image(16, 16, seed=91), np.full((16, 16), 255, np.uint8)]), "RGBA")
+    assert decompress(compress(rgba, model), model).shape == (16, 16, 3)
+    rgba.putpixel((3, 3), (1, 2, 3, 0))
+    with pytest.raises(VQCodecError, match="alpha"):
+        compress(rgba, model)

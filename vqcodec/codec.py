@@ -70,6 +70,10 @@ def as_image_data(image: Any) -> ImageData:
     if isinstance(image, (str, os.PathLike, bytes)):
         return read_image(image)
     if isinstance(image, Image.Image):
+        if ("A" in image.getbands() or "transparency" in image.info) and (
+            image.convert("RGBA").getchannel("A").getextrema()[0] < 255
+        ):  # the same alpha policy as for files (imageio): never drop transparency silently
+            raise VQCodecError("image has a transparent alpha channel; vqcodec codes gray or RGB images only")
         if image.mode in ("I;16", "I;16B", "I;16L"):
             return ImageData(np.asarray(image, dtype=np.uint16)[..., None].copy(), 16, None)
         mode = "L" if image.mode in ("L", "1") else "RGB"
