@@ -60,14 +60,10 @@ def settings_from(kw: dict):
 @friendly_errors
 def train_vqvae_cmd(**kw) -> None:
     """Train the hierarchical VQ-VAE on a folder of images (random crops and flips)."""
-    import torch
-
     from vqcodec.train_vqvae import train_vqvae
     from vqcodec.vqvae import VQVAEConfig
 
     settings = settings_from(kw)
-    if settings.device == "cpu":
-        torch.set_num_threads(max(1, torch.get_num_threads()))
     config = VQVAEConfig(hidden=kw["hidden"], res_channels=kw["res_channels"], res_blocks=kw["res_blocks"],
                          num_codes=kw["num_codes"], code_dim=kw["code_dim"], levels=int(kw["levels"]))
     train_vqvae(kw["data"], settings, config, crop=kw["crop"], val=kw["val"], val_images=kw["val_images"])

@@ -135,14 +135,17 @@ class GatedLayer(nn.Module):
         self.pad_v = (cfg.v_cols // 2, cfg.v_cols // 2, cfg.v_rows - 1, 0)
         self.pad_h = (cfg.h_cols - 1, 0, 0, 0)
 
-    def forward(self, v, h, cond_feat, label_bias):
+    def forward(
+        self, v: torch.Tensor, h: torch.Tensor, cond_feat: torch.Tensor | None, label: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One gated layer: new (v, h). The link into h takes v's convolution before the biases."""
         v_pre = self.v_conv(F.pad(v, self.pad_v))
         h_pre = self.h_conv(F.pad(h, self.pad_h)) + self.link(v_pre)
         bias = 0
         if self.cond is not None:
             bias = self.cond(cond_feat)
         if self.label is not None:
-            bias = bias + self.label(label_bias)[:, :, None, None]
+            bias = bias + self.label(label)[:, :, None, None]
         if not isinstance(bias, int):
             bv, bh = bias.chunk(2, dim=1)
             v_pre, h_pre = v_pre + bv, h_pre + bh
