@@ -31,7 +31,8 @@ def test_train_extract_export_compress(tiny_images, tmp_path):
             f"{r}/{level}", "--tile", "8", "--channels", "8", "--layers", "2", "--cond-channels", "8",
             "--cond-blocks", "1", "--val-tiles", "4", *tiny)
     out = run("export", "--vqvae", vq, "--prior", f"{r}/bottom/model.safetensors", "--prior",
-              f"{r}/top/model.safetensors", "--calibration", f"{r}/codes", "--tiles", "32", "--out", f"{r}/m.safetensors")
+              f"{r}/top/model.safetensors", "--calibration", f"{r}/codes", "--tiles", "32",
+              "--out", f"{r}/m.safetensors")
     assert "fingerprint" in out
     image = np.asarray(Image.open(next(tiny_images.glob("*.png"))).convert("RGB"))
     Image.fromarray(image).save(tmp_path / "in.png")
