@@ -68,11 +68,9 @@ def _conv(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Ten
     w2 = w.reshape(cout, -1)
     if oh == ow == 1:  # one output position (the decoder's steps): one plain GEMM
         out = (x.reshape(bsz, -1) @ w2.t()).reshape(bsz, cout, 1, 1)
-    elif kh == kw == 1:
-        out = (x.permute(0, 2, 3, 1).reshape(-1, cin) @ w2.t()).reshape(bsz, hh, ww, cout).permute(0, 3, 1, 2)
-    else:
-        cols = F.unfold(x, (kh, kw)).transpose(1, 2)  # (B, L, Cin*kh*kw)
-        out = (cols @ w2.t()).transpose(1, 2).reshape(bsz, cout, oh, ow)
+    else:  # (Cout, K) @ (B, K, L): no transposed copies, the result is already NCHW
+        cols = x.reshape(bsz, cin, hh * ww) if kh == kw == 1 else F.unfold(x, (kh, kw))
+        out = torch.matmul(w2, cols).reshape(bsz, cout, oh, ow)
     return out if b is None else out.add_(b[None, :, None, None])
 
 
