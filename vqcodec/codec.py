@@ -26,7 +26,7 @@ from .bitstream import Bitstream, Header, pack, unpack
 from .bundle import CodecModel, load_codec_model
 from .entropy import TileDecoders, encode_symbols
 from .errors import VQCodecError, VQCodecWarning
-from .imageio import ImageData, from_tensor, read_image, to_tensor
+from .imageio import ImageData, from_array, from_pil, from_tensor, read_image, to_tensor
 from .intprior import Stepper, one_thread
 from .vqvae import decode_windowed, encode_windowed
 
@@ -70,22 +70,9 @@ def as_image_data(image: Any) -> ImageData:
     if isinstance(image, (str, os.PathLike, bytes)):
         return read_image(image)
     if isinstance(image, Image.Image):
-        if ("A" in image.getbands() or "transparency" in image.info) and (
-            image.convert("RGBA").getchannel("A").getextrema()[0] < 255
-        ):  # the same alpha policy as for files (imageio): never drop transparency silently
-            raise VQCodecError("image has a transparent alpha channel; vqcodec codes gray or RGB images only")
-        if image.mode in ("I;16", "I;16B", "I;16L"):
-            return ImageData(np.asarray(image, dtype=np.uint16)[..., None].copy(), 16, None)
-        mode = "L" if image.mode in ("L", "1") else "RGB"
-        return ImageData(np.ascontiguousarray(np.asarray(image.convert(mode)).reshape(image.height, image.width, -1)),
-                         8, image.info.get("icc_profile"))
+        return from_pil(image)
     if isinstance(image, np.ndarray):
-        if image.dtype not in (np.uint8, np.uint16):
-            raise VQCodecError(f"image arrays must be uint8 or uint16, not {image.dtype}")
-        pix = image[..., None] if image.ndim == 2 else image
-        if pix.ndim != 3 or pix.shape[2] not in (1, 3) or pix.shape[0] < 1 or pix.shape[1] < 1:
-            raise VQCodecError(f"image arrays must be (H, W), (H, W, 1) or (H, W, 3), not {image.shape}")
-        return ImageData(np.ascontiguousarray(pix), 8 if pix.dtype == np.uint8 else 16, None)
+        return from_array(image)
     raise VQCodecError(f"cannot compress an object of type {type(image).__name__}")
 
 

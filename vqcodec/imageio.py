@@ -167,6 +167,22 @@ def _pillow_pixels(im: Image.Image, icc: bytes | None, name: str) -> np.ndarray:
     return pixels[..., :1] if gray else pixels
 
 
+def from_pil(im: Image.Image, name: str = "image") -> ImageData:
+    """An in-memory PIL image under the same policy as files (modes, palette, alpha, 16-bit, ICC)."""
+    icc = im.info.get("icc_profile")
+    pixels = np.ascontiguousarray(_pillow_pixels(im, icc, name))
+    return ImageData(pixels, 16 if pixels.dtype == np.uint16 else 8, _matching_icc(icc, pixels.shape[2]))
+
+
+def from_array(pixels: np.ndarray) -> ImageData:
+    """A uint8/uint16 array of shape (H, W), (H, W, 1) or (H, W, 3), checked like written images."""
+    if pixels.dtype not in (np.uint8, np.uint16):
+        raise VQCodecError(f"image arrays must be uint8 or uint16, not {pixels.dtype}")
+    bit_depth = 8 if pixels.dtype == np.uint8 else 16
+    image = ImageData(pixels[..., None] if pixels.ndim == 2 else pixels, bit_depth, None)
+    return ImageData(_checked_pixels(image), bit_depth, None)
+
+
 def _palette_is_gray(im: Image.Image) -> bool:
     palette = im.getpalette("RGB")
     if not palette:
