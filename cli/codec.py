@@ -9,6 +9,7 @@ import click
 from tqdm import tqdm
 
 from cli.main import friendly_errors, main
+from vqcodec.errors import VQCodecError
 
 MODEL = click.option("--model", type=click.Path(dir_okay=False, path_type=Path), default=None,
                      help="Codec model file (default: the model shipped with vqcodec).")
@@ -17,8 +18,6 @@ FORCE = click.option("--force", "-f", is_flag=True, help="Overwrite existing out
 
 
 def _read_input(src: str) -> bytes:
-    from vqcodec.errors import VQCodecError
-
     if src == "-":
         return sys.stdin.buffer.read()
     path = Path(src)
@@ -40,8 +39,6 @@ def _write_output(dst: str, data: bytes, force: bool) -> None:
 def _inputs_and_outputs(inputs: tuple[str, ...], output: str | None, suffix: str) -> list[tuple[str, str]]:
     """Pair inputs with outputs: IN OUT, or several inputs / a folder into an --out-dir."""
     from vqcodec.data import IMAGE_SUFFIXES
-    from vqcodec.errors import VQCodecError
-
     expanded: list[str] = []
     for src in inputs:
         p = Path(src)
@@ -137,8 +134,6 @@ def decompress(inputs: tuple[str, ...], output: str | None, fmt: str | None, reg
 
 
 def _parse_region(text: str) -> tuple[int, int, int, int]:
-    from vqcodec.errors import VQCodecError
-
     try:
         x, y, w, h = (int(v) for v in text.split(","))
     except ValueError:
@@ -172,7 +167,7 @@ def info(file: str, model: Path | None) -> None:
     try:
         m = load_codec_model(model)
         lines["model"] = m.name if m.fingerprint == head.model_fingerprint else "not the loaded model"
-    except Exception:  # noqa: BLE001 - the header is still worth showing without a model
+    except VQCodecError:  # the header is still worth showing without a model
         lines["model"] = "unknown (model not loadable)"
     for key, value in lines.items():
         click.echo(f"{key:>18}: {value}")

@@ -16,7 +16,7 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from .checkpoint import fingerprint
-from .data import list_images, load_rgb
+from .data import list_images, load_rgb, pad_to
 from .errors import VQCodecError
 from .vqvae import VQVAE
 
@@ -65,11 +65,8 @@ def extract_codes(
         pending.clear()
 
     for f in tqdm(files, desc="extract", dynamic_ncols=True):
-        pix = load_rgb(f)
+        pix = pad_to(load_rgb(f), crop)
         h, w = pix.shape[:2]
-        if h < crop or w < crop:
-            pix = np.pad(pix, ((0, max(0, crop - h)), (0, max(0, crop - w)), (0, 0)), mode="edge")
-            h, w = pix.shape[:2]
         label = names.index(f.relative_to(data).parts[0]) if labels else -1
         for _ in range(crops_per_image):
             side = min(h, w, int(crop / rng.uniform(min_scale, 1.0))) if min_scale < 1 else crop

@@ -37,6 +37,14 @@ def load_rgb(path: Path) -> np.ndarray:
     return np.repeat(pix, 3, axis=2) if pix.shape[2] == 1 else pix
 
 
+def pad_to(pix: np.ndarray, size: int) -> np.ndarray:
+    """Edge-pad an (H, W, C) image so both sides are at least ``size`` (crops of small images)."""
+    h, w = pix.shape[:2]
+    if h >= size and w >= size:
+        return pix
+    return np.pad(pix, ((0, max(0, size - h)), (0, max(0, size - w)), (0, 0)), mode="edge")
+
+
 class RandomCrops(Dataset):
     """Index ``i`` -> a random ``crop`` x ``crop`` patch (C, H, W) of a random image, maybe flipped."""
 
@@ -49,12 +57,7 @@ class RandomCrops(Dataset):
 
     def _image(self, k: int) -> np.ndarray:
         if k not in self._cache:
-            pix = load_rgb(self.files[k])
-            h, w = pix.shape[:2]
-            if h < self.crop or w < self.crop:
-                pad = ((0, max(0, self.crop - h)), (0, max(0, self.crop - w)), (0, 0))
-                pix = np.pad(pix, pad, mode="edge")
-            self._cache[k] = pix
+            self._cache[k] = pad_to(load_rgb(self.files[k]), self.crop)
         return self._cache[k]
 
     def __getitem__(self, index: int) -> torch.Tensor:
