@@ -107,7 +107,7 @@ def train(
         _, _, tensors = load_model(model_path)
         model.load_state_dict(tensors)
         start, _ = load_train_state(state_path, optimizer)
-    elif rank == 0 and model_path.exists():
+    elif model_path.exists():  # every process refuses, so none is left waiting for the others
         raise VQCodecError(f"{out} already holds a run; use --resume to continue it or pick another --out")
     ddp = DistributedDataParallel(model, broadcast_buffers=False) if world > 1 else model
 
