@@ -313,3 +313,37 @@ def test_eval_command(tmp_path: Path, tiny_images: Path) -> None:
     # a level the codes do not have is refused with a clean message
     res = CliRunner().invoke(cli_main, [*args, "--prior-middle", str(paths["top"])])
     assert res.exit_code == 1 and "no 'middle' level" in res.output
+
+
+def test_eval_holdout_gap(tmp_path: Path, tiny_images: Path) -> None:
+    """A prior that learnt its training codes by heart: --holdout-codes shows the overfitting."""
+    vq_cfg = VQVAEConfig(hidden=16, res_channels=8, res_blocks=1, num_codes=4, code_dim=4, levels=2)
+    save_model(tmp_path / "vq.safetensors", VQVAE(vq_cfg).state_dict(), "vqvae", vq_cfg.to_dict())
+    paths = {}
+    for level, name in enumerate(["bottom", "top"]):
+        prior = PixelCNNPrior(tiny_cfg(num_codes=4, cond_levels=1 - level, attention_every=0))
+        if level == 0:  # bias the output towards code 0: cheap on codes of 0, dear on anything else
+            with torch.no_grad():
+                prior.logits.bias.copy_(torch.tensor([8.0, 0.0, 0.0, 0.0]))
+        paths[name] = tmp_path / f"{name}.safetensors"
+        save_model(paths[name], prior.state_dict(), f"prior-{name}",
+                   {**prior.config.to_dict(), "level": level, "tile": 8, "levels": 2})
+    for folder, bottom_codes in (("codes", 0), ("val", 0), ("held", 1)):
+        (tmp_path / folder).mkdir()
+        np.save(tmp_path / folder / "level0.npy", np.full((4, 8, 8), bottom_codes, dtype=np.uint16))
+        np.save(tmp_path / folder / "level1.npy", np.zeros((4, 4, 4), dtype=np.uint16))
+        np.save(tmp_path / folder / "labels.npy", np.full(4, -1, dtype=np.int64))
+        (tmp_path / folder / "meta.json").write_text(json.dumps({"levels": 2, "num_codes": 4, "classes": []}))
+    out = tmp_path / "table.json"
+    args = ["eval", "--vqvae", str(tmp_path / "vq.safetensors"), "--prior-top", str(paths["top"]),
+            "--prior-bottom", str(paths["bottom"]), "--codes", str(tmp_path / "codes"),
+            "--val-codes", str(tmp_path / "val"), "--holdout-codes", str(tmp_path / "held"), "--tiles", "4",
+            "--json", str(out)]
+    res = CliRunner().invoke(cli_main, args)
+    assert res.exit_code == 0, res.output
+    assert "gap held-out %" in res.output
+    bottom = json.loads(out.read_text())["priors"]["bottom"]
+    assert bottom["gap_percent"] == pytest.approx(0.0)  # the same codes as training
+    assert bottom["holdout_bits"] > 10 * bottom["train_bits"]
+    assert bottom["holdout_gap_percent"] == pytest.approx(
+        100 * (bottom["holdout_bits"] - bottom["train_bits"]) / bottom["train_bits"])
