@@ -25,12 +25,13 @@ PRIOR = dict(type=click.Path(exists=True, dir_okay=False, path_type=Path), defau
 FOLDER = dict(type=click.Path(exists=True, file_okay=False, path_type=Path))
 
 
-def evaluate_priors(priors: dict[str, Path], codes: Path, val_codes: Path, tiles: int, device: str = "cpu",
+def evaluate_priors(priors: dict[str, Path], codes: Path, val_codes: Path, tiles: int | None, device: str = "cpu",
                     seed: int = 999_999, holdout_codes: Path | None = None) -> dict[str, dict]:
-    """Per level name (top first): the prior numbers of Table 1."""
+    """Per level name (top first): the prior numbers of Table 1, over every tile of every code map
+    (``tiles`` None) or over ``tiles`` random tiles per code dataset."""
     import torch
 
-    from vqcodec.codes import CodeTiles, load_codes
+    from vqcodec.codes import CodeGrid, CodeTiles, load_codes
     from vqcodec.errors import VQCodecError
     from vqcodec.models import load_prior
     from vqcodec.train_prior import LEVEL_NAMES, mean_bits, unigram_entropy
@@ -61,17 +62,16 @@ def evaluate_priors(priors: dict[str, Path], codes: Path, val_codes: Path, tiles
         prior.to(device).eval()
         tile = int(cfg.get("tile", 32))
         with torch.no_grad():
-            train_bits = mean_bits(prior, CodeTiles(maps, labels, level, tile, seed=seed), tiles)
-            val_bits = mean_bits(prior, CodeTiles(vmaps, vlabels, level, tile, seed=seed), tiles)
-            held_bits = None
-            if hmaps is not None:
-                held_bits = mean_bits(prior, CodeTiles(hmaps, hlabels, level, tile, seed=seed), tiles)
+            train_bits, val_bits, held_bits = (
+                mean_bits(prior, CodeGrid(m, lab, level, tile) if tiles is None
+                          else CodeTiles(m, lab, level, tile, seed=seed), tiles) if m is not None else None
+                for m, lab in ((maps, labels), (vmaps, vlabels), (hmaps, hlabels)))
         h_train, h_val = unigram_entropy(maps[level], k), unigram_entropy(vmaps[level], k)
         results[name] = {
             "level": level,
             "num_codes": k,
             "tile": tile >> level,
-            "tiles": tiles,
+            "tiles": tiles if tiles is not None else "all",
             "train_bits": train_bits,
             "val_bits": val_bits,
             "gap_percent": gap_percent(train_bits, val_bits),
@@ -136,14 +136,15 @@ def format_table(priors: dict[str, dict], vqvae: dict | None) -> str:
 @click.option("--data", **FOLDER, default=None, help="Training images (for the VQ-VAE's MSE).")
 @click.option("--val", **FOLDER, default=None, help="Validation images (for the VQ-VAE's MSE).")
 @click.option("--images", type=int, default=16, show_default=True, help="Whole images per folder for the MSE.")
-@click.option("--tiles", type=int, default=512, show_default=True, help="Code tiles per set for the NLL.")
+@click.option("--tiles", type=int, default=None,
+              help="Random code tiles per set for the NLL (quicker, noisier). Default: every tile of every map.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the numbers to this JSON file.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @friendly_errors
 def eval_cmd(vqvae: Path, prior_top: Path, prior_middle: Path | None, prior_bottom: Path, codes: Path,
              val_codes: Path, holdout_codes: Path | None, data: Path | None, val: Path | None, images: int,
-             tiles: int, json_path: Path | None, device: str) -> None:
+             tiles: int | None, json_path: Path | None, device: str) -> None:
     """Table 1 of VQ-VAE-2: prior NLL (train/val), VQ-VAE MSE (train/val).
 
     \b
@@ -159,7 +160,7 @@ def eval_cmd(vqvae: Path, prior_top: Path, prior_middle: Path | None, prior_bott
 
     if (data is None) != (val is None):
         raise VQCodecError("--data and --val go together")
-    if tiles < 1 or images < 1:
+    if (tiles is not None and tiles < 1) or images < 1:
         raise VQCodecError("--tiles and --images must be at least 1")
     model = load_vqvae(vqvae)
     for folder in (f for f in (codes, val_codes, holdout_codes) if f is not None):

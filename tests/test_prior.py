@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from cli.main import main as cli_main
 from vqcodec.checkpoint import save_model
-from vqcodec.codes import CodeTiles
+from vqcodec.codes import CodeGrid, CodeTiles
 from vqcodec.intprior import IntPrior, Stepper
 from vqcodec.prior import CausalAttention, GatedLayer, PixelCNNPrior, PriorConfig, nll_bits
 from vqcodec.train_prior import mean_bits, unigram_entropy
@@ -347,3 +347,27 @@ def test_eval_holdout_gap(tmp_path: Path, tiny_images: Path) -> None:
     assert bottom["holdout_bits"] > 10 * bottom["train_bits"]
     assert bottom["holdout_gap_percent"] == pytest.approx(
         100 * (bottom["holdout_bits"] - bottom["train_bits"]) / bottom["train_bits"])
+
+
+@pytest.mark.parametrize(("h", "w"), [(8, 8), (10, 12)])
+def test_code_grid_covers_every_code(h: int, w: int) -> None:
+    """The exact evaluation grid visits every code of every map, and its top windows match."""
+    rng = np.random.default_rng(0)
+    bottom = rng.integers(0, 512, (3, h, w)).astype(np.uint16)
+    top = rng.integers(0, 512, (3, h // 2, w // 2)).astype(np.uint16)
+    grid = CodeGrid([bottom, top], np.arange(3), level=0, tile=4)
+    seen = np.zeros(bottom.shape, dtype=int)
+    for i in range(len(grid)):
+        codes, cond, label = grid[i]
+        n = int(label)
+        matches = [(y, x) for y, x in np.argwhere(np.ones((h - 3, w - 3), bool))
+                   if (bottom[n, y : y + 4, x : x + 4] == codes.numpy()).all()]
+        assert len(matches) == 1  # random codes: one place fits
+        y, x = matches[0]
+        assert y % 2 == 0 and x % 2 == 0  # aligned with the top level
+        assert (cond.numpy() == top[n, y // 2 : y // 2 + 2, x // 2 : x // 2 + 2]).all()
+        seen[n, y : y + 4, x : x + 4] += 1
+    assert seen.min() == 1
+    assert len(grid) == 3 * -(-h // 4) * -(-w // 4)
+    with pytest.raises(IndexError):
+        grid[len(grid)]

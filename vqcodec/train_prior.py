@@ -35,8 +35,9 @@ def prior_loss(model: torch.nn.Module, batch: tuple[torch.Tensor, ...]) -> tuple
 
 
 @torch.no_grad()
-def mean_bits(model: PixelCNNPrior, dataset: CodeTiles, count: int, batch: int = 32) -> float:
-    """Mean NLL in bits per code over a fixed sample of ``count`` tiles."""
+def mean_bits(model: PixelCNNPrior, dataset: CodeTiles, count: int | None = None, batch: int = 32) -> float:
+    """Mean NLL in bits per code over the first ``count`` tiles of ``dataset`` (all of a CodeGrid by default)."""
+    count = len(dataset) if count is None else count
     device = next(model.parameters()).device
     total = 0.0
     for start in range(0, count, batch):
