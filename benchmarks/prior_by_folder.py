@@ -20,26 +20,26 @@ from pathlib import Path
 
 import torch
 
-from vqcodec.codes import CodeGrid, extract_codes, load_codes
+from vqcodec.codes import extract_codes, load_codes
 from vqcodec.models import load_prior, load_vqvae
-from vqcodec.train_prior import LEVEL_NAMES, mean_bits, unigram_entropy
+from vqcodec.train_prior import LEVEL_NAMES, code_bits, unigram_entropy
 
 
 def folder_bits(vqvae_path: Path, priors: dict[str, Path], folders: list[Path], crops: int, seed: int) -> list[dict]:
     """Per folder: images, crops and, per level name, NLL and unigram entropy in bits per code."""
     vqvae = load_vqvae(vqvae_path)
-    levels = vqvae.config.levels
-    loaded = {name: load_prior(priors[name]) for name in LEVEL_NAMES[levels]}
+    names = LEVEL_NAMES[vqvae.config.levels]
+    loaded = {name: load_prior(priors[name]) for name in names}
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for i, folder in enumerate(folders):
             meta = extract_codes(vqvae, folder, Path(tmp) / str(i), crops_per_image=crops, seed=seed)
             maps, labels, _ = load_codes(Path(tmp) / str(i))
             row = {"folder": str(folder), "images": meta["images"], "crops": crops}
-            for level, name in enumerate(LEVEL_NAMES[levels]):
+            for level, name in enumerate(names):
                 prior, cfg = loaded[name]
                 with torch.no_grad():
-                    row[name] = mean_bits(prior.eval(), CodeGrid(maps, labels, level, int(cfg.get("tile", 32))))
+                    row[name] = code_bits(prior.eval(), maps, labels, level, int(cfg.get("tile", 32)))
                 row[f"{name}_unigram"] = unigram_entropy(maps[level], vqvae.config.num_codes)
             rows.append(row)
     return rows

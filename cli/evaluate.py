@@ -31,16 +31,16 @@ def evaluate_priors(priors: dict[str, Path], codes: Path, val_codes: Path, tiles
     (``tiles`` None) or over ``tiles`` random tiles per code dataset."""
     import torch
 
-    from vqcodec.codes import CodeGrid, CodeTiles, load_codes
+    from vqcodec.codes import load_codes
     from vqcodec.errors import VQCodecError
     from vqcodec.models import load_prior
-    from vqcodec.train_prior import LEVEL_NAMES, mean_bits, unigram_entropy
+    from vqcodec.train_prior import LEVEL_NAMES, code_bits, unigram_entropy
 
     maps, labels, meta = load_codes(codes)
     vmaps, vlabels, vmeta = load_codes(val_codes)
-    hmaps, hlabels, hmeta = load_codes(holdout_codes) if holdout_codes is not None else (None, None, vmeta)
+    held = load_codes(holdout_codes) if holdout_codes is not None else None
     levels = meta["levels"]
-    for other in (vmeta, hmeta):
+    for other in (vmeta, held[2]) if held else (vmeta,):
         if other["levels"] != levels or other["num_codes"] != meta["num_codes"]:
             raise VQCodecError("the code datasets come from different models (levels or codebook size differ)")
     names = LEVEL_NAMES[levels]
@@ -62,10 +62,9 @@ def evaluate_priors(priors: dict[str, Path], codes: Path, val_codes: Path, tiles
         prior.to(device).eval()
         tile = int(cfg.get("tile", 32))
         with torch.no_grad():
-            train_bits, val_bits, held_bits = (
-                mean_bits(prior, CodeGrid(m, lab, level, tile) if tiles is None
-                          else CodeTiles(m, lab, level, tile, seed=seed), tiles) if m is not None else None
-                for m, lab in ((maps, labels), (vmaps, vlabels), (hmaps, hlabels)))
+            train_bits = code_bits(prior, maps, labels, level, tile, tiles, seed)
+            val_bits = code_bits(prior, vmaps, vlabels, level, tile, tiles, seed)
+            held_bits = code_bits(prior, held[0], held[1], level, tile, tiles, seed) if held else None
         h_train, h_val = unigram_entropy(maps[level], k), unigram_entropy(vmaps[level], k)
         results[name] = {
             "level": level,

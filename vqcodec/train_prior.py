@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .codes import CodeTiles, load_codes
+from .codes import CodeGrid, CodeTiles, load_codes
 from .errors import VQCodecError
 from .prior import PixelCNNPrior, PriorConfig, nll_bits
 from .training import TrainSettings, to_device, train
@@ -45,6 +45,14 @@ def mean_bits(model: PixelCNNPrior, dataset: CodeTiles, count: int | None = None
         stacked = to_device(tuple(torch.stack(t) for t in zip(*items)), device)
         total += float(nll_bits(prior_inputs(model, stacked), stacked[0])) * len(items)
     return total / count
+
+
+def code_bits(model: PixelCNNPrior, maps: list[np.ndarray], labels: np.ndarray, level: int, tile: int,
+              tiles: int | None = None, seed: int = 999_999) -> float:
+    """Mean NLL in bits per code of a code dataset's level: exact over every tile of every map
+    (``tiles`` None), or over ``tiles`` random tiles (quicker, noisier)."""
+    dataset = CodeGrid(maps, labels, level, tile) if tiles is None else CodeTiles(maps, labels, level, tile, seed)
+    return mean_bits(model, dataset, tiles)
 
 
 def unigram_entropy(codes: np.ndarray, num_codes: int) -> float:
