@@ -1,1 +1,1 @@
-"""Click commands of the ``vqcodec`` program."""
+"""The vqcodec command-line program (installed as ``vqcodec_cli``)."""

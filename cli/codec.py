@@ -8,13 +8,10 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
-from cli.main import friendly_errors, main
 from vqcodec.errors import VQCodecError
 
-MODEL = click.option("--model", type=click.Path(dir_okay=False, path_type=Path), default=None,
-                     help="Codec model file (default: the model shipped with vqcodec).")
-DEVICE = click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
-FORCE = click.option("--force", "-f", is_flag=True, help="Overwrite existing output files.")
+from .main import friendly_errors, main
+from .options import DEVICE, FORCE, MODEL, MODEL_DIR
 
 
 def _read_input(src: str) -> bytes:
@@ -38,7 +35,8 @@ def _write_output(dst: str, data: bytes, force: bool) -> None:
 
 def _inputs_and_outputs(inputs: tuple[str, ...], output: str | None, suffix: str) -> list[tuple[str, str]]:
     """Pair inputs with outputs: IN OUT, or several inputs / a folder into an --out-dir."""
-    from vqcodec.data import IMAGE_SUFFIXES
+    from vqcodec.imageio import IMAGE_SUFFIXES
+
     expanded: list[str] = []
     for src in inputs:
         p = Path(src)
@@ -68,11 +66,12 @@ def _inputs_and_outputs(inputs: tuple[str, ...], output: str | None, suffix: str
               help="Tile side in bottom codes (power of two; default: the model's, 32). Bigger tiles save a "
                    "few percent of bits and decode slower.")
 @MODEL
+@MODEL_DIR
 @DEVICE
 @FORCE
 @friendly_errors
-def compress(inputs: tuple[str, ...], output: str | None, tile: int | None, model: Path | None, device: str,
-             force: bool) -> None:
+def compress(inputs: tuple[str, ...], output: str | None, tile: int | None, model: str | None,
+             model_dirs: tuple[Path, ...], device: str, force: bool) -> None:
     """Compress images (PNG, JPEG, TIFF, WebP, BMP; '-' reads stdin) to .vqc files.
 
     \b
@@ -81,12 +80,14 @@ def compress(inputs: tuple[str, ...], output: str | None, tile: int | None, mode
     cat photo.png | vqcodec compress - -o - > photo.vqc
     """
     from vqcodec.codec import compress as compress_image
+    from vqcodec.zoo.codec_model import load_codec_model
 
     if len(inputs) == 2 and output is None and not Path(inputs[1]).is_dir() and Path(inputs[1]).suffix == ".vqc":
         inputs, output = inputs[:1], inputs[1]
     pairs = _inputs_and_outputs(inputs, output, ".vqc")
+    codec_model = load_codec_model(model, device, model_dirs)
     for src, dst in tqdm(pairs, disable=len(pairs) == 1, desc="compress", file=sys.stderr):
-        data = compress_image(_read_input(src), model, device, tile=tile)
+        data = compress_image(_read_input(src), codec_model, tile=tile)
         _write_output(dst, data, force)
         if dst != "-" and len(pairs) == 1:
             click.echo(f"{src} -> {dst}: {len(data)} bytes", err=True)
@@ -105,11 +106,12 @@ def compress(inputs: tuple[str, ...], output: str | None, tile: int | None, mode
               help="Decode what is intact when tile payloads are damaged (their area is left without "
                    "image content) instead of refusing the file; a warning names the damaged tiles.")
 @MODEL
+@MODEL_DIR
 @DEVICE
 @FORCE
 @friendly_errors
 def decompress(inputs: tuple[str, ...], output: str | None, fmt: str | None, region: str | None,
-               salvage: bool, model: Path | None, device: str, force: bool) -> None:
+               salvage: bool, model: str | None, model_dirs: tuple[Path, ...], device: str, force: bool) -> None:
     """Decompress .vqc files to images.
 
     \b
@@ -125,7 +127,8 @@ def decompress(inputs: tuple[str, ...], output: str | None, fmt: str | None, reg
     box = _parse_region(region) if region else None
     pairs = _inputs_and_outputs(inputs, output, suffix)
     for src, dst in tqdm(pairs, disable=len(pairs) == 1, desc="decompress", file=sys.stderr):
-        image = decompress_image(_read_input(src), model, device, region=box, salvage=salvage)
+        image = decompress_image(_read_input(src), model, device, region=box, salvage=salvage,
+                                 model_dirs=model_dirs)
         if image.damaged_tiles:
             where = "" if src == "-" or len(pairs) == 1 else f"{src}: "
             click.echo(f"vqcodec: warning: {where}{damage_message(image.damaged_tiles)}", err=True)
@@ -144,11 +147,12 @@ def _parse_region(text: str) -> tuple[int, int, int, int]:
 @main.command()
 @click.argument("file")
 @MODEL
+@MODEL_DIR
 @friendly_errors
-def info(file: str, model: Path | None) -> None:
+def info(file: str, model: str | None, model_dirs: tuple[Path, ...]) -> None:
     """Show what a .vqc file's header says: size, bit depth, bpp, model, tiles."""
-    from vqcodec.bitstream import FORMAT_VERSION, read_header
-    from vqcodec.bundle import load_codec_model
+    from vqcodec.coding.bitstream import FORMAT_VERSION, read_header
+    from vqcodec.zoo.registry import list_models
 
     data = _read_input(file)
     head = read_header(data)
@@ -164,10 +168,12 @@ def info(file: str, model: Path | None) -> None:
         "model fingerprint": head.model_fingerprint.hex(),
         "ICC profile": f"{len(head.icc_profile)} bytes" if head.icc_profile else "none",
     }
-    try:
-        m = load_codec_model(model)
-        lines["model"] = m.name if m.fingerprint == head.model_fingerprint else "not the loaded model"
-    except VQCodecError:  # the header is still worth showing without a model
-        lines["model"] = "unknown (model not loadable)"
+    known = {e.fingerprint: e.name for e in list_models(model_dirs)}
+    if model is not None:
+        from vqcodec.zoo.codec_model import load_codec_model
+
+        given = load_codec_model(model, "cpu", model_dirs)
+        known[given.fingerprint.hex()] = given.name
+    lines["model"] = known.get(head.model_fingerprint.hex(), "not installed (see 'vqcodec models')")
     for key, value in lines.items():
         click.echo(f"{key:>18}: {value}")

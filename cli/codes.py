@@ -6,12 +6,13 @@ from pathlib import Path
 
 import click
 
-from cli.main import friendly_errors, main
+from .main import friendly_errors, main
+from .options import DEVICE
 
 
 @main.command("extract-codes")
-@click.option("--model", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
-              help="Stage-1 checkpoint (model.safetensors of a vqvae run).")
+@click.option("--vqvae", "--model", "vqvae", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              required=True, help="Stage-1 model (model.safetensors of a vqvae run); --model is the old name.")
 @click.option("--data", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
 @click.option("--crop", type=int, default=256, show_default=True, help="Crop side in pixels.")
@@ -20,14 +21,14 @@ from cli.main import friendly_errors, main
 @click.option("--min-scale", type=float, default=1.0, show_default=True,
               help="Random zoom-out: each crop covers crop/s pixels, s in [min-scale, 1], resized to crop.")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@DEVICE
 @friendly_errors
-def extract_codes_cmd(model: Path, data: Path, out: Path, crop: int, crops: int, labels: bool, min_scale: float,
+def extract_codes_cmd(vqvae: Path, data: Path, out: Path, crop: int, crops: int, labels: bool, min_scale: float,
                       seed: int, device: str) -> None:
     """Encode random crops of every image into code maps (numpy files, no pickle)."""
-    from vqcodec.codes import extract_codes
-    from vqcodec.models import load_vqvae
+    from vqcodec.train.code_datasets import extract_codes
+    from vqcodec.zoo.files import load_vqvae
 
-    meta = extract_codes(load_vqvae(model), data, out, crop=crop, crops_per_image=crops, seed=seed,
+    meta = extract_codes(load_vqvae(vqvae), data, out, crop=crop, crops_per_image=crops, seed=seed,
                          labels=labels, device=device, min_scale=min_scale)
     click.echo(f"{meta['images']} images x {crops} crops -> {out}")

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import importlib.util
 import time
 from pathlib import Path
 
 import click
 
-from cli.main import friendly_errors, main
+from .main import friendly_errors, main
 
-SAMPLE = Path(__file__).resolve().parent.parent / "vqcodec" / "samples" / "endeavour.png"
+# found without importing vqcodec (and torch), so `vqcodec --help` stays quick
+SAMPLE = Path(importlib.util.find_spec("vqcodec").origin).parent / "samples" / "endeavour.png"
 
 
 @main.command()
@@ -20,10 +22,10 @@ SAMPLE = Path(__file__).resolve().parent.parent / "vqcodec" / "samples" / "endea
 def demo(image: Path, out_dir: Path) -> None:
     """Compress an image with the default model, decompress it, print bpp and PSNR."""
     from vqcodec.atomic import atomic_write_bytes
-    from vqcodec.bundle import load_codec_model
     from vqcodec.codec import compress, decompress_image
     from vqcodec.imageio import read_image, write_image
     from vqcodec.metrics import psnr
+    from vqcodec.zoo.codec_model import load_codec_model
 
     model = load_codec_model()
     original = read_image(image)

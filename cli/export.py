@@ -6,24 +6,45 @@ from pathlib import Path
 
 import click
 
-from cli.main import friendly_errors, main
+from .main import friendly_errors, main
+from .options import prior_files, priors_by_level
 
 FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 
 
 @main.command()
 @click.option("--vqvae", type=FILE, required=True, help="Stage-1 model.safetensors.")
-@click.option("--prior", "priors", type=FILE, multiple=True, required=True,
-              help="Prior model files, bottom level first (repeat: bottom, [middle,] top).")
+@prior_files
+@click.option("--prior", "priors", type=FILE, multiple=True, hidden=True,
+              help="Old form: prior files bottom level first (use --prior-top/--prior-middle/--prior-bottom).")
 @click.option("--calibration", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
               help="Code dataset (extract-codes) whose tiles calibrate the integer activations.")
 @click.option("--tiles", type=int, default=128, show_default=True, help="Calibration tiles per prior.")
 @click.option("--name", default=None, help="Model name recorded in the file (default: output file stem).")
+@click.option("--description", default="", help="One line for 'vqcodec models'.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option("--force", "-f", is_flag=True, help="Overwrite an existing output file.")
 @friendly_errors
-def export(vqvae: Path, priors: tuple[Path, ...], calibration: Path, tiles: int, name: str | None, out: Path) -> None:
-    """Quantize the priors to integer networks and write a codec model for compress/decompress."""
-    from vqcodec.bundle import build_codec_model
+def export(vqvae: Path, prior_top: Path | None, prior_middle: Path | None, prior_bottom: Path | None,
+           priors: tuple[Path, ...], calibration: Path, tiles: int, name: str | None, description: str, out: Path,
+           force: bool) -> None:
+    """Quantize the priors to integer networks and write a codec model for compress/decompress.
 
-    model = build_codec_model(vqvae, list(priors), calibration, out, name or out.stem, calibration_tiles=tiles)
+    \b
+    vqcodec export --vqvae runs/vqvae/model.safetensors --prior-top runs/top/model.safetensors \\
+        --prior-bottom runs/bottom/model.safetensors --calibration runs/codes --out my-model.safetensors
+    """
+    from vqcodec.errors import VQCodecError
+    from vqcodec.train.export import build_codec_model
+
+    by_level = priors_by_level(prior_top, prior_middle, prior_bottom)
+    if by_level and priors:
+        raise VQCodecError("give the priors as --prior-top/--prior-middle/--prior-bottom, not also as --prior")
+    files = list(priors) or [by_level[n] for n in ("bottom", "middle", "top") if n in by_level]
+    if not files:
+        raise VQCodecError("no priors given: pass --prior-top and --prior-bottom (and --prior-middle for 3 levels)")
+    if out.exists() and not force:
+        raise VQCodecError(f"{out} exists; use --force to overwrite")
+    model = build_codec_model(vqvae, files, calibration, out, name or out.stem, calibration_tiles=tiles,
+                              description=description)
     click.echo(f"{out}: model '{model.name}', fingerprint {model.fingerprint.hex()}, tile {model.tile}")

@@ -1,4 +1,8 @@
-"""The ``vqcodec`` command: every subcommand reports bad input as one line and a non-zero exit."""
+"""The ``vqcodec`` command: every subcommand reports bad input as one line and a non-zero exit.
+
+This folder (``cli/`` in the repository) installs as the package ``vqcodec_cli``, so it never
+collides with another distribution's top-level ``cli``.
+"""
 
 from __future__ import annotations
 
@@ -35,10 +39,11 @@ def main() -> None:
     """vqcodec: a learned image codec built on VQ-VAE-2 with PixelCNN priors."""
 
 
-from cli import codec as _codec  # noqa: E402,F401  (each import registers its commands)
-from cli import codes as _codes  # noqa: E402,F401
-from cli import demo as _demo  # noqa: E402,F401
-from cli import evaluate as _evaluate  # noqa: E402,F401
-from cli import export as _export  # noqa: E402,F401
-from cli import sample as _sample  # noqa: E402,F401
-from cli import train as _train  # noqa: E402,F401
+from . import codec as _codec  # noqa: E402,F401  (each import registers its commands)
+from . import codes as _codes  # noqa: E402,F401
+from . import demo as _demo  # noqa: E402,F401
+from . import evaluate as _evaluate  # noqa: E402,F401
+from . import export as _export  # noqa: E402,F401
+from . import models as _models  # noqa: E402,F401
+from . import sample as _sample  # noqa: E402,F401
+from . import train as _train  # noqa: E402,F401

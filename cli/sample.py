@@ -6,12 +6,13 @@ from pathlib import Path
 
 import click
 
-from cli.main import friendly_errors, main
+from .main import friendly_errors, main
+from .options import DEVICE, FORCE, MODEL, MODEL_DIR
 
 
 @main.command()
-@click.option("--model", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Codec model file (default: the model shipped with vqcodec).")
+@MODEL
+@MODEL_DIR
 @click.option("--n", "n", type=int, default=16, show_default=True, help="Number of images.")
 @click.option("--out", "-o", "out", required=True,
               help="A folder for one PNG per sample, or a file name ending in .png for one grid image.")
@@ -27,12 +28,12 @@ from cli.main import friendly_errors, main
 @click.option("--acceptance", type=float, default=0.1, show_default=True,
               help="Fraction of candidates kept: ceil(n / acceptance) are drawn (with --classifier).")
 @click.option("--batch", type=int, default=16, show_default=True, help="Samples drawn together (speed only).")
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
-@click.option("--force", "-f", is_flag=True, help="Overwrite existing output files.")
+@DEVICE
+@FORCE
 @friendly_errors
-def sample(model: Path | None, n: int, out: str, size: int, temperature: float, label: int | None, seed: int,
-           classifier: Path | None, target_class: int | None, acceptance: float, batch: int, device: str,
-           force: bool) -> None:
+def sample(model: str | None, model_dirs: tuple[Path, ...], n: int, out: str, size: int, temperature: float,
+           label: int | None, seed: int, classifier: Path | None, target_class: int | None, acceptance: float,
+           batch: int, device: str, force: bool) -> None:
     """Sample images: top codes first, then each lower level, then the VQ-VAE decoder.
 
     \b
@@ -40,10 +41,10 @@ def sample(model: Path | None, n: int, out: str, size: int, temperature: float, 
     vqcodec sample --model codec.safetensors --n 8 --out samples/ --temperature 0.8 --class 3
     vqcodec sample --n 4 --out best.png --classifier clf.pt --target-class 3 --acceptance 0.1
     """
-    from vqcodec.bundle import load_codec_model
     from vqcodec.errors import VQCodecError
     from vqcodec.imageio import ImageData, write_image
     from vqcodec.sampling import image_grid, rejection_sample, sample_images
+    from vqcodec.zoo.codec_model import load_codec_model
 
     if (classifier is None) != (target_class is None):
         raise VQCodecError("--classifier and --target-class go together")
@@ -53,7 +54,7 @@ def sample(model: Path | None, n: int, out: str, size: int, temperature: float, 
         existing = [str(p) for p in targets if p.exists()]
         if existing:
             raise VQCodecError(f"{existing[0]} exists (use --force to overwrite)")
-    m = load_codec_model(model, device)
+    m = load_codec_model(model, device, model_dirs)
     (targets[0].parent if grid else Path(out)).mkdir(parents=True, exist_ok=True)  # fail early, not after sampling
     if classifier is not None:
         result = rejection_sample(m, classifier, target_class, n, acceptance, height=size, width=size,

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from cli.main import friendly_errors, main
+from .main import friendly_errors, main
+from .options import DEVICE
 
 
 @main.group()
@@ -30,7 +31,7 @@ def common_options(fn):
         click.option("--resume", is_flag=True, help="Continue the run in --out exactly where it stopped."),
         click.option("--stop-at", type=int, default=None, hidden=False,
                      help="end after this step as if interrupted (for testing resume)"),
-        click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True),
+        DEVICE,
     ]
     for opt in reversed(opts):
         fn = opt(fn)
@@ -38,7 +39,7 @@ def common_options(fn):
 
 
 def settings_from(kw: dict):
-    from vqcodec.training import TrainSettings
+    from vqcodec.train.loop import TrainSettings
 
     names = ["out", "steps", "batch", "lr", "seed", "checkpoint_every", "validate_every", "workers",
              "max_minutes", "resume", "device", "stop_at"]
@@ -60,7 +61,7 @@ def settings_from(kw: dict):
 @friendly_errors
 def train_vqvae_cmd(**kw) -> None:
     """Train the hierarchical VQ-VAE on a folder of images (random crops and flips)."""
-    from vqcodec.train_vqvae import train_vqvae
+    from vqcodec.train.vqvae import train_vqvae
     from vqcodec.vqvae import VQVAEConfig
 
     settings = settings_from(kw)
@@ -89,7 +90,7 @@ def train_vqvae_cmd(**kw) -> None:
 @friendly_errors
 def train_prior_cmd(**kw) -> None:
     """Train the PixelCNN prior of one level on a code dataset."""
-    from vqcodec.train_prior import train_prior
+    from vqcodec.train.prior import train_prior
 
     settings = settings_from(kw)
     train_prior(kw.pop("codes"), kw.pop("level"), settings, tile=kw.pop("tile"), val_codes=kw.pop("val_codes"),

@@ -6,10 +6,10 @@
 >>> PIL.Image.open("photo.vqc")                   # the Pillow plugin is registered on import
 """
 
-from .codec import compress, decompress, decompress_image
-from .errors import VQCodecError, VQCodecWarning
-from .imageio import ImageData, read_image, write_image
-from .pillow_plugin import register as _register_pillow_plugin
+from vqcodec.codec import compress, decompress, decompress_image
+from vqcodec.errors import VQCodecError, VQCodecWarning
+from vqcodec.imageio import ImageData, read_image, write_image
+from vqcodec.pillow_plugin import register as _register_pillow_plugin
 
 _register_pillow_plugin()  # PIL.Image.open("x.vqc") works after `import vqcodec`
 

@@ -1,5 +1,5 @@
-"""``python -m vqcodec`` runs the command-line program."""
+"""``python -m vqcodec`` runs the command-line program (installed as the package ``vqcodec_cli``)."""
 
-from cli.main import main
+from vqcodec_cli.main import main
 
 main()

@@ -7,7 +7,7 @@ import secrets
 from contextlib import suppress
 from pathlib import Path
 
-from .errors import VQCodecError
+from vqcodec.errors import VQCodecError
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, force: bool = False) -> None:

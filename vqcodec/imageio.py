@@ -39,10 +39,11 @@ import tifffile
 import torch
 from PIL import Image, ImageOps
 
-from .atomic import atomic_write_bytes
-from .errors import VQCodecError
+from vqcodec.atomic import atomic_write_bytes
+from vqcodec.errors import VQCodecError
 
 FORMATS = ("png", "tiff", "webp", "bmp", "jpeg")
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp"}  # what a folder of images holds
 _PIL_NAMES = {"png": "PNG", "jpeg": "JPEG", "tiff": "TIFF", "webp": "WEBP", "bmp": "BMP"}
 _EXTENSIONS = {
     ".png": "png", ".tif": "tiff", ".tiff": "tiff", ".webp": "webp", ".bmp": "bmp",
@@ -92,6 +93,17 @@ def read_image(source: str | os.PathLike | bytes | BinaryIO) -> ImageData:
     bit_depth = 8 * pixels.itemsize
     pixels = np.ascontiguousarray(pixels, dtype=np.uint8 if bit_depth == 8 else np.uint16)
     return ImageData(pixels, bit_depth, _matching_icc(icc, pixels.shape[2]))
+
+
+def list_images(folder: str | os.PathLike) -> list[Path]:
+    """Image files under ``folder`` (recursive), sorted for a stable order."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise VQCodecError(f"not a folder: {folder}")
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        raise VQCodecError(f"no images found under {folder}")
+    return files
 
 
 def _read_source(source: str | os.PathLike | bytes | BinaryIO) -> tuple[bytes, str]:
@@ -417,3 +429,17 @@ def from_tensor(t: torch.Tensor, bit_depth: int) -> np.ndarray:
     values = torch.round(torch.nan_to_num(t.float(), nan=0.0).clamp(0, 1) * full).to(torch.int32)
     arr = values.permute(1, 2, 0).cpu().numpy()
     return np.ascontiguousarray(arr.astype(np.uint8 if bit_depth == 8 else np.uint16))
+
+
+def to_model_input(pixels: np.ndarray, bit_depth: int) -> torch.Tensor:
+    """(H, W, 1|3) pixels to the RGB float input (1, 3, H, W) in [0, 1] of a model: gray is repeated
+    to three channels. Codec, training and evaluation all go through this one conversion."""
+    x = to_tensor(pixels, bit_depth)
+    return x.repeat(1, 3, 1, 1) if x.shape[1] == 1 else x
+
+
+def from_model_output(t: torch.Tensor, channels: int, bit_depth: int) -> np.ndarray:
+    """A model's RGB output (1, 3, H, W) to (H, W, channels) pixels: clamped to [0, 1], gray as
+    the mean of the three channels; the inverse of ``to_model_input``."""
+    t = t.detach().clamp(0, 1)
+    return from_tensor(t.mean(1, keepdim=True) if channels == 1 else t, bit_depth)

@@ -1,8 +1,9 @@
 """Pillow plugin: after ``import vqcodec``, ``PIL.Image.open("photo.vqc")`` decodes .vqc files.
 
-The header is read when the file is opened (size and mode without decoding); pixels are decoded
-with the shipped default model on first access. Pillow has no 16-bit RGB mode, so 16-bit RGB files
-open as 8-bit RGB (use ``vqcodec.decompress`` for all 16 bits); 16-bit gray opens as ``I;16``.
+The header is read when the file is opened (size and mode without decoding); pixels are decoded on
+first access, with the installed model whose fingerprint the file records. Pillow has no 16-bit
+RGB mode, so 16-bit RGB files open as 8-bit RGB (use ``vqcodec.decompress`` for all 16 bits);
+16-bit gray opens as ``I;16``.
 """
 
 from __future__ import annotations
@@ -10,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageFile
 
-from .bitstream import MAGIC, read_header
-from .errors import VQCodecError
+from vqcodec.coding.bitstream import MAGIC, read_header
+from vqcodec.errors import VQCodecError
 
 
 def _accept(prefix: bytes) -> bool:
@@ -37,7 +38,7 @@ class VqcImageFile(ImageFile.ImageFile):
 
     def load(self):  # noqa: ANN201 - Pillow's own signature
         if self._vqc_data is not None:
-            from .codec import decompress_image
+            from vqcodec.codec import decompress_image
 
             image = decompress_image(self._vqc_data)
             pix = image.pixels

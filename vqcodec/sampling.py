@@ -2,14 +2,14 @@
 
 Ancestral sampling: the top code map is drawn one code at a time from the top prior, then each
 lower map from its prior conditioned on every map above, and the VQ-VAE decoder turns the codes
-into pixels. Sampling runs on the integer priors (``intprior``) with the decoder's ``Stepper``, so
-each code costs one position of work per layer.
+into pixels. Sampling runs the integer priors through the decoder's own loop
+(``priors.autoregress.generate``), so each code costs one position of work per layer.
 
 Each code is drawn by inverse CDF on the integer probability row with one uniform number. All
 uniform numbers come from one ``torch.Generator`` seeded by ``seed``, drawn up front in a fixed
 order (level by level from the top, then sample, row, column), so a seed gives exactly the same
 codes on every run, whatever the batch size, and whether the probabilities come from the
-incremental ``Stepper`` or from the full parallel pass (``naive_sample_codes``, for tests).
+incremental stepper or from the full parallel pass (``vqcodec.testing.naive_sample_codes``).
 
 Classifier-based rejection sampling (section 3.3) draws ``ceil(n / acceptance)`` candidates and
 keeps the ``n`` a classifier finds most likely to be of the target class.
@@ -17,7 +17,6 @@ keeps the ``n`` a classifier finds most likely to be of the target class.
 
 from __future__ import annotations
 
-import copy
 import math
 import warnings
 from dataclasses import dataclass
@@ -26,9 +25,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .bundle import CodecModel
-from .errors import VQCodecError
-from .intprior import IntPrior, Stepper, one_thread
+from vqcodec.errors import VQCodecError
+from vqcodec.priors.autoregress import Pick, generate, one_thread
+from vqcodec.zoo.codec_model import CodecModel
 
 Label = int | torch.Tensor | None
 
@@ -97,6 +96,11 @@ def _chunks(n: int, batch: int) -> list[slice]:
 
 
 # -- ancestral sampling ------------------------------------------------------------------------------
+def _inverse_cdf(uniforms: list[torch.Tensor]) -> Pick:
+    """Choose each code by ``draw`` with its own uniform number (uniforms by level, (B, H_l, W_l))."""
+    return lambda level, probs, r, c: draw(probs, uniforms[level][:, r, c])
+
+
 @torch.no_grad()
 def sample_codes(
     model: CodecModel,
@@ -108,7 +112,7 @@ def sample_codes(
     seed: int = 0,
     batch: int = 16,
 ) -> list[torch.Tensor]:
-    """Sample ``n`` code hierarchies with the integer priors' ``Stepper`` (cached activations).
+    """Sample ``n`` code hierarchies with the integer priors' steppers (cached activations).
 
     ``height_codes`` x ``width_codes`` is the size of the bottom map (level l is 2**l times
     smaller; both must be multiples of 2**(levels-1)). The top level is sampled first, then each
@@ -118,81 +122,24 @@ def sample_codes(
     result. Returns the code maps by level (index 0 = bottom, as ``VQVAE.decode`` takes them),
     each (n, H_l, W_l) int64 on the model's device.
     """
-    return _sample(model, n, height_codes, width_codes, temperature, label, seed, batch, cached=True)
-
-
-@torch.no_grad()
-def naive_sample_codes(
-    model: CodecModel,
-    n: int,
-    height_codes: int,
-    width_codes: int,
-    temperature: float = 1.0,
-    label: Label = None,
-    seed: int = 0,
-    batch: int = 16,
-) -> list[torch.Tensor]:
-    """``sample_codes`` recomputing ``parallel_probs`` over the whole map for every code.
-
-    Quadratic in the number of codes: for tests only, to show the cached sampler is exact.
-    """
-    return _sample(model, n, height_codes, width_codes, temperature, label, seed, batch, cached=False)
-
-
-def _tempered(net: IntPrior, temperature: float) -> IntPrior:
-    """``net`` whose parallel pass divides the logits by ``temperature`` (as ``Stepper`` does)."""
-    if temperature == 1.0:
-        return net
-    twin = copy.copy(net)  # shares the tensors
-
-    def head_logits(h: torch.Tensor, t: float = 1.0) -> torch.Tensor:
-        return IntPrior.head_logits(net, h, temperature * t)
-
-    twin.head_logits = head_logits  # type: ignore[method-assign]
-    return twin
-
-
-def _sample(model, n, height_codes, width_codes, temperature, label, seed, batch, cached: bool):
     _check(n, temperature, batch)
-    with one_thread():
-        return _sample_levels(model, n, height_codes, width_codes, temperature, label, seed, batch, cached)
-
-
-def _sample_levels(model, n, height_codes, width_codes, temperature, label, seed, batch, cached: bool):
     shapes = level_shapes(model, height_codes, width_codes)
     labels = _labels(model, n, label)
     uniforms = _uniforms(model, n, shapes, seed)
-    dev = model.device
-    maps = [torch.zeros((n, *s), dtype=torch.long, device=dev) for s in shapes]
-    for part in _chunks(n, batch):
-        b = part.stop - part.start
-        for level in reversed(range(model.levels)):
-            net, (h, w) = model.priors[level], shapes[level]
-            cond = [maps[lv][part] for lv in range(level + 1, model.levels)] or None
-            lab = labels[level][part].to(dev) if labels[level] is not None else None
-            out = maps[level][part]  # a view: filled in place
-            u = uniforms[level][part]
-            if cached:
-                stepper = Stepper(net, b, h, w, cond, lab, temperature)
-                for r in range(h):
-                    stepper.row(r)
-                    for c in range(w):
-                        codes = draw(stepper.probs_at(r, c), u[:, r, c]).to(dev)
-                        stepper.put(r, c, codes)
-                        out[:, r, c] = codes
-            else:
-                tnet = _tempered(net, temperature)
-                for r in range(h):
-                    for c in range(w):
-                        probs = tnet.parallel_probs(out, cond, lab)[:, r, c]
-                        out[:, r, c] = draw(probs, u[:, r, c]).to(dev)
-    return maps
+    chunks = []
+    with one_thread():
+        for part in _chunks(n, batch):
+            labs = [lab[part].to(model.device) if lab is not None else None for lab in labels]
+            pick = _inverse_cdf([u[part] for u in uniforms])
+            chunks.append(generate(model.priors, shapes, part.stop - part.start, pick, labs, temperature))
+    return [torch.cat([chunk[level] for chunk in chunks]) for level in range(model.levels)]
 
 
 @torch.no_grad()
 def decode_codes(model: CodecModel, codes: list[torch.Tensor], batch: int = 16) -> np.ndarray:
     """uint8 images (n, H, W, 3) from code maps by level (0 = bottom)."""
-    height, width = codes[0].shape[1] * 4, codes[0].shape[2] * 4
+    stride = model.vqvae.config.level_stride(0)
+    height, width = codes[0].shape[1] * stride, codes[0].shape[2] * stride
     out = []
     for part in _chunks(codes[0].shape[0], batch):
         x = model.vqvae.decode([c[part].to(model.device) for c in codes], height, width)
@@ -205,7 +152,8 @@ def _pixels_to_codes(model: CodecModel, height: int, width: int) -> tuple[int, i
     if height < stride or width < stride or height % stride or width % stride:
         raise VQCodecError(f"the image size must be a positive multiple of the model stride {stride}, "
                            f"not {width}x{height}")
-    return height // 4, width // 4
+    bottom = model.vqvae.config.level_stride(0)
+    return height // bottom, width // bottom
 
 
 @torch.no_grad()

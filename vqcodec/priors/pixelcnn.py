@@ -13,6 +13,9 @@ as the rows above are known, and ``h`` at one position needs only cached values 
 decoder does one position of work per layer and code. The top prior interleaves causal multi-head
 self-attention over ``h`` (PixelSNAIL-style); lower priors are conditioned on the codes above
 through a residual conditioning stack whose output is added inside every gated layer.
+
+Every activation the integer twin quantizes is the output of a module (residual sums included), so
+its ranges are collected with forward hooks (``priors.calibration``) rather than a copy of this pass.
 """
 
 from __future__ import annotations
@@ -27,8 +30,9 @@ from torch import nn
 
 @dataclass
 class PriorConfig:
-    """Sizes of one prior; stored as JSON in its checkpoint."""
+    """Sizes of one prior; stored as JSON in its checkpoint (``arch`` picks the registry entry)."""
 
+    arch: str = "gated-pixelcnn"
     num_codes: int = 512
     channels: int = 64
     layers: int = 6
@@ -68,8 +72,19 @@ def shift_right(x: torch.Tensor) -> torch.Tensor:
     return F.pad(x, (1, 0))[:, :, :, :-1]
 
 
+class ResidualBlock(nn.ModuleList):
+    """``x + conv1(relu(conv0(relu(x))))``: the conditioning stack's and the output head's blocks."""
+
+    def __init__(self, channels: int, kernel: int) -> None:
+        super().__init__([nn.Conv2d(channels, channels, kernel, padding=kernel // 2), nn.Conv2d(channels, channels, 1)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self[1](F.relu(self[0](F.relu(x))))
+
+
 class CausalAttention(nn.Module):
-    """Multi-head self-attention where position i (raster order) attends to positions j <= i."""
+    """Multi-head self-attention where position i (raster order) attends to positions j <= i; the
+    module returns ``h`` plus the attention output (the residual sum is what gets quantized)."""
 
     def __init__(self, channels: int, heads: int) -> None:
         super().__init__()
@@ -90,7 +105,7 @@ class CausalAttention(nn.Module):
         mask = torch.ones(n, n, dtype=torch.bool, device=h.device).triu(1)
         attn = scores.masked_fill(mask, float("-inf")).softmax(-1)
         out = (attn @ v).transpose(2, 3).reshape(b, c, hh, ww)
-        return self.out(out)
+        return h + self.out(out)
 
 
 class ConditionStack(nn.Module):
@@ -101,9 +116,7 @@ class ConditionStack(nn.Module):
         cc = cfg.cond_channels
         self.embeds = nn.ModuleList([nn.Embedding(cfg.num_codes, cc) for _ in range(cfg.cond_levels)])
         self.inp = nn.Conv2d(cc * cfg.cond_levels, cc, 3, padding=1)
-        self.blocks = nn.ModuleList(
-            [nn.ModuleList([nn.Conv2d(cc, cc, 3, padding=1), nn.Conv2d(cc, cc, 1)]) for _ in range(cfg.cond_blocks)]
-        )
+        self.blocks = nn.ModuleList([ResidualBlock(cc, 3) for _ in range(cfg.cond_blocks)])
         self.post = nn.Conv2d(cc, cc, 3, padding=1)
 
     def forward(self, cond: list[torch.Tensor], out_size: tuple[int, int]) -> torch.Tensor:
@@ -115,8 +128,8 @@ class ConditionStack(nn.Module):
             e = emb(codes).permute(0, 3, 1, 2)
             feats.append(e.repeat_interleave(2**i, 2).repeat_interleave(2**i, 3)[..., : size[0], : size[1]])
         x = self.inp(torch.cat(feats, 1))
-        for conv3, conv1 in self.blocks:
-            x = x + conv1(F.relu(conv3(F.relu(x))))
+        for block in self.blocks:
+            x = block(x)
         x = F.relu(x).repeat_interleave(2, 2).repeat_interleave(2, 3)
         return self.post(x[..., : out_size[0], : out_size[1]])
 
@@ -165,9 +178,7 @@ class PixelCNNPrior(nn.Module):
             {str(i): CausalAttention(c, cfg.heads) for i in range(cfg.layers) if cfg.attention_after(i)}
         )
         self.cond_stack = ConditionStack(cfg) if cfg.cond_levels else None
-        self.out_blocks = nn.ModuleList(
-            [nn.ModuleList([nn.Conv2d(c, c, 1), nn.Conv2d(c, c, 1)]) for _ in range(cfg.out_blocks)]
-        )
+        self.out_blocks = nn.ModuleList([ResidualBlock(c, 1) for _ in range(cfg.out_blocks)])
         self.logits = nn.Conv2d(c, cfg.num_codes, 1)
 
     def forward_embedded(
@@ -179,9 +190,9 @@ class PixelCNNPrior(nn.Module):
         for i, layer in enumerate(self.layers):
             v, h = layer(v, h, cond_feat, label)
             if str(i) in self.attention:
-                h = h + self.attention[str(i)](h)
-        for a, b in self.out_blocks:
-            h = h + b(F.relu(a(F.relu(h))))
+                h = self.attention[str(i)](h)
+        for block in self.out_blocks:
+            h = block(h)
         return self.logits(F.relu(h))
 
     def forward(

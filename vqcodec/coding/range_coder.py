@@ -12,7 +12,7 @@ import constriction
 import numpy as np
 import torch
 
-from .errors import VQCodecError
+from vqcodec.errors import VQCodecError
 
 FAMILY = constriction.stream.model.Categorical(perfect=False)
 

@@ -15,10 +15,11 @@ import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from .checkpoint import fingerprint
-from .data import list_images, load_rgb, pad_to
-from .errors import VQCodecError
-from .vqvae import VQVAE
+from vqcodec.errors import VQCodecError
+from vqcodec.imageio import list_images
+from vqcodec.train.crops import load_rgb, pad_to
+from vqcodec.vqvae import VQVAE
+from vqcodec.zoo.files import fingerprint
 
 
 def class_names(folder: Path, files: list[Path]) -> list[str]:

@@ -14,22 +14,27 @@ the trained float prior is converted to integer arithmetic:
   model file, never from a libm at run time;
 * output probabilities are integers from the exp table, handed to constriction as float64.
 
-``parallel_probs`` runs the whole map at once (the encoder); ``Stepper`` runs one code at a time
+``parallel_probs`` runs the whole map at once (the encoder); ``stepper`` runs one code at a time
 with cached activations (the decoder and the sampler). Both call the same layer functions on
-windows of the same cached maps, so they produce the same integers.
+windows of the same cached maps, so they produce the same integers. This class is the
+``gated-pixelcnn`` entry of the prior registry (``priors.registry``) and follows ``priors.contract``.
 """
 
 from __future__ import annotations
 
+import functools
+import json
 import math
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections import defaultdict
+from collections.abc import Iterable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .prior import PixelCNNPrior, PriorConfig
+from vqcodec.errors import VQCodecError
+from vqcodec.priors.calibration import Tap, activation_ranges
+from vqcodec.priors.pixelcnn import PixelCNNPrior, PriorConfig
 
 Q = 32767  # activation range [-Q, Q]
 W_MAX = 4095  # weight range [-W_MAX, W_MAX]
@@ -74,20 +79,21 @@ def _conv(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Ten
     return out if b is None else out.add_(b[None, :, None, None])
 
 
-class IntPrior:
+class IntPixelCNN:
     """Integer twin of a ``PixelCNNPrior``; ``tensors`` are what the model file stores."""
 
     def __init__(self, config: PriorConfig, tensors: dict[str, torch.Tensor], device: str = "cpu") -> None:
+        check_tensors(config, tensors)
         self.config = config
         self.t = {k: v.to(device=device, dtype=torch.float64) for k, v in tensors.items()}
         self.device = torch.device(device)
 
     # -- building from a float model ---------------------------------------------------------
     @classmethod
-    def from_float(cls, prior: PixelCNNPrior, calibration: Iterable[tuple]) -> IntPrior:
+    def from_float(cls, prior: PixelCNNPrior, calibration: Iterable[tuple]) -> IntPixelCNN:
         """Quantize ``prior``; ``calibration`` yields (codes, cond list|None, label|None) batches."""
-        scales = calibrate(prior, calibration)
-        return cls(prior.config, quantize(prior, scales))
+        ranges = activation_ranges(prior, calibration_taps(prior), calibration)
+        return cls(prior.config, quantize(prior, ranges))
 
     def state(self) -> dict[str, torch.Tensor]:
         """Tensors for the model file: weights as int16, everything else float64."""
@@ -183,7 +189,8 @@ class IntPrior:
     # -- the parallel pass (encoder) -------------------------------------------------------------
     @torch.no_grad()
     def parallel_logits(
-        self, codes: torch.Tensor, cond: list[torch.Tensor] | None = None, label: torch.Tensor | None = None
+        self, codes: torch.Tensor, cond: list[torch.Tensor] | None = None, label: torch.Tensor | None = None,
+        temperature: float = 1.0,
     ) -> torch.Tensor:
         """Integer logits (B, K, H, W) for every position, given all codes."""
         cfg = self.config
@@ -203,7 +210,7 @@ class IntPrior:
             v = self.gate(v_conv + cv + lv)
             if cfg.attention_after(i):
                 h = self.parallel_attention(i, h, mask)
-        return self.head_logits(h)
+        return self.head_logits(h, temperature)
 
     def qkv(self, i: int, h: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """q, k, v as (B, heads, N, d) from h (B, C, H, W)."""
@@ -223,21 +230,19 @@ class IntPrior:
         total = w.sum(-1)[:, :, None, :].expand(b, self.config.heads, c // self.config.heads, hh * ww)
         return self.attn_finish(i, h, weighted, total.reshape(b, c, hh, ww))
 
-    def parallel_probs(self, codes, cond=None, label=None) -> torch.Tensor:
+    def parallel_probs(
+        self, codes: torch.Tensor, cond: list[torch.Tensor] | None = None, label: torch.Tensor | None = None,
+        temperature: float = 1.0,
+    ) -> torch.Tensor:
         """Probabilities (B, H, W, K) for every position: what the encoder codes with."""
-        return self.probs(self.parallel_logits(codes, cond, label)).permute(0, 2, 3, 1)
+        return self.probs(self.parallel_logits(codes, cond, label, temperature)).permute(0, 2, 3, 1)
 
-
-@contextmanager
-def one_thread() -> Iterator[None]:
-    """Run a Stepper loop on one CPU thread: its steps are many tiny ops, and a thread pool only adds
-    synchronisation to each (measured several times slower with 2 threads). Results do not change."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+    def stepper(
+        self, batch: int, height: int, width: int, cond: list[torch.Tensor] | None = None,
+        label: torch.Tensor | None = None, temperature: float = 1.0,
+    ) -> Stepper:
+        """A raster-order stepper over ``batch`` maps of ``height`` x ``width`` codes (decoder, sampler)."""
+        return Stepper(self, batch, height, width, cond, label, temperature)
 
 
 class Stepper:
@@ -249,7 +254,7 @@ class Stepper:
 
     def __init__(
         self,
-        net: IntPrior,
+        net: IntPixelCNN,
         batch: int,
         height: int,
         width: int,
@@ -331,49 +336,43 @@ class Stepper:
         self.e[:, :, r + self.e_top, c + self.e_left] = self.net.t["embed"][codes.to(self.net.device)]
 
 
+@functools.lru_cache(maxsize=16)
+def _expected_shapes(config_json: str) -> dict[str, tuple[int, ...]]:
+    prior = PixelCNNPrior(PriorConfig.from_dict(json.loads(config_json)))
+    return {k: tuple(v.shape) for k, v in quantize(prior, defaultdict(lambda: 1.0)).items()}
+
+
+def check_tensors(config: PriorConfig, tensors: dict[str, torch.Tensor]) -> None:
+    """Refuse tensors that are not exactly those ``quantize`` makes for ``config`` (names and shapes)."""
+    want = _expected_shapes(json.dumps(config.to_dict(), sort_keys=True))
+    missing = sorted(set(want) - set(tensors))
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if missing[1:] else ""
+        raise VQCodecError(f"tensor '{missing[0]}' is missing{more}")
+    extra = sorted(set(tensors) - set(want))
+    if extra:
+        raise VQCodecError(f"unexpected tensor '{extra[0]}' for this configuration")
+    for name, shape in want.items():
+        if tuple(tensors[name].shape) != shape:
+            got = tuple(tensors[name].shape)
+            raise VQCodecError(f"tensor '{name}' has shape {got}, its configuration needs {shape}")
+
+
 # -- conversion ------------------------------------------------------------------------------------
-def _observe(stats: dict[str, float], name: str, x: torch.Tensor) -> torch.Tensor:
-    stats[name] = max(stats.get(name, 0.0), float(x.detach().abs().max()))
-    return x
-
-
-@torch.no_grad()
-def calibrate(prior: PixelCNNPrior, batches: Iterable[tuple]) -> dict[str, float]:
-    """Largest magnitude of every quantized activation over calibration data (float forward)."""
-    from .prior import shift_down, shift_right
-
-    prior = prior.eval().double()
-    stats: dict[str, float] = {}
-    for codes, cond, label in batches:
-        cf = None
-        if prior.cond_stack is not None:
-            cs = prior.cond_stack
-            feats = []
-            for i, (emb, cc) in enumerate(zip(cs.embeds, cond, strict=True)):
-                e = _observe(stats, "cond.embed", emb(cc).permute(0, 3, 1, 2))
-                e = e.repeat_interleave(2**i, 2).repeat_interleave(2**i, 3)
-                feats.append(e[..., : cond[0].shape[1], : cond[0].shape[2]])
-            x = _observe(stats, "cond.x", cs.inp(torch.cat(feats, 1)))
-            for j, (conv3, conv1) in enumerate(cs.blocks):
-                a = _observe(stats, f"cond.block.{j}", conv3(F.relu(x)))
-                x = _observe(stats, "cond.x", x + conv1(F.relu(a)))
-            up = F.relu(x).repeat_interleave(2, 2).repeat_interleave(2, 3)[..., : codes.shape[1], : codes.shape[2]]
-            cf = _observe(stats, "cond.feat", cs.post(up))
-        e = _observe(stats, "h", prior.embed(codes).permute(0, 3, 1, 2))
-        v, h = shift_down(e), shift_right(e)
-        for i, layer in enumerate(prior.layers):
-            v, h = layer(v, h, cf, label)
-            _observe(stats, "h", h)
-            if str(i) in prior.attention:
-                att = prior.attention[str(i)]
-                for n in "qkv":
-                    _observe(stats, f"attn.{i}.{n}", getattr(att, n)(h))
-                h = _observe(stats, "h", h + att(h))
-        for j, (a, b) in enumerate(prior.out_blocks):
-            ao = _observe(stats, f"out.{j}.a", a(F.relu(h)))
-            h = _observe(stats, "h", h + b(F.relu(ao)))
-    prior.float()
-    return stats
+def calibration_taps(prior: PixelCNNPrior) -> list[Tap]:
+    """Where each quantized activation of ``quantize`` comes out of the float model: one range per
+    name (the h-stream shares one scale everywhere, so every module that writes it is a tap of "h")."""
+    taps = [Tap(prior.embed, "h"), *(Tap(layer, "h", output=1) for layer in prior.layers)]
+    for i, att in prior.attention.items():
+        taps += [Tap(att, "h"), *(Tap(getattr(att, n), f"attn.{i}.{n}") for n in "qkv")]
+    for j, block in enumerate(prior.out_blocks):
+        taps += [Tap(block[0], f"out.{j}.a"), Tap(block, "h")]
+    cs = prior.cond_stack
+    if cs is not None:
+        taps += [*(Tap(e, "cond.embed") for e in cs.embeds), Tap(cs.inp, "cond.x"), Tap(cs.post, "cond.feat")]
+        for j, block in enumerate(cs.blocks):
+            taps += [Tap(block[0], f"cond.block.{j}"), Tap(block, "cond.x")]
+    return taps
 
 
 def _scale(maxabs: float) -> float:

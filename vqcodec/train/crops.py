@@ -13,28 +13,13 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from .errors import VQCodecError
-from .imageio import read_image
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp"}
-
-
-def list_images(folder: str | Path) -> list[Path]:
-    """Image files under ``folder`` (recursive), sorted for a stable order."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise VQCodecError(f"not a folder: {folder}")
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-    if not files:
-        raise VQCodecError(f"no images found under {folder}")
-    return files
+from vqcodec.imageio import read_image, to_model_input
 
 
 def load_rgb(path: Path) -> np.ndarray:
-    """(H, W, 3) float32 in [0, 1]; gray is repeated to three channels for an RGB model."""
+    """(H, W, 3) float32 in [0, 1], as the model sees it (``imageio.to_model_input``)."""
     img = read_image(path)
-    pix = img.pixels.astype(np.float32) / float(2**img.bit_depth - 1)
-    return np.repeat(pix, 3, axis=2) if pix.shape[2] == 1 else pix
+    return to_model_input(img.pixels, img.bit_depth)[0].permute(1, 2, 0).numpy()
 
 
 def pad_to(pix: np.ndarray, size: int) -> np.ndarray:

@@ -14,7 +14,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .quantizer import VectorQuantizerEMA
+from vqcodec.vqvae.quantizer import VectorQuantizerEMA
+
+BOTTOM_STRIDE = 4  # pixels per bottom-level code; each level above halves the resolution again
+DECODER_REACH = 64  # pixels of context the decoder needs around a window (windowed and region decoding)
+LEVEL_NAMES = {2: ["bottom", "top"], 3: ["bottom", "middle", "top"]}
 
 
 @dataclass
@@ -31,10 +35,14 @@ class VQVAEConfig:
     beta: float = 0.25
     decay: float = 0.99
 
+    def level_stride(self, level: int) -> int:
+        """Pixels per code of ``level`` (0 = bottom)."""
+        return BOTTOM_STRIDE << level
+
     @property
     def stride(self) -> int:
         """Pixels per top-level code: images are padded to a multiple of this."""
-        return 4 * 2 ** (self.levels - 1)
+        return self.level_stride(self.levels - 1)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -131,7 +139,7 @@ class VQVAE(nn.Module):
             raise ValueError("levels must be 2 or 3")
         h, r, n, d = c.hidden, c.res_channels, c.res_blocks, c.code_dim
         self.encoders = nn.ModuleList(
-            [Encoder(c.in_channels, h, r, n, 4)] + [Encoder(h, h, r, n, 2) for _ in range(c.levels - 1)]
+            [Encoder(c.in_channels, h, r, n, BOTTOM_STRIDE)] + [Encoder(h, h, r, n, 2) for _ in range(c.levels - 1)]
         )
         # Level l's quantizer sees its features plus (below the top) the conditioning from above.
         self.pre_quant = nn.ModuleList(
@@ -148,7 +156,7 @@ class VQVAE(nn.Module):
             [VectorQuantizerEMA(c.num_codes, d, c.decay) for _ in range(c.levels)]
         )
         self.upsamplers = nn.ModuleList([_upsampler(d, lvl) for lvl in range(c.levels)])
-        self.decoder = Decoder(d * c.levels, c.in_channels, h, r, n, 4)
+        self.decoder = Decoder(d * c.levels, c.in_channels, h, r, n, BOTTOM_STRIDE)
 
     # -- padding: any input size works; the model sees a multiple of its stride ------------
     def pad(self, x: torch.Tensor) -> torch.Tensor:
@@ -158,9 +166,9 @@ class VQVAE(nn.Module):
 
     def code_shapes(self, height: int, width: int) -> list[tuple[int, int]]:
         """Code-map sizes (bottom first) for an image of the given size."""
-        s = self.config.stride
-        hp, wp = -(-height // s) * s, -(-width // s) * s
-        return [(hp // (4 << lvl), wp // (4 << lvl)) for lvl in range(self.config.levels)]
+        c = self.config
+        hp, wp = -(-height // c.stride) * c.stride, -(-width // c.stride) * c.stride
+        return [(hp // c.level_stride(lvl), wp // c.level_stride(lvl)) for lvl in range(c.levels)]
 
     def _quantize_all(self, x: torch.Tensor):
         feats = [self.encoders[0](x)]
@@ -215,7 +223,9 @@ def _spans(length: int, window: int, margin: int) -> list[tuple[int, int, int, i
 
 
 @torch.no_grad()
-def encode_windowed(model: VQVAE, x: torch.Tensor, window: int = 1024, margin: int = 64) -> list[torch.Tensor]:
+def encode_windowed(
+    model: VQVAE, x: torch.Tensor, window: int = 1024, margin: int = DECODER_REACH
+) -> list[torch.Tensor]:
     """``model.encode`` in overlapping windows of ``window`` pixels, so memory stays bounded for very
     large images. Each window is encoded with ``margin`` pixels of context on every side and only its
     core's codes are kept; codes far from window edges equal those of a whole-image encode."""
@@ -228,7 +238,7 @@ def encode_windowed(model: VQVAE, x: torch.Tensor, window: int = 1024, margin: i
         for xs, xe, xlo, xhi in _spans(w, window, margin):
             part = model.encode(x[:, :, ylo:yhi, xlo:xhi])
             for lvl, c in enumerate(part):
-                f = 4 << lvl
+                f = model.config.level_stride(lvl)
                 codes[lvl][:, ys // f : ye // f, xs // f : xe // f] = c[
                     :, (ys - ylo) // f : (ye - ylo) // f, (xs - xlo) // f : (xe - xlo) // f
                 ]
@@ -237,17 +247,23 @@ def encode_windowed(model: VQVAE, x: torch.Tensor, window: int = 1024, margin: i
 
 @torch.no_grad()
 def decode_windowed(
-    model: VQVAE, codes: list[torch.Tensor], height: int, width: int, window: int = 1024, margin: int = 64
+    model: VQVAE, codes: list[torch.Tensor], height: int, width: int, window: int = 1024,
+    margin: int = DECODER_REACH,
 ) -> torch.Tensor:
     """``model.decode`` in overlapping windows (pixels), keeping each window's core: bounded memory."""
     s = model.config.stride
     window, margin = -(-window // s) * s, -(-margin // s) * s
-    hp, wp = codes[0].shape[1] * 4, codes[0].shape[2] * 4
+    hp, wp = codes[0].shape[1] * BOTTOM_STRIDE, codes[0].shape[2] * BOTTOM_STRIDE
     out = torch.zeros((codes[0].shape[0], model.config.in_channels, hp, wp), device=codes[0].device)
     for ys, ye, ylo, yhi in _spans(hp, window, margin):
         for xs, xe, xlo, xhi in _spans(wp, window, margin):
-            part = [c[:, ylo // (4 << lvl) : yhi // (4 << lvl), xlo // (4 << lvl) : xhi // (4 << lvl)]
-                    for lvl, c in enumerate(codes)]
+            part = crop_codes(model, codes, ylo, yhi, xlo, xhi)
             img = model.decode(part, yhi - ylo, xhi - xlo)
             out[:, :, ys:ye, xs:xe] = img[:, :, ys - ylo : ye - ylo, xs - xlo : xe - xlo]
     return out[:, :, :height, :width]
+
+
+def crop_codes(model: VQVAE, codes: list[torch.Tensor], y0: int, y1: int, x0: int, x1: int) -> list[torch.Tensor]:
+    """The codes of every level under the pixel window [y0, y1) x [x0, x1) (multiples of the stride)."""
+    f = model.config.level_stride
+    return [c[:, y0 // f(lvl) : y1 // f(lvl), x0 // f(lvl) : x1 // f(lvl)] for lvl, c in enumerate(codes)]

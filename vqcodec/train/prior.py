@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from .codes import CodeGrid, CodeTiles, load_codes
-from .errors import VQCodecError
-from .prior import PixelCNNPrior, PriorConfig, nll_bits
-from .training import TrainSettings, to_device, train
-
-LEVEL_NAMES = {2: ["bottom", "top"], 3: ["bottom", "middle", "top"]}
+from vqcodec.errors import VQCodecError
+from vqcodec.priors.pixelcnn import PixelCNNPrior, PriorConfig, nll_bits
+from vqcodec.train.code_datasets import CodeTiles, load_codes
+from vqcodec.train.evaluation import mean_bits
+from vqcodec.train.loop import TrainSettings, train
+from vqcodec.vqvae import LEVEL_NAMES
 
 
 def level_index(name: str, levels: int) -> int:
@@ -32,34 +31,6 @@ def prior_inputs(model: torch.nn.Module, batch: tuple[torch.Tensor, ...]) -> tor
 def prior_loss(model: torch.nn.Module, batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, dict[str, float]]:
     loss = nll_bits(prior_inputs(model, batch), batch[0])
     return loss, {"bits": loss.item()}
-
-
-@torch.no_grad()
-def mean_bits(model: PixelCNNPrior, dataset: CodeTiles, count: int | None = None, batch: int = 32) -> float:
-    """Mean NLL in bits per code over the first ``count`` tiles of ``dataset`` (all of a CodeGrid by default)."""
-    count = len(dataset) if count is None else count
-    device = next(model.parameters()).device
-    total = 0.0
-    for start in range(0, count, batch):
-        items = [dataset[i] for i in range(start, min(count, start + batch))]
-        stacked = to_device(tuple(torch.stack(t) for t in zip(*items)), device)
-        total += float(nll_bits(prior_inputs(model, stacked), stacked[0])) * len(items)
-    return total / count
-
-
-def code_bits(model: PixelCNNPrior, maps: list[np.ndarray], labels: np.ndarray, level: int, tile: int,
-              tiles: int | None = None, seed: int = 999_999) -> float:
-    """Mean NLL in bits per code of a code dataset's level: exact over every tile of every map
-    (``tiles`` None), or over ``tiles`` random tiles (quicker, noisier)."""
-    dataset = CodeGrid(maps, labels, level, tile) if tiles is None else CodeTiles(maps, labels, level, tile, seed)
-    return mean_bits(model, dataset, tiles)
-
-
-def unigram_entropy(codes: np.ndarray, num_codes: int) -> float:
-    """Entropy in bits of the empirical code histogram: what a context-free coder would spend."""
-    counts = np.bincount(np.asarray(codes).reshape(-1), minlength=num_codes).astype(np.float64)
-    p = counts[counts > 0] / counts.sum()
-    return float(-(p * np.log2(p)).sum())
 
 
 def build_prior(meta: dict, level: int, cfg_overrides: dict) -> PixelCNNPrior:

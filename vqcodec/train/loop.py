@@ -17,14 +17,16 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from safetensors import SafetensorError
+from safetensors.torch import load_file, safe_open
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from .checkpoint import load_model, load_train_state, save_model, save_train_state
-from .data import StepSampler
-from .errors import VQCodecError
+from vqcodec.errors import VQCodecError
+from vqcodec.train.crops import StepSampler
+from vqcodec.zoo.files import atomic_save, load_model, save_model
 
 
 @dataclass
@@ -171,3 +173,34 @@ def train(
     if world > 1:
         dist.barrier()
     return model
+
+
+def save_train_state(
+    path: str | Path, optimizer: torch.optim.Optimizer, step: int, extra: dict | None = None
+) -> None:
+    """Optimizer moments, step and the global torch RNG, so ``--resume`` continues exactly."""
+    sd = optimizer.state_dict()
+    tensors = {"rng": torch.get_rng_state()}
+    for idx, state in sd["state"].items():
+        for name, value in state.items():
+            tensors[f"opt.{idx}.{name}"] = value if torch.is_tensor(value) else torch.tensor(value)
+    meta = {"step": str(step), "param_groups": json.dumps(sd["param_groups"]), "extra": json.dumps(extra or {})}
+    atomic_save(tensors, Path(path), meta)
+
+
+def load_train_state(path: str | Path, optimizer: torch.optim.Optimizer) -> tuple[int, dict]:
+    """Restore what ``save_train_state`` wrote; returns (step, extra)."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata()
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError) as err:
+        raise VQCodecError(f"cannot read training state {path}: {err}") from None
+    state: dict[int, dict] = {}
+    for key, value in tensors.items():
+        if key.startswith("opt."):
+            _, idx, name = key.split(".", 2)
+            state.setdefault(int(idx), {})[name] = value
+    optimizer.load_state_dict({"state": state, "param_groups": json.loads(meta["param_groups"])})
+    torch.set_rng_state(tensors["rng"])
+    return int(meta["step"]), json.loads(meta["extra"])

@@ -1,0 +1,33 @@
+"""Options several commands share, declared once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+MODEL = click.option(
+    "--model", default=None, metavar="NAME|FILE",
+    help="Codec model: a name from 'vqcodec models' or a codec-model file (default: 'default' to compress; "
+         "to decompress, the installed model that wrote the file).",
+)
+MODEL_DIR = click.option(
+    "--model-dir", "model_dirs", multiple=True, type=click.Path(file_okay=False, path_type=Path),
+    help="A folder of codec-model files to search by name and fingerprint (repeatable; also $VQCODEC_MODELS).",
+)
+DEVICE = click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+FORCE = click.option("--force", "-f", is_flag=True, help="Overwrite existing output files.")
+
+
+def prior_files(fn):
+    """``--prior-top``, ``--prior-middle`` (3-level models) and ``--prior-bottom``: float prior files."""
+    for level in ("bottom", "middle", "top"):
+        extra = " (3-level models only)" if level == "middle" else ""
+        fn = click.option(f"--prior-{level}", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                          default=None, help=f"The {level} level's prior (model.safetensors of its run){extra}.")(fn)
+    return fn
+
+
+def priors_by_level(prior_top: Path | None, prior_middle: Path | None, prior_bottom: Path | None) -> dict:
+    """{level name: file} of the priors given."""
+    return {name: p for name, p in (("top", prior_top), ("middle", prior_middle), ("bottom", prior_bottom)) if p}

@@ -1,0 +1,1 @@
+"""Entropy coding: tiles, the range coder driven by integer priors, and the `.vqc` container."""

@@ -1,0 +1,69 @@
+"""Code maps <-> one range-coded payload per tile, with the integer priors' probabilities.
+
+Within a tile the top level is coded first, then each lower level conditioned on the levels above
+(the order of ``priors.autoregress.generate``, which the decoder runs). The encoder computes every
+probability in one parallel pass per level; the decoder recomputes them one code at a time, and the
+integer priors guarantee both give the same numbers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from vqcodec.coding.range_coder import TileDecoders, encode_symbols
+from vqcodec.coding.tiles import Tile, shape_groups, tile_grid
+from vqcodec.errors import VQCodecError
+from vqcodec.priors.autoregress import Pick, generate, levels_above, one_thread
+from vqcodec.priors.contract import IntegerPrior
+
+
+def _windows(maps: Sequence[torch.Tensor], tiles: list[Tile], idx: list[int]) -> list[torch.Tensor]:
+    """The windows of tiles ``idx`` stacked into a batch, for every level of ``maps`` (each (1, H, W))."""
+    return [torch.stack([m[0][tiles[k].window(lv)] for k in idx]) for lv, m in enumerate(maps)]
+
+
+@torch.no_grad()
+def encode_tiles(priors: Sequence[IntegerPrior], codes: Sequence[torch.Tensor], tile: int) -> list[bytes]:
+    """Tile payloads for code maps (bottom first, each (1, H_l, W_l)), tiles in raster order."""
+    tiles = tile_grid(codes[0].shape[1], codes[0].shape[2], tile)
+    parts: list[list] = [[] for _ in tiles]
+    for idx in shape_groups(tiles):
+        batch = _windows(codes, tiles, idx)
+        for level in reversed(range(len(priors))):
+            probs = priors[level].parallel_probs(batch[level], levels_above(batch, level))
+            for j, k in enumerate(idx):
+                parts[k].append((batch[level][j].reshape(-1).cpu().numpy(), probs[j].reshape(-1, probs.shape[-1])))
+    return [encode_symbols(p) for p in parts]
+
+
+def _from_stream(decoders: TileDecoders) -> Pick:
+    """Choose each code as the range decoder reads it under the prior's probabilities."""
+    return lambda level, probs, r, c: decoders.decode(probs)
+
+
+@torch.no_grad()
+def decode_tiles(
+    priors: Sequence[IntegerPrior], shapes: Sequence[tuple[int, int]], payloads: Sequence[bytes], tile: int,
+    only: set[int] | None = None,
+) -> list[torch.Tensor]:
+    """Code maps (each (1, H_l, W_l)) from tile payloads: all tiles of a shape decode together.
+    With ``only``, just those tiles are decoded (the rest of the maps stay 0)."""
+    tiles = tile_grid(shapes[0][0], shapes[0][1], tile)
+    if len(tiles) != len(payloads):
+        raise VQCodecError(f"the file holds {len(payloads)} tiles where its geometry needs {len(tiles)}")
+    maps = [torch.zeros((1, *s), dtype=torch.long, device=priors[0].device) for s in shapes]
+    with one_thread():
+        for idx in shape_groups(tiles):
+            idx = [k for k in idx if only is None or k in only]
+            if not idx:
+                continue
+            decoders = TileDecoders([payloads[k] for k in idx])
+            first = tiles[idx[0]]
+            sizes = [(first.height >> lv, first.width >> lv) for lv in range(len(priors))]
+            decoded = generate(priors, sizes, len(idx), _from_stream(decoders))
+            for lv, batch in enumerate(decoded):
+                for j, k in enumerate(idx):
+                    maps[lv][0][tiles[k].window(lv)] = batch[j]
+    return maps

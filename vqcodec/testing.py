@@ -1,0 +1,226 @@
+"""Test helpers shared by the test suite and the benchmarks (like ``numpy.testing``): a tiny random
+codec model, synthetic images, a reference sampler that recomputes the full parallel pass for every
+code, and random damage to `.vqc` files. Nothing here is used to compress real images.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import zlib
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vqcodec.coding.bitstream import Bitstream, pack, unpack
+from vqcodec.priors.contract import IntegerPrior
+from vqcodec.priors.pixelcnn import PixelCNNPrior, PriorConfig
+from vqcodec.priors.registry import integer_twin
+from vqcodec.sampling import sample_codes
+from vqcodec.vqvae import VQVAE, VQVAEConfig
+from vqcodec.zoo.codec_model import CodecModel, codec_model_from
+from vqcodec.zoo.files import save_model
+
+
+# -- images -------------------------------------------------------------------------------------------
+def smooth_image(height: int, width: int, seed: int, channels: int = 3, dtype=np.uint8) -> np.ndarray:
+    """Random-ish smooth image: a few sinusoids per channel plus a little noise."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width] / max(height, width, 1)
+    img = np.full((height, width, channels), 0.5)
+    for c in range(channels):
+        for _ in range(3):
+            fx, fy, phase, amp = rng.uniform(0.5, 4), rng.uniform(0.5, 4), rng.uniform(0, 6), rng.uniform(0.1, 0.25)
+            img[..., c] += amp * np.sin(2 * np.pi * (fx * x + fy * y) + phase)
+    img += rng.normal(0, 0.02, img.shape)
+    full = np.iinfo(dtype).max
+    out = (np.clip(img, 0, 1) * full).round().astype(dtype)
+    return out[..., 0] if channels == 1 else out
+
+
+def shapes_image(index: int, height: int = 32, width: int = 40) -> np.ndarray:
+    """A smooth colour gradient with a flat rectangle and a disc on it (uint8, H x W x 3)."""
+    rng = np.random.default_rng(index)
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    img = np.empty((height, width, 3), np.float32)
+    for c in range(3):
+        a, b, phase = rng.uniform(-1, 1), rng.uniform(-1, 1), rng.uniform(0, 1)
+        img[..., c] = phase + a * x / width + b * y / height
+    y0, x0 = rng.integers(0, height // 2), rng.integers(0, width // 2)
+    img[y0 : y0 + height // 3, x0 : x0 + width // 3] = rng.uniform(0, 1, 3)
+    cy, cx, r = rng.integers(0, height), rng.integers(0, width), rng.integers(3, 9)
+    img[(y - cy) ** 2 + (x - cx) ** 2 < r * r] = rng.uniform(0, 1, 3)
+    return (np.clip(img, 0, 1) * 255).round().astype(np.uint8)
+
+
+# -- a tiny codec model ---------------------------------------------------------------------------------
+def tiny_codec_file_parts(
+    levels: int = 2, tile: int = 8, seed: int = 0, num_codes: int = 32, channels: int = 16, num_classes: int = 0,
+) -> tuple[dict[str, torch.Tensor], dict]:
+    """(tensors, config) of a random-init codec model, as a codec-model file stores them: a small
+    VQ-VAE whose codebooks are seeded from encoder outputs (so codes vary) and a random PixelCNN
+    per level (the top with attention, lower ones conditioned), quantized on random codes."""
+    torch.manual_seed(seed)
+    vq_cfg = VQVAEConfig(levels=levels, hidden=16, res_channels=8, res_blocks=1, num_codes=num_codes, code_dim=8)
+    vqvae = VQVAE(vq_cfg)
+    images = np.stack([smooth_image(32, 32, s) for s in range(4)])
+    vqvae.train()
+    with torch.no_grad():
+        vqvae(torch.from_numpy(images).permute(0, 3, 1, 2) / 255.0)  # data-dependent codebook initialisation
+    vqvae.eval()
+    top = levels - 1
+    gen = torch.Generator().manual_seed(seed)
+    tensors = {f"vqvae.{k}": v for k, v in vqvae.state_dict().items()}
+    prior_cfgs = []
+    for level in range(levels):
+        cfg = PriorConfig(num_codes=num_codes, channels=channels, layers=2, attention_every=1 if level == top else 0,
+                          heads=2, dropout=0.0, out_blocks=1, cond_levels=top - level, cond_channels=channels,
+                          cond_blocks=1, num_classes=num_classes)
+        prior = PixelCNNPrior(cfg).eval()
+        calibration = []
+        for _ in range(2):
+            codes = torch.randint(0, num_codes, (4, 8, 8), generator=gen)
+            cond = [torch.randint(0, num_codes, (4, 8 >> k, 8 >> k), generator=gen) for k in range(1, top - level + 1)]
+            label = torch.randint(0, num_classes, (4,), generator=gen) if num_classes else None
+            calibration.append((codes, cond or None, label))
+        tensors.update({f"prior{level}.{k}": v for k, v in integer_twin(prior, calibration).state().items()})
+        prior_cfgs.append(cfg.to_dict())
+    config = {"name": f"tiny{levels}", "tile": tile, "vqvae": vq_cfg.to_dict(), "priors": prior_cfgs}
+    return tensors, config
+
+
+def tiny_codec_model(**kwargs) -> CodecModel:
+    """The tiny codec model (arguments of ``tiny_codec_file_parts``), built as a model file loads."""
+    tensors, config = tiny_codec_file_parts(**kwargs)
+    return codec_model_from(config["name"], config, tensors, "cpu")
+
+
+def write_tiny_codec_model(path: str | Path, **kwargs) -> Path:
+    """The tiny codec model as a codec-model file at ``path``."""
+    tensors, config = tiny_codec_file_parts(**kwargs)
+    save_model(path, tensors, "codec", config)
+    return Path(path)
+
+
+# -- a reference sampler --------------------------------------------------------------------------------
+class _RecomputingStepper:
+    """A stepper that recomputes ``parallel_probs`` over the whole map for every code."""
+
+    def __init__(self, net: IntegerPrior, batch: int, height: int, width: int, cond, label, temperature: float):
+        self.net, self.cond, self.label, self.temperature = net, cond, label, temperature
+        self.codes = torch.zeros((batch, height, width), dtype=torch.long, device=net.device)
+
+    def row(self, r: int) -> None:
+        pass
+
+    def probs_at(self, r: int, c: int) -> torch.Tensor:
+        return self.net.parallel_probs(self.codes, self.cond, self.label, self.temperature)[:, r, c]
+
+    def put(self, r: int, c: int, codes: torch.Tensor) -> None:
+        self.codes[:, r, c] = codes
+
+
+@dataclasses.dataclass(frozen=True)
+class RecomputingPrior:
+    """An integer prior whose stepper is the full parallel pass: quadratic, but obviously right."""
+
+    net: IntegerPrior
+
+    @property
+    def config(self):
+        return self.net.config
+
+    @property
+    def device(self) -> torch.device:
+        return self.net.device
+
+    def parallel_probs(self, *args, **kwargs) -> torch.Tensor:
+        return self.net.parallel_probs(*args, **kwargs)
+
+    def stepper(self, batch, height, width, cond=None, label=None, temperature=1.0) -> _RecomputingStepper:
+        return _RecomputingStepper(self.net, batch, height, width, cond, label, temperature)
+
+    def state(self) -> dict[str, torch.Tensor]:
+        return self.net.state()
+
+
+def naive_sample_codes(model: CodecModel, *args, **kwargs) -> list[torch.Tensor]:
+    """``sampling.sample_codes`` with every prior replaced by its ``RecomputingPrior``: the cached
+    steppers are exact when both give the same codes."""
+    naive = dataclasses.replace(model, priors=tuple(RecomputingPrior(p) for p in model.priors))
+    return sample_codes(naive, *args, **kwargs)
+
+
+# -- random damage to .vqc files --------------------------------------------------------------------------
+def header_end(data: bytes) -> int:
+    """Offset of the header CRC in a valid file (the header is everything before it)."""
+    stream = unpack(data)
+    return len(data) - sum(len(t) for t in stream.tiles) - 4
+
+
+def with_header_crc(data: bytearray, end: int) -> bytes:
+    data[end : end + 4] = zlib.crc32(bytes(data[:end])).to_bytes(4, "little")
+    return bytes(data)
+
+
+def mutate(rng: random.Random, data: bytes, hend: int) -> tuple[str, bytes]:
+    """One random mutation; the ones that fix the checksums reach the codec layer and the range decoder."""
+    kind = rng.choices(
+        ["flip", "byte", "truncate", "insert", "append", "header_crc", "payload_crc", "tiles", "fields"],
+        weights=[25, 15, 15, 10, 5, 10, 10, 6, 4],
+    )[0]
+    buf = bytearray(data)
+    if kind == "flip":
+        for _ in range(rng.randint(1, 3)):
+            i = rng.randrange(len(buf))
+            buf[i] ^= 1 << rng.randrange(8)
+    elif kind == "byte":
+        buf[rng.randrange(len(buf))] = rng.randrange(256)
+    elif kind == "truncate":
+        del buf[rng.randrange(len(buf)) :]
+    elif kind == "insert":
+        i = rng.randrange(len(buf) + 1)
+        buf[i:i] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 8)))
+    elif kind == "append":
+        buf += bytes(rng.randrange(256) for _ in range(rng.randint(1, 8)))
+    elif kind == "header_crc":  # a header byte changes and the header CRC is recomputed
+        i = rng.randrange(4, hend)
+        buf[i] = rng.randrange(256) if rng.random() < 0.5 else buf[i] ^ (1 << rng.randrange(8))
+        return kind, with_header_crc(buf, hend)
+    elif kind == "payload_crc":  # payload bytes change; the tiles' CRC-16s, then the header CRC, are repaired
+        for _ in range(rng.randint(1, 4)):
+            i = rng.randrange(hend + 4, len(buf))
+            buf[i] = rng.randrange(256) if rng.random() < 0.5 else buf[i] ^ (1 << rng.randrange(8))
+        stream = unpack(data)
+        tiles, pos = [], hend + 4
+        for t in stream.tiles:  # same lengths, so pack rewrites only the checksum table and header CRC
+            tiles.append(bytes(buf[pos : pos + len(t)]))
+            pos += len(t)
+        return kind, pack(Bitstream(stream.header, tuple(tiles)))
+    elif kind == "tiles":  # a consistent container whose tile payloads are damaged
+        stream = unpack(data)
+        tiles = list(stream.tiles)
+        k = rng.randrange(len(tiles))
+        op = rng.randrange(5)
+        if op == 0:
+            tiles[k] = tiles[k][: rng.randrange(len(tiles[k]) + 1)]
+        elif op == 1:
+            tiles[k] = tiles[k] + bytes(rng.randrange(256) for _ in range(rng.choice([1, 3, 4, 8])))
+        elif op == 2:
+            tiles[k] = bytes(rng.randrange(256) for _ in range(rng.choice([0, 4, 8, 64])))
+        elif op == 3 and len(tiles) > 1:
+            del tiles[k]
+        else:
+            tiles.append(bytes(4 * rng.randrange(3)))
+        return kind, pack(Bitstream(stream.header, tuple(tiles)))
+    else:  # valid header values that disagree with the payloads
+        stream = unpack(data)
+        h = stream.header
+        field = rng.choice(["width", "height", "channels", "bit_depth", "levels", "tile_size"])
+        value = {
+            "width": rng.randint(1, 24), "height": rng.randint(1, 24), "channels": 4 - h.channels,
+            "bit_depth": 24 - h.bit_depth, "levels": 5 - h.levels, "tile_size": rng.choice([4, 8, 16, 64]),
+        }[field]
+        return kind, pack(Bitstream(dataclasses.replace(h, **{field: value}), stream.tiles))
+    return kind, bytes(buf)

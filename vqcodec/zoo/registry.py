@@ -1,0 +1,126 @@
+"""Finding codec models by name or by fingerprint: the shipped ones and the user's folders.
+
+Shipped models live in ``vqcodec/zoo/weights`` and are described by ``models.json`` there (name,
+fingerprint, one-line description, Kodak figures). A user adds models by putting codec-model files
+in a folder named by ``$VQCODEC_MODELS`` (several folders separated by ``os.pathsep``) or passed
+as ``--model-dir``; a model's name is its file stem. Names are looked up in the given folders
+first, then ``$VQCODEC_MODELS``, then the shipped models. A file's fingerprint finds the model
+that wrote it, so ``decompress`` needs no ``--model``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from safetensors import SafetensorError, safe_open
+
+from vqcodec.errors import VQCodecError
+
+SHIPPED_DIR = Path(__file__).parent / "weights"
+MANIFEST = SHIPPED_DIR / "models.json"
+DEFAULT_MODEL = "default"
+ENV_VAR = "VQCODEC_MODELS"
+SUFFIX = ".safetensors"
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One codec model the registry can find."""
+
+    name: str
+    path: Path
+    fingerprint: str  # hex
+    levels: int
+    size: int  # bytes of the file
+    description: str
+    shipped: bool
+    kodak: dict | None = None  # {"bpp", "psnr", "ms_ssim"} measured on Kodak, for shipped models
+
+
+def model_dirs(extra: Sequence[str | os.PathLike] = ()) -> list[Path]:
+    """Folders searched for models, in order: ``extra``, then ``$VQCODEC_MODELS``, then the shipped ones."""
+    env = [p for p in os.environ.get(ENV_VAR, "").split(os.pathsep) if p]
+    return [*(Path(p) for p in extra), *(Path(p) for p in env), SHIPPED_DIR]
+
+
+@functools.lru_cache(maxsize=1)
+def _manifest() -> dict[str, dict]:
+    return json.loads(MANIFEST.read_text())["models"]
+
+
+@functools.lru_cache(maxsize=256)
+def _describe(path: str, mtime_ns: int, size: int) -> tuple[str, int, str]:
+    """(fingerprint hex, levels, description) of a codec-model file, cached by the file's identity."""
+    from vqcodec.zoo.files import fingerprint, load_model
+
+    kind, config, tensors = load_model(path)
+    if kind != "codec":
+        raise VQCodecError(f"{path} is a '{kind}' file, not a codec model")
+    levels = int(config.get("vqvae", {}).get("levels", 0))
+    return fingerprint(tensors).hex(), levels, str(config.get("description") or config.get("name", ""))
+
+
+def _entry(path: Path, shipped: bool) -> ModelEntry:
+    stat = path.stat()
+    info = _manifest().get(path.stem) if shipped else None
+    if info is not None:  # shipped: the manifest saves hashing every file (a test keeps it honest)
+        meta = _metadata(path)
+        levels = int(json.loads(meta.get("config", "{}")).get("vqvae", {}).get("levels", 0))
+        return ModelEntry(path.stem, path, info["fingerprint"], levels, stat.st_size, info["description"], True,
+                          info.get("kodak"))
+    fp, levels, description = _describe(str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+    return ModelEntry(path.stem, path, fp, levels, stat.st_size, description, shipped)
+
+
+def _metadata(path: Path) -> dict[str, str]:
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return f.metadata() or {}
+    except (SafetensorError, OSError) as err:
+        raise VQCodecError(f"{path} is not a vqcodec model file ({err})") from None
+
+
+def list_models(extra_dirs: Sequence[str | os.PathLike] = ()) -> list[ModelEntry]:
+    """Every model found (a name hidden by an earlier folder's model of the same name is left out).
+    Files in user folders that are not codec models are skipped."""
+    seen: dict[str, ModelEntry] = {}
+    for folder in model_dirs(extra_dirs):
+        if not folder.is_dir():
+            continue
+        for path in sorted(folder.glob("*" + SUFFIX)):
+            if path.stem in seen:
+                continue
+            try:
+                seen[path.stem] = _entry(path, folder == SHIPPED_DIR)
+            except VQCodecError:
+                if folder == SHIPPED_DIR:
+                    raise
+    return list(seen.values())
+
+
+def find_by_fingerprint(fp: bytes, extra_dirs: Sequence[str | os.PathLike] = ()) -> Path | None:
+    """The file of the model with fingerprint ``fp``, or None when no known model has it."""
+    return next((e.path for e in list_models(extra_dirs) if e.fingerprint == fp.hex()), None)
+
+
+def resolve_model(model: str | os.PathLike | None, extra_dirs: Sequence[str | os.PathLike] = ()) -> Path:
+    """The file for ``model``: a path to a file, a model name, or None for the default model."""
+    if model is None:
+        model = DEFAULT_MODEL
+    path = Path(model)
+    if path.is_file():
+        return path
+    name = os.fspath(model)
+    if path.suffix == SUFFIX or os.sep in name or (os.altsep and os.altsep in name):
+        raise VQCodecError(f"model file not found: {name}")
+    for folder in model_dirs(extra_dirs):
+        candidate = folder / (name + SUFFIX)
+        if candidate.is_file():
+            return candidate
+    known = ", ".join(e.name for e in list_models(extra_dirs))
+    raise VQCodecError(f"no model named '{name}' (known: {known}); give a model name or a codec-model file")
