@@ -1,6 +1,6 @@
 """Check that the integer prior gives bit-identical probabilities on CPU and on another device.
 
-Usage: PYTHONPATH=. python benchmarks/device_exactness.py --device cuda [--codec-model PATH] [--image PATH]
+Usage: python benchmarks/device_exactness.py --device cuda [--codec-model PATH] [--image PATH]
 
 1. Randomly initialised priors (top with attention, bottom with conditioning), quantized on the CPU:
    parallel probabilities on CPU == on the device; incremental (decoder) probabilities on the device
@@ -19,20 +19,20 @@ import time
 
 import torch
 
-from vqcodec.intprior import IntPrior, Stepper
-from vqcodec.prior import PixelCNNPrior, PriorConfig
+from vqcodec.priors.int_pixelcnn import IntPixelCNN
+from vqcodec.priors.pixelcnn import PixelCNNPrior, PriorConfig
 
 
-def random_prior(cfg: PriorConfig, codes, cond) -> IntPrior:
+def random_prior(cfg: PriorConfig, codes, cond) -> IntPixelCNN:
     torch.manual_seed(0)
     float_prior = PixelCNNPrior(cfg).eval()
     for p in float_prior.parameters():
         p.data += torch.randn_like(p) * 0.05
-    return IntPrior.from_float(float_prior, [(codes, cond, None)])
+    return IntPixelCNN.from_float(float_prior, [(codes, cond, None)])
 
 
-def check(name: str, net_cpu: IntPrior, device: str, codes, cond) -> bool:
-    net_dev = IntPrior(net_cpu.config, net_cpu.state(), device=device)
+def check(name: str, net_cpu: IntPixelCNN, device: str, codes, cond) -> bool:
+    net_dev = IntPixelCNN(net_cpu.config, net_cpu.state(), device=device)
     t0 = time.time()
     p_cpu = net_cpu.parallel_probs(codes, cond)
     t1 = time.time()
@@ -40,7 +40,7 @@ def check(name: str, net_cpu: IntPrior, device: str, codes, cond) -> bool:
     t2 = time.time()
     same = torch.equal(p_cpu, p_dev)
     b, h, w = codes.shape
-    stepper = Stepper(net_dev, b, h, w, cond)
+    stepper = net_dev.stepper(b, h, w, cond)
     mismatched = 0
     for r in range(h):
         stepper.row(r)
@@ -53,20 +53,20 @@ def check(name: str, net_cpu: IntPrior, device: str, codes, cond) -> bool:
 
 
 def check_codec(device: str, model_path: str | None, image: str) -> bool:
-    from vqcodec.bundle import load_codec_model
-    from vqcodec.codec import decode_codes, encode_codes
-    from vqcodec.imageio import read_image, to_tensor
+    from vqcodec.coding.tile_codec import decode_tiles, encode_tiles
+    from vqcodec.imageio import read_image, to_model_input
+    from vqcodec.zoo.codec_model import load_codec_model
 
     pix = read_image(image).pixels
     ok = True
     for enc_dev, dec_dev in (("cpu", device), (device, "cpu")):
         enc, dec = load_codec_model(model_path, enc_dev), load_codec_model(model_path, dec_dev)
-        x = to_tensor(pix, 8).to(enc_dev)
+        x = to_model_input(pix, 8).to(enc_dev)
         t0 = time.time()
         codes = enc.vqvae.encode(x)
-        payloads = encode_codes(enc, codes)
+        payloads = encode_tiles(enc.priors, codes, enc.tile)
         t1 = time.time()
-        decoded = decode_codes(dec, [tuple(c.shape[1:]) for c in codes], payloads)
+        decoded = decode_tiles(dec.priors, [tuple(c.shape[1:]) for c in codes], payloads, dec.tile)
         t2 = time.time()
         same = all(torch.equal(a.cpu(), b.cpu()) for a, b in zip(codes, decoded, strict=True))
         size = sum(len(p) for p in payloads)
@@ -79,7 +79,7 @@ def check_codec(device: str, model_path: str | None, image: str) -> bool:
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--device", default="cuda")
-    ap.add_argument("--codec-model", default=None, help="codec model file (default: the shipped model)")
+    ap.add_argument("--codec-model", default=None, help="codec model name or file (default: the default model)")
     ap.add_argument("--image", default="vqcodec/samples/endeavour.png")
     args = ap.parse_args()
     g = torch.Generator().manual_seed(1)

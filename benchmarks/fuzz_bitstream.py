@@ -20,12 +20,9 @@ import time
 import traceback
 import zlib
 from collections import Counter
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from vqcodec.bitstream import Bitstream, Header, pack, unpack  # noqa: E402
-from vqcodec.errors import VQCodecError  # noqa: E402
+from vqcodec.coding.bitstream import Bitstream, Header, pack, unpack
+from vqcodec.errors import VQCodecError
 
 
 def base_streams(rng: random.Random) -> list[Bitstream]:

@@ -2,7 +2,7 @@
 
 Usage: python benchmarks/fuzz_codec.py [--n 10000] [--seed 0] [--model PATH]
 
-The mutations (tests/fuzzing.py) include damage that passes the CRCs, so it reaches the codec layer
+The mutations (``vqcodec.testing.mutate``) include damage that passes the CRCs, so it reaches the codec layer
 and the range decoder. Prints the outcome per kind of mutation and the slowest decode; exits 1 on
 any other exception.
 """
@@ -10,22 +10,18 @@ any other exception.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import random
 import sys
 import time
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from fuzzing import header_end, mutate  # noqa: E402
-
-from vqcodec.bundle import load_codec_model  # noqa: E402
-from vqcodec.codec import compress, decompress  # noqa: E402
-from vqcodec.errors import VQCodecError  # noqa: E402
+from vqcodec.codec import compress, decompress
+from vqcodec.errors import VQCodecError
+from vqcodec.testing import header_end, mutate
+from vqcodec.zoo.codec_model import load_codec_model
 
 
 def main() -> int:
@@ -36,12 +32,11 @@ def main() -> int:
     args = ap.parse_args()
     torch.set_num_threads(1)
     model = load_codec_model(args.model)
-    small = dataclasses.replace(model, tile=4)
     rng_img = np.random.default_rng(args.seed)
     seeds = []
-    for m, (h, w) in ((model, (16, 16)), (small, (24, 32))):
+    for tile, (h, w) in ((None, (16, 16)), (4, (24, 32))):
         pix = (rng_img.random((h, w, 3)) * 255).astype(np.uint8)
-        seeds.append((m, compress(pix, m)))
+        seeds.append((model, compress(pix, model, tile=tile)))
     rng = random.Random(args.seed)
     outcomes: Counter[tuple[str, str]] = Counter()
     slowest = 0.0

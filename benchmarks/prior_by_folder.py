@@ -20,9 +20,10 @@ from pathlib import Path
 
 import torch
 
-from vqcodec.codes import extract_codes, load_codes
-from vqcodec.models import load_prior, load_vqvae
-from vqcodec.train_prior import LEVEL_NAMES, code_bits, unigram_entropy
+from vqcodec.train.code_datasets import extract_codes, load_codes
+from vqcodec.train.evaluation import code_bits, unigram_entropy
+from vqcodec.vqvae import LEVEL_NAMES
+from vqcodec.zoo.files import load_prior, load_vqvae
 
 
 def folder_bits(vqvae_path: Path, priors: dict[str, Path], folders: list[Path], crops: int, seed: int) -> list[dict]:

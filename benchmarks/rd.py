@@ -36,9 +36,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, features
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from vqcodec.metrics import ms_ssim, psnr  # noqa: E402
+from vqcodec.metrics import ms_ssim, psnr
 
 TARGETS: tuple[float, ...] = (0.10, 0.15, 0.25, 0.40, 0.50, 0.75, 1.0)
 MS_SSIM_TARGET = 0.25
@@ -245,14 +243,7 @@ def run_classical(codec: Codec, images: list[tuple[str, np.ndarray]]) -> dict:
 
 
 def run_vqcodec(images: list[tuple[str, np.ndarray]], model: str | None) -> dict:
-    try:
-        from vqcodec import compress, decompress
-    except ImportError as exc:  # the package may not re-export them (yet): same functions, defining module
-        try:
-            from vqcodec.codec import compress, decompress
-        except ImportError:
-            raise exc from None
-        log(f"  ({exc}; using vqcodec.codec.compress/decompress)")
+    from vqcodec import compress, decompress
 
     warm = images[0][1][:64, :64]  # loads the model and any lazy state outside the timed calls
     decompress(compress(np.ascontiguousarray(warm), model=model), model=model)

@@ -17,11 +17,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vqcodec.bundle import load_codec_model
 from vqcodec.codec import compress, decompress
-from vqcodec.data import list_images
-from vqcodec.imageio import read_image
+from vqcodec.imageio import list_images, read_image
 from vqcodec.metrics import psnr
+from vqcodec.zoo.codec_model import load_codec_model
 
 
 def main() -> None:

@@ -10,9 +10,9 @@ import json
 
 import torch
 
-from vqcodec.data import list_images
-from vqcodec.models import load_vqvae
-from vqcodec.train_vqvae import evaluate_images
+from vqcodec.imageio import list_images
+from vqcodec.train.evaluation import evaluate_images
+from vqcodec.zoo.files import load_vqvae
 
 
 def main() -> None:

@@ -4,17 +4,33 @@
 >>> data = vqcodec.compress("photo.png")          # bytes
 >>> pixels = vqcodec.decompress(data)             # numpy array, (H, W) or (H, W, 3)
 >>> PIL.Image.open("photo.vqc")                   # the Pillow plugin is registered on import
+
+The codec functions are imported on first use, so ``import vqcodec`` (and the command line's
+``--help``) does not pay for loading torch.
 """
 
-from vqcodec.codec import compress, decompress, decompress_image
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
 from vqcodec.errors import VQCodecError, VQCodecWarning
-from vqcodec.imageio import ImageData, read_image, write_image
 from vqcodec.pillow_plugin import register as _register_pillow_plugin
 
 _register_pillow_plugin()  # PIL.Image.open("x.vqc") works after `import vqcodec`
 
-__all__ = [
-    "compress", "decompress", "decompress_image", "VQCodecError", "VQCodecWarning", "ImageData", "read_image",
-    "write_image",
-]
+_LAZY = {
+    "compress": "vqcodec.codec", "decompress": "vqcodec.codec", "decompress_image": "vqcodec.codec",
+    "ImageData": "vqcodec.imageio", "read_image": "vqcodec.imageio", "write_image": "vqcodec.imageio",
+}
+
+__all__ = ["VQCodecError", "VQCodecWarning", *_LAZY]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'vqcodec' has no attribute {name!r}")
