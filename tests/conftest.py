@@ -1,13 +1,34 @@
-"""Shared fixtures."""
+"""Shared fixtures and options.
+
+``pytest --regen-golden`` rewrites the golden files (tests/data/golden.png, golden.vqc, golden.sha256)
+instead of comparing against them; see ``test_codec.test_golden_file``. ``pytest -m "not slow"``
+leaves out the tests marked slow (each several seconds on a 2-core machine).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
+
+from vqcodec.testing import shapes_image, tiny_codec_model
+from vqcodec.zoo.codec_model import CodecModel, load_codec_model
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--regen-golden", action="store_true", default=False,
+        help="rewrite tests/data/golden.png/.vqc/.sha256 with the default model instead of comparing "
+             "(then review and commit them)",
+    )
+
+
+@pytest.fixture
+def regen_golden(request: pytest.FixtureRequest) -> bool:
+    """True when the run was started with --regen-golden."""
+    return bool(request.config.getoption("--regen-golden"))
 
 
 @pytest.fixture(autouse=True)
@@ -20,19 +41,16 @@ def _one_torch_thread():
     torch.set_num_threads(before)
 
 
-def _tiny_image(index: int, height: int = 32, width: int = 40) -> np.ndarray:
-    """A smooth colour gradient with a flat rectangle and a disc on it (uint8, H x W x 3)."""
-    rng = np.random.default_rng(index)
-    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
-    img = np.empty((height, width, 3), np.float32)
-    for c in range(3):
-        a, b, phase = rng.uniform(-1, 1), rng.uniform(-1, 1), rng.uniform(0, 1)
-        img[..., c] = phase + a * x / width + b * y / height
-    y0, x0 = rng.integers(0, height // 2), rng.integers(0, width // 2)
-    img[y0 : y0 + height // 3, x0 : x0 + width // 3] = rng.uniform(0, 1, 3)
-    cy, cx, r = rng.integers(0, height), rng.integers(0, width), rng.integers(3, 9)
-    img[(y - cy) ** 2 + (x - cx) ** 2 < r * r] = rng.uniform(0, 1, 3)
-    return (np.clip(img, 0, 1) * 255).round().astype(np.uint8)
+@pytest.fixture(scope="session")
+def model() -> CodecModel:
+    """The shipped default codec model (loaded once per process by the library's own cache)."""
+    return load_codec_model()
+
+
+@pytest.fixture(scope="session")
+def model3() -> CodecModel:
+    """A tiny random-init 3-level codec model with 16-code tiles."""
+    return tiny_codec_model(levels=3, tile=16)
 
 
 @pytest.fixture
@@ -41,5 +59,5 @@ def tiny_images(tmp_path: Path) -> Path:
     folder = tmp_path / "tiny_images"
     folder.mkdir()
     for i in range(8):
-        Image.fromarray(_tiny_image(i)).save(folder / f"img{i}.png")
+        Image.fromarray(shapes_image(i)).save(folder / f"img{i}.png")
     return folder

@@ -134,6 +134,7 @@ def test_ms_ssim_decreases_with_noise() -> None:
     assert values[0] < 1.0 and values[-1] > 0.0
 
 
+@pytest.mark.slow
 def test_ms_ssim_matches_slow_reference_five_scales() -> None:
     a = synthetic(165, 171, seed=3)  # odd sides: exercises the padded pooling; 165 -> 83 -> 42 -> 21 -> 11
     b = noisy(a, 15, seed=4)

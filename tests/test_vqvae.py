@@ -1,46 +1,16 @@
-"""Tests for the EMA quantizer, the hierarchical VQ-VAE, its training loop (resume, DDP) and its CLI."""
+"""Tests for stage 1: the EMA quantizer (updates by hand, Laplace smoothing, dead-code restarts,
+bounded counts), the hierarchical VQ-VAE (straight-through gradients, code-map shapes) and windowed
+encoding and decoding of large images."""
 
 from __future__ import annotations
-
-import json
-import os
-import socket
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
-from click.testing import CliRunner
-from safetensors.torch import load_file
 
-from cli.main import main as cli_main
-from vqcodec.checkpoint import load_model
-from vqcodec.errors import VQCodecError
-from vqcodec.models import load_vqvae
-from vqcodec.quantizer import VectorQuantizerEMA
-from vqcodec.train_vqvae import train_vqvae
-from vqcodec.training import TrainSettings
-from vqcodec.vqvae import VQVAE, VQVAEConfig
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def tiny_config(levels: int = 2, **kw) -> VQVAEConfig:
-    base = dict(hidden=16, res_channels=8, res_blocks=1, num_codes=16, code_dim=4, levels=levels)
-    base.update(kw)
-    return VQVAEConfig(**base)
-
-
-
-
-def read_log(run: Path) -> tuple[list[dict], list[dict]]:
-    """(training-step records, validation records) of a run's log.jsonl."""
-    records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if line.strip()]
-    return [r for r in records if "loss" in r], [r for r in records if "val_psnr" in r]
-
+from vqcodec.testing import tiny_vqvae_config
+from vqcodec.vqvae import VQVAE, VQVAEConfig, decode_windowed, encode_windowed
+from vqcodec.vqvae.quantizer import VectorQuantizerEMA
 
 # -- quantizer --------------------------------------------------------------------------------------
 
@@ -178,7 +148,7 @@ def test_counts_never_blow_up_when_one_code_is_used(steps, threshold):
 @pytest.mark.parametrize("levels", [2, 3])
 def test_straight_through_gradient_reaches_encoders(levels):
     torch.manual_seed(0)
-    model = VQVAE(tiny_config(levels)).train()
+    model = VQVAE(tiny_vqvae_config(levels)).train()
     x = torch.rand(4, 3, 32, 32)
     recon, latent, _ = model(x)
     # Reconstruction loss alone: the code lookup has no gradient, so only the straight-through path
@@ -202,7 +172,7 @@ def test_straight_through_gradient_reaches_encoders(levels):
 def test_shapes(levels, size):
     h, w = size
     torch.manual_seed(0)
-    model = VQVAE(tiny_config(levels, hidden=8, res_channels=4, num_codes=16, code_dim=4))
+    model = VQVAE(tiny_vqvae_config(levels, hidden=8, res_channels=4, num_codes=16, code_dim=4))
     x = torch.rand(1 if h > 100 else 2, 3, h, w)
     if h < 100:  # small inputs also go through a training step
         model.train()
@@ -227,187 +197,12 @@ def test_shapes(levels, size):
         assert shapes == {2: [(2, 2), (1, 1)], 3: [(4, 4), (2, 2), (1, 1)]}[levels]
 
 
-# -- training ---------------------------------------------------------------------------------------
-
-
-def settings(out: Path, steps: int, **kw) -> TrainSettings:
-    base = dict(out=out, steps=steps, batch=4, lr=2e-3, warmup=5, checkpoint_every=1000, validate_every=1000,
-                workers=0)
-    base.update(kw)
-    return TrainSettings(**base)
-
-
-def test_training_lowers_the_loss(tiny_images, tmp_path):
-    run = tmp_path / "run"
-    # decay 0.9: counts of unused codes fall below the restart threshold within ~20 steps, so a short
-    # run is not stuck with a collapsed codebook (the default 0.99 needs ~230 steps for that).
-    cfg = tiny_config(num_codes=32, code_dim=8, decay=0.9)
-    train_vqvae(tiny_images, settings(run, 150, batch=8, lr=3e-3, warmup=10), cfg, crop=16)
-    steps, _ = read_log(run)
-    assert [r["step"] for r in steps] == list(range(1, 151))
-    losses = [r["loss"] for r in steps]
-    first, last = sum(losses[:20]) / 20, sum(losses[-20:]) / 20
-    assert last < 0.7 * first, (first, last)  # typically ~0.55
-    assert all(r["used0"] > 1 for r in steps[-20:])  # more than one code is in use at the end
-    model = load_vqvae(run / "model.safetensors")
-    assert model.config == cfg
-    assert all(int(q.initialized) for q in model.quantizers)
-
-
-def test_resume_is_exact(tiny_images, tmp_path):
-    cfg = tiny_config()
-    common = dict(checkpoint_every=20, validate_every=20)
-    kw = dict(crop=16, val=tiny_images, val_images=2)
-    run_a, run_b = tmp_path / "a", tmp_path / "b"
-    train_vqvae(tiny_images, settings(run_a, 40, **common), cfg, **kw)
-    train_vqvae(tiny_images, settings(run_b, 40, stop_at=20, **common), cfg, **kw)
-    steps_b, _ = read_log(run_b)
-    assert [r["step"] for r in steps_b] == list(range(1, 21))
-    with pytest.raises(VQCodecError, match="already holds a run"):
-        train_vqvae(tiny_images, settings(run_b, 40, **common), cfg, **kw)
-    train_vqvae(tiny_images, settings(run_b, 40, resume=True, **common), cfg, **kw)
-
-    def strip(records):
-        return [{k: v for k, v in r.items() if k != "time"} for r in records]
-
-    steps_a, val_a = read_log(run_a)
-    steps_b, val_b = read_log(run_b)
-    assert [r["step"] for r in steps_b] == list(range(1, 41))
-    assert strip(steps_b) == strip(steps_a)  # ==, every float bit for bit
-    assert [r["loss"] for r in steps_b[20:]] == [r["loss"] for r in steps_a[20:]]
-    assert strip(val_b) == strip(val_a) and [r["step"] for r in val_a] == [20, 40]
-    _, _, ta = load_model(run_a / "model.safetensors")
-    _, _, tb = load_model(run_b / "model.safetensors")
-    assert ta.keys() == tb.keys()
-    for name in ta:
-        assert torch.equal(ta[name], tb[name]), name
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-DDP_SCRIPT = """
-import os, sys
-import torch
-torch.set_num_threads(1)
-from safetensors.torch import save_file
-import vqcodec.train_vqvae as tv
-from cli.main import main
-
-models = []
-_train = tv.train
-def spy(*args, **kwargs):
-    models.append(_train(*args, **kwargs))
-    return models[-1]
-tv.train = spy
-main(sys.argv[2:], standalone_mode=False)
-rank = int(os.environ["RANK"])
-state = {k: v.detach().contiguous() for k, v in models[0].state_dict().items()}
-save_file(state, os.path.join(sys.argv[1], f"rank{rank}.safetensors"))
-"""
-
-
-@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not built in")
-def test_ddp_two_processes_keep_identical_codebooks(tiny_images, tmp_path):
-    script = tmp_path / "ddp_run.py"
-    script.write_text(textwrap.dedent(DDP_SCRIPT))
-    dumps, run = tmp_path / "dumps", tmp_path / "run"
-    dumps.mkdir()
-    k, steps, batch, crop = 16, 4, 4, 16
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(_free_port()), str(script), str(dumps),
-           "train", "vqvae", "--data", str(tiny_images), "--out", str(run), "--steps", str(steps),
-           "--batch", str(batch), "--crop", str(crop), "--workers", "0", "--hidden", "16", "--res-channels", "8",
-           "--res-blocks", "1", "--codes", str(k), "--code-dim", "4", "--levels", "2"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    env.pop("WORLD_SIZE", None)
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=170)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert (run / "model.safetensors").is_file()
-    steps_logged, _ = read_log(run)
-    assert [r["step"] for r in steps_logged] == list(range(1, steps + 1))
-
-    r0, r1 = load_file(str(dumps / "rank0.safetensors")), load_file(str(dumps / "rank1.safetensors"))
-    _, _, saved = load_model(run / "model.safetensors")
-    assert r0.keys() == r1.keys() == saved.keys()
-    for name in r0:  # parameters (DDP) and codebooks (all-reduce + broadcast) agree on every rank
-        assert torch.equal(r0[name], r1[name]), name
-        assert torch.equal(r0[name], saved[name]), name
-    # The counts were all-reduced: their sum tracks the global number of vectors per step, not one
-    # rank's half. Counts restart at 1 on the first-batch init; 0.99**4 > 0.1, so nothing restarted.
-    for lvl, per_image in enumerate([(crop // 4) ** 2, (crop // 8) ** 2]):
-        cs = saved[f"quantizers.{lvl}.cluster_size"]
-        assert torch.isfinite(cs).all()
-        assert int(saved[f"quantizers.{lvl}.restarts"]) == 0
-        total = float(k)
-        for _ in range(steps):
-            total = 0.99 * total + 0.01 * batch * per_image
-        assert cs.sum().item() == pytest.approx(total, rel=1e-5)
-
-
-# -- command line -----------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "argv",
-    [["--help"], ["train", "--help"], ["train", "vqvae", "--help"], ["train", "prior", "--help"],
-     ["extract-codes", "--help"]],
-)
-def test_cli_help(argv):
-    result = CliRunner().invoke(cli_main, argv)
-    assert result.exit_code == 0, result.output
-    assert "Usage:" in result.output
-    if argv[:2] == ["train", "vqvae"]:
-        assert "--stop-at" in result.output and "--resume" in result.output
-
-
-def test_cli_missing_data_folder(tmp_path):
-    out = tmp_path / "X"
-    result = CliRunner().invoke(cli_main, ["train", "vqvae", "--data", "/nonexistent", "--out", str(out)])
-    assert result.exit_code != 0
-    assert isinstance(result.exception, SystemExit)
-    assert "Traceback" not in result.output
-    assert "--data" in result.output
-    assert not out.exists()
-
-
-TINY_CLI = ["--crop", "16", "--batch", "4", "--workers", "0", "--hidden", "16", "--res-channels", "8",
-            "--res-blocks", "1", "--codes", "16", "--code-dim", "4"]
-
-
-def test_cli_resume_without_a_run_is_a_clean_error(tiny_images, tmp_path):
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    result = CliRunner().invoke(
-        cli_main, ["train", "vqvae", "--data", str(tiny_images), "--out", str(empty), "--resume", *TINY_CLI]
-    )
-    assert result.exit_code == 1, result.output
-    assert "nothing to resume" in result.output
-    assert "Traceback" not in result.output
-    assert list(empty.iterdir()) == []
-
-
-def test_cli_stop_at_then_resume(tiny_images, tmp_path):
-    out = tmp_path / "run"
-    args = ["train", "vqvae", "--data", str(tiny_images), "--out", str(out), "--steps", "6", *TINY_CLI]
-    first = CliRunner().invoke(cli_main, [*args, "--stop-at", "3"])
-    assert first.exit_code == 0, first.output
-    assert [r["step"] for r in read_log(out)[0]] == [1, 2, 3]
-    again = CliRunner().invoke(cli_main, args)  # a fresh run may not overwrite it
-    assert again.exit_code == 1 and "already holds a run" in again.output
-    resumed = CliRunner().invoke(cli_main, [*args, "--resume"])
-    assert resumed.exit_code == 0, resumed.output
-    assert [r["step"] for r in read_log(out)[0]] == [1, 2, 3, 4, 5, 6]
+# -- windowed encoding and decoding -----------------------------------------------------------------
 
 
 def test_windowed_encode_and_decode_match_whole_image():
     """Very large images run the VQ-VAE in overlapping windows: nearly all codes and, apart from
     float noise, all decoded pixels must match the whole-image pass."""
-    from vqcodec.vqvae import decode_windowed, encode_windowed
-
     torch.manual_seed(0)
     model = VQVAE(VQVAEConfig(hidden=16, res_channels=8, res_blocks=1, num_codes=32, code_dim=8)).train()
     model(torch.rand(2, 3, 64, 64))  # seeds the codebooks from encoder outputs

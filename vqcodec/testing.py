@@ -1,19 +1,24 @@
 """Test helpers shared by the test suite and the benchmarks (like ``numpy.testing``): a tiny random
-codec model, synthetic images, a reference sampler that recomputes the full parallel pass for every
-code, and random damage to `.vqc` files. Nothing here is used to compress real images.
+codec model, synthetic images, the code maps of an image, a reference sampler that recomputes the
+full parallel pass for every code, random damage to `.vqc` files, a toy classifier and the log of a
+training run. Nothing here is used to compress real images.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import random
 import zlib
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
 
+from vqcodec.codec import compress
 from vqcodec.coding.bitstream import Bitstream, pack, unpack
+from vqcodec.imageio import to_tensor
 from vqcodec.priors.contract import IntegerPrior
 from vqcodec.priors.pixelcnn import PixelCNNPrior, PriorConfig
 from vqcodec.priors.registry import integer_twin
@@ -52,6 +57,45 @@ def shapes_image(index: int, height: int = 32, width: int = 40) -> np.ndarray:
     cy, cx, r = rng.integers(0, height), rng.integers(0, width), rng.integers(3, 9)
     img[(y - cy) ** 2 + (x - cx) ** 2 < r * r] = rng.uniform(0, 1, 3)
     return (np.clip(img, 0, 1) * 255).round().astype(np.uint8)
+
+
+# -- code maps ------------------------------------------------------------------------------------------
+def image_codes(model: CodecModel, pixels: np.ndarray) -> list[torch.Tensor]:
+    """Code maps (bottom first, each (1, H_l, W_l)) exactly as compress computes them (written out
+    here rather than calling the codec's own conversion, so tests compare against an independent path)."""
+    bits = 8 if pixels.dtype == np.uint8 else 16
+    x = to_tensor(pixels, bits)
+    if x.shape[1] == 1:
+        x = x.repeat(1, 3, 1, 1)
+    return model.vqvae.encode(x)
+
+
+def code_shapes(codes: list[torch.Tensor]) -> list[tuple[int, int]]:
+    """(H_l, W_l) of each code map (each (B, H_l, W_l))."""
+    return [(c.shape[1], c.shape[2]) for c in codes]
+
+
+def assert_codes_equal(got: list[torch.Tensor], want: list[torch.Tensor]) -> None:
+    """The code maps are identical, level by level; the message names the first level that is not."""
+    assert len(got) == len(want)
+    for level, (g, w) in enumerate(zip(got, want)):
+        assert g.shape == w.shape, f"level {level}: {g.shape} != {w.shape}"
+        assert torch.equal(g.cpu(), w.cpu()), f"level {level}: {(g.cpu() != w.cpu()).sum()} codes differ"
+
+
+# -- small configurations ---------------------------------------------------------------------------------
+def tiny_vqvae_config(levels: int = 2, **overrides) -> VQVAEConfig:
+    """A VQ-VAE small enough to train for a few steps in a test."""
+    base = dict(hidden=16, res_channels=8, res_blocks=1, num_codes=16, code_dim=4, levels=levels)
+    base.update(overrides)
+    return VQVAEConfig(**base)
+
+
+def tiny_prior_config(**overrides) -> PriorConfig:
+    """A PixelCNN prior small enough for exhaustive gradient checks (no dropout)."""
+    base = dict(num_codes=8, channels=8, layers=2, heads=2, dropout=0.0, out_blocks=1, cond_channels=8, cond_blocks=1)
+    base.update(overrides)
+    return PriorConfig(**base)
 
 
 # -- a tiny codec model ---------------------------------------------------------------------------------
@@ -224,3 +268,43 @@ def mutate(rng: random.Random, data: bytes, hend: int) -> tuple[str, bytes]:
         }[field]
         return kind, pack(Bitstream(dataclasses.replace(h, **{field: value}), stream.tiles))
     return kind, bytes(buf)
+
+
+class DamagedFile(NamedTuple):
+    pixels: np.ndarray
+    data: bytes  # the intact file
+    bad: bytes  # the same file with one tile's payload damaged
+    tile: int  # the tile side the file was written with
+    damaged: int  # the index of the damaged tile
+
+
+def file_with_damaged_tile(model: CodecModel) -> DamagedFile:
+    """A 64x96 image coded in six 8x8-code tiles, and the same file with a bit flipped in the middle
+    of tile 2's payload (the tile checksums are not repaired: the container sees the damage)."""
+    tile, k = 8, 2
+    pixels = smooth_image(64, 96, seed=121)  # 16x24 bottom codes: 6 tiles of 8x8
+    data = compress(pixels, model, tile=tile)
+    lengths = [len(t) for t in unpack(data).tiles]
+    assert len(lengths) == 6 and all(lengths)
+    at = len(data) - sum(lengths) + sum(lengths[:k]) + lengths[k] // 2  # the middle of tile k's payload
+    bad = bytearray(data)
+    bad[at] ^= 0x10
+    return DamagedFile(pixels, data, bytes(bad), tile, k)
+
+
+# -- a toy classifier ------------------------------------------------------------------------------------------
+class Brightness(torch.nn.Module):
+    """Toy classifier for rejection sampling: class 1 logit = mean brightness, class 0 logit = 1 - mean
+    brightness (TorchScript-able, so it can be saved as a classifier file)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        m = x.mean((1, 2, 3))
+        return torch.stack([1 - m, m], 1)
+
+
+# -- training runs --------------------------------------------------------------------------------------------
+def read_log(run: str | Path) -> tuple[list[dict], list[dict]]:
+    """(training-step records, validation records) of a run's log.jsonl."""
+    lines = (Path(run) / "log.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines if line.strip()]
+    return [r for r in records if "loss" in r], [r for r in records if "val_psnr" in r]

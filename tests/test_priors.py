@@ -1,39 +1,28 @@
-"""Tests for the PixelCNN priors: exact causality and no blind spot, learning a known entropy, the
-integer twin's exactness (incremental == parallel, NLL close to the float prior) and ``vqcodec eval``."""
+"""Tests for the PixelCNN priors: exact causality and no blind spot, learning a known entropy, and the
+integer twin (calibrated by forward hooks): incremental == parallel, bit for bit, for a trained prior
+and for the default model's priors, and an NLL close to the float prior's; the prior registry."""
 
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 
-from cli.main import main as cli_main
-from vqcodec.checkpoint import save_model
-from vqcodec.codes import CodeGrid, CodeTiles
-from vqcodec.intprior import IntPrior, Stepper
-from vqcodec.prior import CausalAttention, GatedLayer, PixelCNNPrior, PriorConfig, nll_bits
-from vqcodec.train_prior import mean_bits, unigram_entropy
-from vqcodec.vqvae import VQVAE, VQVAEConfig
+from vqcodec.priors.int_pixelcnn import IntPixelCNN
+from vqcodec.priors.pixelcnn import CausalAttention, GatedLayer, PixelCNNPrior, PriorConfig, nll_bits
+from vqcodec.priors.registry import build_integer_prior, integer_twin
+from vqcodec.testing import image_codes, smooth_image, tiny_prior_config
+from vqcodec.train.code_datasets import CodeTiles
+from vqcodec.train.evaluation import mean_bits, unigram_entropy
 
 H, W = 5, 6  # small map for the causality checks (odd height: conditioning maps are cropped)
 
 
-
-
-def tiny_cfg(**kw) -> PriorConfig:
-    base = dict(num_codes=8, channels=8, layers=2, heads=2, dropout=0.0, out_blocks=1, cond_channels=8, cond_blocks=1)
-    base.update(kw)
-    return PriorConfig(**base)
-
-
 def make_prior(seed: int = 0, **kw) -> PixelCNNPrior:
     torch.manual_seed(seed)
-    return PixelCNNPrior(tiny_cfg(**kw)).double().eval()
+    return PixelCNNPrior(tiny_prior_config(**kw)).double().eval()
 
 
 def cond_maps(levels: int, batch: int = 2, k: int = 8, seed: int = 1) -> list[torch.Tensor] | None:
@@ -85,7 +74,7 @@ def test_gated_layer_stacks(cond: int, classes: int) -> None:
     """v out at row r sees v in rows <= r only; h out at (r, c) sees h in (r, <= c) and v in rows <= r;
     v never sees h. (The stack inputs are shifted before the first layer, so this makes the model causal.)"""
     torch.manual_seed(0)
-    cfg = tiny_cfg(cond_levels=cond, num_classes=classes, v_rows=3, v_cols=5, h_cols=4)
+    cfg = tiny_prior_config(cond_levels=cond, num_classes=classes, v_rows=3, v_cols=5, h_cols=4)
     layer = GatedLayer(cfg).double().eval()
     c = cfg.channels
     feat = torch.randn(2, cfg.cond_channels, H, W, dtype=torch.float64) if cond else None
@@ -117,7 +106,7 @@ def test_causal_attention_layer() -> None:
     torch.manual_seed(0)
     att = CausalAttention(8, 2).double().eval()
     x = torch.randn(2, 8, H, W, dtype=torch.float64)
-    grads = grads_per_position(att, x, 8)
+    grads = grads_per_position(lambda h: att(h) - h, x, 8)  # the module returns h + its attention output
     assert_causal(grads, strict=False)  # attends to j <= i
     assert torch.all(grads[-1] > 0)  # ... and to every such j
 
@@ -127,8 +116,8 @@ def test_output_head_is_pointwise() -> None:
     prior = make_prior(out_blocks=2)
 
     def head(h):
-        for a, b in prior.out_blocks:
-            h = h + b(torch.relu(a(torch.relu(h))))
+        for block in prior.out_blocks:
+            h = block(h)
         return prior.logits(torch.relu(h))
 
     x = torch.randn(2, 8, H, W, dtype=torch.float64)
@@ -231,6 +220,7 @@ def trained_prior() -> PixelCNNPrior:
     return prior.eval()
 
 
+@pytest.mark.slow
 def test_prior_learns_true_entropy(trained_prior: PixelCNNPrior) -> None:
     maps = row_constant_codes(256, seed=1)
     tiles = CodeTiles([maps], np.full(len(maps), -1), level=0, tile=S, seed=5)
@@ -241,18 +231,19 @@ def test_prior_learns_true_entropy(trained_prior: PixelCNNPrior) -> None:
 
 
 @pytest.fixture(scope="module")
-def int_prior(trained_prior: PixelCNNPrior) -> IntPrior:
+def int_prior(trained_prior: PixelCNNPrior) -> IntPixelCNN:
     calib = torch.from_numpy(row_constant_codes(64, seed=2).astype(np.int64))
-    return IntPrior.from_float(trained_prior, [(calib[:32], None, None), (calib[32:], None, None)])
+    return IntPixelCNN.from_float(trained_prior, [(calib[:32], None, None), (calib[32:], None, None)])
 
 
-def test_int_prior_stepper_equals_parallel(int_prior: IntPrior) -> None:
+@pytest.mark.slow
+def test_int_prior_stepper_equals_parallel(int_prior: IntPixelCNN) -> None:
     codes = torch.from_numpy(row_constant_codes(4, seed=3).astype(np.int64))
     codes[0, 3, 4] = (codes[0, 3, 4] + 1) % K  # an unlikely code too
     parallel = int_prior.parallel_probs(codes)
     assert parallel.dtype == torch.float64 and torch.all(parallel >= 1)
     assert torch.equal(parallel, parallel.round())
-    stepper = Stepper(int_prior, 4, S, S)
+    stepper = int_prior.stepper(4, S, S)
     for r in range(S):
         stepper.row(r)
         for c in range(S):
@@ -260,7 +251,8 @@ def test_int_prior_stepper_equals_parallel(int_prior: IntPrior) -> None:
             stepper.put(r, c, codes[:, r, c])
 
 
-def test_int_prior_nll_close_to_float(trained_prior: PixelCNNPrior, int_prior: IntPrior) -> None:
+@pytest.mark.slow
+def test_int_prior_nll_close_to_float(trained_prior: PixelCNNPrior, int_prior: IntPixelCNN) -> None:
     codes = torch.from_numpy(row_constant_codes(128, seed=4).astype(np.int64))
     with torch.no_grad():
         float_bits = float(nll_bits(trained_prior(codes), codes))
@@ -270,104 +262,43 @@ def test_int_prior_nll_close_to_float(trained_prior: PixelCNNPrior, int_prior: I
     assert abs(int_bits - float_bits) <= 0.01 * float_bits, (int_bits, float_bits)
 
 
-# -- vqcodec eval -----------------------------------------------------------------------------------------
-def _code_dataset(folder: Path, n: int, seed: int, vq_cfg: VQVAEConfig) -> None:
-    rng = np.random.default_rng(seed)
-    folder.mkdir()
-    np.save(folder / "level0.npy", rng.integers(0, 4, (n, 8, 8)).astype(np.uint16))
-    np.save(folder / "level1.npy", rng.integers(0, vq_cfg.num_codes, (n, 4, 4)).astype(np.uint16))
-    np.save(folder / "labels.npy", np.full(n, -1, dtype=np.int64))
-    meta = {"levels": 2, "num_codes": vq_cfg.num_codes, "classes": []}
-    (folder / "meta.json").write_text(json.dumps(meta))
+# -- the default model's integer priors ----------------------------------------------------------------------
+def test_parallel_probs_equal_stepper_probs(model):
+    """The default model's integer priors: the stepper (decoder) gives the parallel pass's (encoder's)
+    probabilities at every position, bit for bit."""
+    # two images as a batch of two, so the stepper's batch rows must not mix either
+    maps = [image_codes(model, smooth_image(40, 48, seed=s)) for s in (41, 42)]
+    codes = [torch.cat([mp[lv] for mp in maps]) for lv in range(model.levels)]
+    for level in reversed(range(model.levels)):
+        net = model.priors[level]
+        here, cond = codes[level], codes[level + 1 :] or None
+        parallel = net.parallel_probs(here, cond)
+        b, h, w = here.shape
+        stepper = net.stepper(b, h, w, cond)
+        for r in range(h):
+            stepper.row(r)
+            for c in range(w):
+                step = stepper.probs_at(r, c)
+                assert torch.equal(step, parallel[:, r, c]), f"level {level} differs at ({r}, {c})"
+                stepper.put(r, c, here[:, r, c])
+        assert parallel.dtype == torch.float64 and torch.equal(parallel, parallel.round())
+        assert float(parallel.min()) >= 1
 
 
-def test_eval_command(tmp_path: Path, tiny_images: Path) -> None:
-    vq_cfg = VQVAEConfig(hidden=16, res_channels=8, res_blocks=1, num_codes=16, code_dim=4, levels=2)
+# -- the registry ------------------------------------------------------------------------------------------
+def test_registry_builds_the_integer_twin_and_rebuilds_it_from_its_tensors() -> None:
+    """``integer_twin`` is ``IntPixelCNN.from_float`` for a gated PixelCNN, and the tensors it stores
+    rebuild (``build_integer_prior``, as a model file is loaded) a prior with the same probabilities."""
     torch.manual_seed(0)
-    save_model(tmp_path / "vq.safetensors", VQVAE(vq_cfg).state_dict(), "vqvae", vq_cfg.to_dict())
-    paths = {}
-    for level, name in enumerate(["bottom", "top"]):
-        prior = PixelCNNPrior(tiny_cfg(num_codes=16, cond_levels=1 - level, attention_every=2 if level else 0))
-        paths[name] = tmp_path / f"{name}.safetensors"
-        save_model(paths[name], prior.state_dict(), f"prior-{name}",
-                   {**prior.config.to_dict(), "level": level, "tile": 8, "levels": 2})
-    _code_dataset(tmp_path / "codes", 12, 0, vq_cfg)
-    _code_dataset(tmp_path / "val", 12, 1, vq_cfg)
-    out = tmp_path / "table.json"
-    args = ["eval", "--vqvae", str(tmp_path / "vq.safetensors"), "--prior-top", str(paths["top"]),
-            "--prior-bottom", str(paths["bottom"]), "--codes", str(tmp_path / "codes"),
-            "--val-codes", str(tmp_path / "val"), "--data", str(tiny_images), "--val", str(tiny_images),
-            "--images", "2", "--tiles", "8", "--json", str(out)]
-    res = CliRunner().invoke(cli_main, args)
-    assert res.exit_code == 0, res.output
-    assert "NLL val" in res.output and "PSNR" in res.output
-    table = json.loads(out.read_text())
-    top, bottom = table["priors"]["top"], table["priors"]["bottom"]
-    assert top["log2_k"] == 4.0 and bottom["log2_k"] == 4.0
-    assert bottom["unigram_train"] == pytest.approx(2.0, abs=0.1)  # bottom codes use 4 of 16 symbols
-    assert top["unigram_val"] == pytest.approx(unigram_entropy(np.load(tmp_path / "val" / "level1.npy"), 16))
-    assert top["gap_percent"] == pytest.approx(100 * (top["val_bits"] - top["train_bits"]) / top["train_bits"])
-    assert bottom["nll_percent_of_unigram"] == pytest.approx(100 * bottom["val_bits"] / bottom["unigram_val"])
-    assert table["vqvae"]["train_mse"] == table["vqvae"]["val_mse"]  # the same folder twice
-    assert table["vqvae"]["train_psnr"] > 0
-    # a level the codes do not have is refused with a clean message
-    res = CliRunner().invoke(cli_main, [*args, "--prior-middle", str(paths["top"])])
-    assert res.exit_code == 1 and "no 'middle' level" in res.output
-
-
-def test_eval_holdout_gap(tmp_path: Path, tiny_images: Path) -> None:
-    """A prior that learnt its training codes by heart: --holdout-codes shows the overfitting."""
-    vq_cfg = VQVAEConfig(hidden=16, res_channels=8, res_blocks=1, num_codes=4, code_dim=4, levels=2)
-    save_model(tmp_path / "vq.safetensors", VQVAE(vq_cfg).state_dict(), "vqvae", vq_cfg.to_dict())
-    paths = {}
-    for level, name in enumerate(["bottom", "top"]):
-        prior = PixelCNNPrior(tiny_cfg(num_codes=4, cond_levels=1 - level, attention_every=0))
-        if level == 0:  # bias the output towards code 0: cheap on codes of 0, dear on anything else
-            with torch.no_grad():
-                prior.logits.bias.copy_(torch.tensor([8.0, 0.0, 0.0, 0.0]))
-        paths[name] = tmp_path / f"{name}.safetensors"
-        save_model(paths[name], prior.state_dict(), f"prior-{name}",
-                   {**prior.config.to_dict(), "level": level, "tile": 8, "levels": 2})
-    for folder, bottom_codes in (("codes", 0), ("val", 0), ("held", 1)):
-        (tmp_path / folder).mkdir()
-        np.save(tmp_path / folder / "level0.npy", np.full((4, 8, 8), bottom_codes, dtype=np.uint16))
-        np.save(tmp_path / folder / "level1.npy", np.zeros((4, 4, 4), dtype=np.uint16))
-        np.save(tmp_path / folder / "labels.npy", np.full(4, -1, dtype=np.int64))
-        (tmp_path / folder / "meta.json").write_text(json.dumps({"levels": 2, "num_codes": 4, "classes": []}))
-    out = tmp_path / "table.json"
-    args = ["eval", "--vqvae", str(tmp_path / "vq.safetensors"), "--prior-top", str(paths["top"]),
-            "--prior-bottom", str(paths["bottom"]), "--codes", str(tmp_path / "codes"),
-            "--val-codes", str(tmp_path / "val"), "--holdout-codes", str(tmp_path / "held"), "--tiles", "4",
-            "--json", str(out)]
-    res = CliRunner().invoke(cli_main, args)
-    assert res.exit_code == 0, res.output
-    assert "gap held-out %" in res.output
-    bottom = json.loads(out.read_text())["priors"]["bottom"]
-    assert bottom["gap_percent"] == pytest.approx(0.0)  # the same codes as training
-    assert bottom["holdout_bits"] > 10 * bottom["train_bits"]
-    assert bottom["holdout_gap_percent"] == pytest.approx(
-        100 * (bottom["holdout_bits"] - bottom["train_bits"]) / bottom["train_bits"])
-
-
-@pytest.mark.parametrize(("h", "w"), [(8, 8), (10, 12)])
-def test_code_grid_covers_every_code(h: int, w: int) -> None:
-    """The exact evaluation grid visits every code of every map, and its top windows match."""
-    rng = np.random.default_rng(0)
-    bottom = rng.integers(0, 512, (3, h, w)).astype(np.uint16)
-    top = rng.integers(0, 512, (3, h // 2, w // 2)).astype(np.uint16)
-    grid = CodeGrid([bottom, top], np.arange(3), level=0, tile=4)
-    seen = np.zeros(bottom.shape, dtype=int)
-    for i in range(len(grid)):
-        codes, cond, label = grid[i]
-        n = int(label)
-        matches = [(y, x) for y, x in np.argwhere(np.ones((h - 3, w - 3), bool))
-                   if (bottom[n, y : y + 4, x : x + 4] == codes.numpy()).all()]
-        assert len(matches) == 1  # random codes: one place fits
-        y, x = matches[0]
-        assert y % 2 == 0 and x % 2 == 0  # aligned with the top level
-        assert (cond.numpy() == top[n, y // 2 : y // 2 + 2, x // 2 : x // 2 + 2]).all()
-        seen[n, y : y + 4, x : x + 4] += 1
-    assert seen.min() == 1
-    assert len(grid) == 3 * -(-h // 4) * -(-w // 4)
-    with pytest.raises(IndexError):
-        grid[len(grid)]
+    prior = PixelCNNPrior(tiny_prior_config(cond_levels=1, num_classes=3, attention_every=1)).eval()
+    g = torch.Generator().manual_seed(1)
+    codes, above = torch.randint(0, 8, (4, 8, 8), generator=g), torch.randint(0, 8, (4, 4, 4), generator=g)
+    label = torch.randint(0, 3, (4,), generator=g)
+    calibration = [(codes, [above], label)]
+    twin = integer_twin(prior, calibration)
+    assert isinstance(twin, IntPixelCNN)
+    mine, direct = twin.state(), IntPixelCNN.from_float(prior, calibration).state()
+    assert mine.keys() == direct.keys()
+    assert all(torch.equal(mine[k], direct[k]) for k in mine)
+    rebuilt = build_integer_prior(prior.config.to_dict(), mine)
+    assert torch.equal(rebuilt.parallel_probs(codes, [above], label), twin.parallel_probs(codes, [above], label))

@@ -1,0 +1,419 @@
+"""Tests of the command line: every test that runs ``vqcodec`` (through click's CliRunner in this
+process, or as ``python -m vqcodec`` in a subprocess): compress, decompress and info on files, pipes
+and folders, clean refusals, regions and salvage; train, extract-codes and their resume; eval; sample;
+and the README's training workflow end to end on tiny data."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import random
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+from vqcodec_cli.main import main as cli_main
+
+from vqcodec.codec import compress, decompress, decompress_image
+from vqcodec.priors.pixelcnn import PixelCNNPrior
+from vqcodec.sampling import image_grid, sample_images
+from vqcodec.testing import (
+    Brightness,
+    file_with_damaged_tile,
+    read_log,
+    smooth_image,
+    tiny_prior_config,
+    write_tiny_codec_model,
+)
+from vqcodec.train.evaluation import unigram_entropy
+from vqcodec.vqvae import VQVAE, VQVAEConfig
+from vqcodec.zoo.codec_model import load_codec_model
+from vqcodec.zoo.files import save_model
+
+# -- helpers ------------------------------------------------------------------------------------------------
+
+CLI_ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # one thread: much faster for these small images
+
+
+def cli(*args: str, cwd: Path, stdin: bytes | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "vqcodec", *args], cwd=cwd, input=stdin, capture_output=True,
+                          timeout=120, env=CLI_ENV)
+
+
+def cli_parallel(runs: dict[str, list[str]], cwd: Path) -> dict[str, subprocess.CompletedProcess]:
+    """Run several CLI commands at once (each single-threaded) and collect their results by name."""
+    procs = {
+        name: subprocess.Popen([sys.executable, "-m", "vqcodec", *args], cwd=cwd, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, env=CLI_ENV)
+        for name, args in runs.items()
+    }
+    results = {}
+    for name, proc in procs.items():
+        out, err = proc.communicate(timeout=120)
+        results[name] = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    return results
+
+
+def assert_clean_failure(proc: subprocess.CompletedProcess) -> str:
+    err = proc.stderr.decode()
+    assert proc.returncode == 1, err
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("vqcodec: error: "), err
+    return lines[0]
+
+
+def png_pixels(data: bytes) -> np.ndarray:
+    with Image.open(io.BytesIO(data)) as im:
+        return np.asarray(im)
+
+
+def run(*args: str) -> str:
+    """Run a command in this process; it must succeed. Returns its output."""
+    result = CliRunner().invoke(cli_main, list(args), catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+@pytest.fixture
+def tiny_model_file(tmp_path: Path) -> Path:
+    """A tiny random-init 2-level codec model (16 codes) as a codec-model file."""
+    return write_tiny_codec_model(tmp_path / "tiny.safetensors", num_codes=16)
+
+
+# -- compress, decompress, info -------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_cli_files_and_pipes(model, tmp_path):
+    img = smooth_image(24, 40, seed=91)
+    Image.fromarray(img).save(tmp_path / "in.png")
+    proc = cli("compress", "in.png", "-o", "out.vqc", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr.decode()
+    data = (tmp_path / "out.vqc").read_bytes()
+    assert data == compress(tmp_path / "in.png", model)
+    proc = cli("decompress", "out.vqc", "-o", "back.png", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr.decode()
+    back = (tmp_path / "back.png").read_bytes()
+    expected = decompress(data, model)
+    np.testing.assert_array_equal(png_pixels(back), expected)
+
+    # stdin -> stdout, both ends piped together
+    env = CLI_ENV
+    with open(tmp_path / "in.png", "rb") as src:
+        enc = subprocess.Popen([sys.executable, "-m", "vqcodec", "compress", "-", "-o", "-"], cwd=tmp_path,
+                               stdin=src, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        dec = subprocess.Popen([sys.executable, "-m", "vqcodec", "decompress", "-", "-o", "-"], cwd=tmp_path,
+                               stdin=enc.stdout, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        enc.stdout.close()
+        piped, dec_err = dec.communicate(timeout=120)
+        _, enc_err = enc.communicate(timeout=120)
+    assert enc.returncode == 0 and dec.returncode == 0, (enc_err + dec_err).decode()
+    assert piped[:8] == b"\x89PNG\r\n\x1a\n"
+    assert piped == back
+    np.testing.assert_array_equal(png_pixels(piped), expected)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["back.png", "in.png", "out.vqc"]  # nothing like '-.vqc'
+
+    proc = cli("info", "out.vqc", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr.decode()
+    text = proc.stdout.decode()
+    assert re.search(r"size: 40 x 24\b", text), text
+    assert re.search(rf"bytes: {len(data)}\b", text), text
+    assert model.fingerprint.hex() in text
+
+
+@pytest.mark.slow
+def test_cli_refusals(model, tmp_path):
+    Image.fromarray(smooth_image(16, 24, seed=92)).save(tmp_path / "in.png")
+    data = compress(tmp_path / "in.png", model)
+    (tmp_path / "out.vqc").write_bytes(b"keep me")
+    (tmp_path / "cut.vqc").write_bytes(data[: len(data) // 2])
+    (tmp_path / "noise.vqc").write_bytes(bytes(random.Random(5).randrange(256) for _ in range(300)))
+    (tmp_path / "noise.png").write_bytes(bytes(random.Random(6).randrange(256) for _ in range(300)))
+    (tmp_path / "good.vqc").write_bytes(data)
+    runs = {
+        "exists": ["compress", "in.png", "-o", "out.vqc"],
+        "truncated": ["decompress", "cut.vqc", "-o", "cut.png"],
+        "noise_vqc": ["decompress", "noise.vqc", "-o", "noise_out.png"],
+        "noise_png": ["compress", "noise.png", "-o", "noise_out.vqc"],
+        "no_model": ["decompress", "good.vqc", "-o", "good.png", "--model", "missing.safetensors"],
+    }
+    results = cli_parallel(runs, cwd=tmp_path)
+    assert "exists" in assert_clean_failure(results["exists"])
+    assert (tmp_path / "out.vqc").read_bytes() == b"keep me"
+    assert "truncated" in assert_clean_failure(results["truncated"])
+    assert_clean_failure(results["noise_vqc"])
+    assert_clean_failure(results["noise_png"])
+    assert "missing.safetensors" in assert_clean_failure(results["no_model"])
+    leftovers = {"cut.png", "noise_out.png", "noise_out.vqc", "good.png"} & {p.name for p in tmp_path.iterdir()}
+    assert not leftovers
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+@pytest.mark.slow
+def test_cli_folder(model, tmp_path):
+    src = tmp_path / "photos"
+    src.mkdir()
+    for i in range(3):
+        Image.fromarray(smooth_image(8 + 4 * i, 12, seed=93 + i)).save(src / f"p{i}.png")
+    proc = cli("compress", "photos", "--out", "packed", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr.decode()
+    files = sorted((tmp_path / "packed").iterdir())
+    assert [f.name for f in files] == ["p0.vqc", "p1.vqc", "p2.vqc"]
+    for f in files:
+        assert f.read_bytes() == compress(src / f"{f.stem}.png", model)
+
+
+@pytest.mark.slow
+def test_cli_region(model, tmp_path):
+    src = tmp_path / "r.vqc"
+    src.write_bytes(compress(smooth_image(200, 264, seed=81), model))
+    proc = cli("decompress", str(src), "-o", str(tmp_path / "r.png"), "--region", "10,20,30,40", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert png_pixels((tmp_path / "r.png").read_bytes()).shape == (40, 30, 3)
+    assert cli("decompress", str(src), "-o", str(tmp_path / "q.png"), "--region", "a,b", cwd=tmp_path).returncode == 1
+
+
+@pytest.mark.slow
+def test_cli_salvage(model, tmp_path):
+    _, _, bad, _, k = file_with_damaged_tile(model)
+    (tmp_path / "bad.vqc").write_bytes(bad)
+    runs = {"strict": ["decompress", "bad.vqc", "-o", "strict.png"],
+            "salvage": ["decompress", "bad.vqc", "-o", "salvaged.png", "--salvage"]}
+    results = cli_parallel(runs, cwd=tmp_path)
+    assert f"payload of tile {k} is corrupted" in assert_clean_failure(results["strict"])
+    assert not (tmp_path / "strict.png").exists()
+    err = results["salvage"].stderr.decode()
+    assert results["salvage"].returncode == 0, err
+    assert err.strip().splitlines() == [f"vqcodec: warning: 1 damaged tile(s) ({k}) could not be restored"]
+    np.testing.assert_array_equal(png_pixels((tmp_path / "salvaged.png").read_bytes()),
+                                  decompress_image(bad, model, salvage=True).pixels)
+
+
+# -- train and extract-codes ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["--help"], ["train", "--help"], ["train", "vqvae", "--help"], ["train", "prior", "--help"],
+     ["extract-codes", "--help"]],
+)
+def test_help(argv):
+    result = CliRunner().invoke(cli_main, argv)
+    assert result.exit_code == 0, result.output
+    assert "Usage:" in result.output
+    if argv[:2] == ["train", "vqvae"]:
+        assert "--stop-at" in result.output and "--resume" in result.output
+
+
+def test_train_missing_data_folder(tmp_path):
+    out = tmp_path / "X"
+    result = CliRunner().invoke(cli_main, ["train", "vqvae", "--data", "/nonexistent", "--out", str(out)])
+    assert result.exit_code != 0
+    assert isinstance(result.exception, SystemExit)
+    assert "Traceback" not in result.output
+    assert "--data" in result.output
+    assert not out.exists()
+
+
+TINY_CLI = ["--crop", "16", "--batch", "4", "--workers", "0", "--hidden", "16", "--res-channels", "8",
+            "--res-blocks", "1", "--codes", "16", "--code-dim", "4"]
+
+
+def test_train_resume_without_a_run_is_a_clean_error(tiny_images, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = CliRunner().invoke(
+        cli_main, ["train", "vqvae", "--data", str(tiny_images), "--out", str(empty), "--resume", *TINY_CLI]
+    )
+    assert result.exit_code == 1, result.output
+    assert "nothing to resume" in result.output
+    assert "Traceback" not in result.output
+    assert list(empty.iterdir()) == []
+
+
+def test_train_stop_at_then_resume(tiny_images, tmp_path):
+    out = tmp_path / "run"
+    args = ["train", "vqvae", "--data", str(tiny_images), "--out", str(out), "--steps", "6", *TINY_CLI]
+    first = CliRunner().invoke(cli_main, [*args, "--stop-at", "3"])
+    assert first.exit_code == 0, first.output
+    assert [r["step"] for r in read_log(out)[0]] == [1, 2, 3]
+    again = CliRunner().invoke(cli_main, args)  # a fresh run may not overwrite it
+    assert again.exit_code == 1 and "already holds a run" in again.output
+    resumed = CliRunner().invoke(cli_main, [*args, "--resume"])
+    assert resumed.exit_code == 0, resumed.output
+    assert [r["step"] for r in read_log(out)[0]] == [1, 2, 3, 4, 5, 6]
+
+
+# -- eval -----------------------------------------------------------------------------------------------------
+
+
+def _code_dataset(folder: Path, n: int, seed: int, vq_cfg: VQVAEConfig) -> None:
+    rng = np.random.default_rng(seed)
+    folder.mkdir()
+    np.save(folder / "level0.npy", rng.integers(0, 4, (n, 8, 8)).astype(np.uint16))
+    np.save(folder / "level1.npy", rng.integers(0, vq_cfg.num_codes, (n, 4, 4)).astype(np.uint16))
+    np.save(folder / "labels.npy", np.full(n, -1, dtype=np.int64))
+    meta = {"levels": 2, "num_codes": vq_cfg.num_codes, "classes": []}
+    (folder / "meta.json").write_text(json.dumps(meta))
+
+
+def test_eval_command(tmp_path: Path, tiny_images: Path) -> None:
+    vq_cfg = VQVAEConfig(hidden=16, res_channels=8, res_blocks=1, num_codes=16, code_dim=4, levels=2)
+    torch.manual_seed(0)
+    save_model(tmp_path / "vq.safetensors", VQVAE(vq_cfg).state_dict(), "vqvae", vq_cfg.to_dict())
+    paths = {}
+    for level, name in enumerate(["bottom", "top"]):
+        prior = PixelCNNPrior(tiny_prior_config(num_codes=16, cond_levels=1 - level, attention_every=2 if level else 0))
+        paths[name] = tmp_path / f"{name}.safetensors"
+        save_model(paths[name], prior.state_dict(), f"prior-{name}",
+                   {**prior.config.to_dict(), "level": level, "tile": 8, "levels": 2})
+    _code_dataset(tmp_path / "codes", 12, 0, vq_cfg)
+    _code_dataset(tmp_path / "val", 12, 1, vq_cfg)
+    out = tmp_path / "table.json"
+    args = ["eval", "--vqvae", str(tmp_path / "vq.safetensors"), "--prior-top", str(paths["top"]),
+            "--prior-bottom", str(paths["bottom"]), "--codes", str(tmp_path / "codes"),
+            "--val-codes", str(tmp_path / "val"), "--data", str(tiny_images), "--val", str(tiny_images),
+            "--images", "2", "--tiles", "8", "--json", str(out)]
+    res = CliRunner().invoke(cli_main, args)
+    assert res.exit_code == 0, res.output
+    assert "NLL val" in res.output and "PSNR" in res.output
+    table = json.loads(out.read_text())
+    top, bottom = table["priors"]["top"], table["priors"]["bottom"]
+    assert top["log2_k"] == 4.0 and bottom["log2_k"] == 4.0
+    assert bottom["unigram_train"] == pytest.approx(2.0, abs=0.1)  # bottom codes use 4 of 16 symbols
+    assert top["unigram_val"] == pytest.approx(unigram_entropy(np.load(tmp_path / "val" / "level1.npy"), 16))
+    assert top["gap_percent"] == pytest.approx(100 * (top["val_bits"] - top["train_bits"]) / top["train_bits"])
+    assert bottom["nll_percent_of_unigram"] == pytest.approx(100 * bottom["val_bits"] / bottom["unigram_val"])
+    assert table["vqvae"]["train_mse"] == table["vqvae"]["val_mse"]  # the same folder twice
+    assert table["vqvae"]["train_psnr"] > 0
+    # a level the codes do not have is refused with a clean message
+    res = CliRunner().invoke(cli_main, [*args, "--prior-middle", str(paths["top"])])
+    assert res.exit_code == 1 and "no 'middle' level" in res.output
+
+
+def test_eval_holdout_gap(tmp_path: Path, tiny_images: Path) -> None:
+    """A prior that learnt its training codes by heart: --holdout-codes shows the overfitting."""
+    vq_cfg = VQVAEConfig(hidden=16, res_channels=8, res_blocks=1, num_codes=4, code_dim=4, levels=2)
+    save_model(tmp_path / "vq.safetensors", VQVAE(vq_cfg).state_dict(), "vqvae", vq_cfg.to_dict())
+    paths = {}
+    for level, name in enumerate(["bottom", "top"]):
+        prior = PixelCNNPrior(tiny_prior_config(num_codes=4, cond_levels=1 - level, attention_every=0))
+        if level == 0:  # bias the output towards code 0: cheap on codes of 0, dear on anything else
+            with torch.no_grad():
+                prior.logits.bias.copy_(torch.tensor([8.0, 0.0, 0.0, 0.0]))
+        paths[name] = tmp_path / f"{name}.safetensors"
+        save_model(paths[name], prior.state_dict(), f"prior-{name}",
+                   {**prior.config.to_dict(), "level": level, "tile": 8, "levels": 2})
+    for folder, bottom_codes in (("codes", 0), ("val", 0), ("held", 1)):
+        (tmp_path / folder).mkdir()
+        np.save(tmp_path / folder / "level0.npy", np.full((4, 8, 8), bottom_codes, dtype=np.uint16))
+        np.save(tmp_path / folder / "level1.npy", np.zeros((4, 4, 4), dtype=np.uint16))
+        np.save(tmp_path / folder / "labels.npy", np.full(4, -1, dtype=np.int64))
+        (tmp_path / folder / "meta.json").write_text(json.dumps({"levels": 2, "num_codes": 4, "classes": []}))
+    out = tmp_path / "table.json"
+    args = ["eval", "--vqvae", str(tmp_path / "vq.safetensors"), "--prior-top", str(paths["top"]),
+            "--prior-bottom", str(paths["bottom"]), "--codes", str(tmp_path / "codes"),
+            "--val-codes", str(tmp_path / "val"), "--holdout-codes", str(tmp_path / "held"), "--tiles", "4",
+            "--json", str(out)]
+    res = CliRunner().invoke(cli_main, args)
+    assert res.exit_code == 0, res.output
+    assert "gap held-out %" in res.output
+    bottom = json.loads(out.read_text())["priors"]["bottom"]
+    assert bottom["gap_percent"] == pytest.approx(0.0)  # the same codes as training
+    assert bottom["holdout_bits"] > 10 * bottom["train_bits"]
+    assert bottom["holdout_gap_percent"] == pytest.approx(
+        100 * (bottom["holdout_bits"] - bottom["train_bits"]) / bottom["train_bits"])
+
+
+# -- sample ---------------------------------------------------------------------------------------------------
+
+
+def test_sample_help() -> None:
+    res = CliRunner().invoke(cli_main, ["sample", "--help"])
+    assert res.exit_code == 0
+    for opt in ("--model", "--n", "--out", "--size", "--temperature", "--class", "--seed", "--classifier",
+                "--target-class", "--acceptance"):
+        assert opt in res.output
+
+
+def test_sample_grid(tiny_model_file: Path, tmp_path: Path) -> None:
+    out = tmp_path / "grid.png"
+    res = CliRunner().invoke(cli_main, ["sample", "--model", str(tiny_model_file), "--n", "3", "--out", str(out),
+                                        "--size", "16", "--seed", "1"])
+    assert res.exit_code == 0, res.output
+    grid = np.asarray(Image.open(out).convert("RGB"))
+    expected = image_grid(sample_images(load_codec_model(tiny_model_file), 3, 16, 16, seed=1))
+    assert grid.shape == (34, 34, 3)  # 2 x 2 cells of 16 pixels with 2-pixel gaps
+    assert np.array_equal(grid, expected)
+    res = CliRunner().invoke(cli_main, ["sample", "--model", str(tiny_model_file), "--n", "3", "--out", str(out),
+                                        "--size", "16"])
+    assert res.exit_code == 1 and "--force" in res.output
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
+def test_sample_folder_rejection_and_errors(tiny_model_file: Path, tmp_path: Path) -> None:
+    clf = tmp_path / "clf.pt"
+    torch.jit.script(Brightness()).save(str(clf))
+    out = tmp_path / "samples"
+    base = ["sample", "--model", str(tiny_model_file), "--size", "16"]
+    res = CliRunner().invoke(cli_main, [*base, "--n", "2", "--out", str(out), "--classifier", str(clf),
+                                        "--target-class", "1", "--acceptance", "0.5"])
+    assert res.exit_code == 0, res.output
+    assert "acceptance rate: 0.5000" in res.output
+    assert sorted(p.name for p in out.iterdir()) == ["sample_0000.png", "sample_0001.png"]
+    assert np.asarray(Image.open(out / "sample_0000.png")).shape == (16, 16, 3)
+    for extra, message in [(["--class", "1"], "not class-conditional"), (["--size", "20"], "stride"),
+                           (["--target-class", "1"], "go together")]:
+        res = CliRunner().invoke(cli_main, [*base, "--n", "1", "--out", str(tmp_path / "x.png"), *extra])
+        assert res.exit_code == 1 and message in res.output, res.output
+
+
+# -- the README's training workflow ---------------------------------------------------------------------------
+
+
+def test_train_extract_export_compress(tiny_images, tmp_path):
+    """Train both stages, export, code a file: end to end on tiny data."""
+    r = str(tmp_path)
+    tiny = ["--steps", "4", "--batch", "4", "--workers", "0", "--validate-every", "2", "--checkpoint-every", "2"]
+    run("train", "vqvae", "--data", str(tiny_images), "--val", str(tiny_images), "--out", f"{r}/vq", "--crop", "16",
+        "--hidden", "16", "--res-channels", "8", "--res-blocks", "1", "--codes", "32", "--code-dim", "8",
+        "--val-images", "2", *tiny)
+    vq = f"{r}/vq/model.safetensors"
+    run("extract-codes", "--vqvae", vq, "--data", str(tiny_images), "--out", f"{r}/codes", "--crop", "32",
+        "--crops", "2")
+    for level in ("top", "bottom"):
+        run("train", "prior", "--level", level, "--codes", f"{r}/codes", "--val-codes", f"{r}/codes", "--out",
+            f"{r}/{level}", "--tile", "8", "--channels", "8", "--layers", "2", "--cond-channels", "8",
+            "--cond-blocks", "1", "--val-tiles", "4", *tiny)
+    out = run("export", "--vqvae", vq, "--prior-top", f"{r}/top/model.safetensors", "--prior-bottom",
+              f"{r}/bottom/model.safetensors", "--calibration", f"{r}/codes", "--tiles", "32",
+              "--out", f"{r}/m.safetensors")
+    assert "fingerprint" in out
+    fingerprint = re.search(r"fingerprint ([0-9a-f]{32})", out).group(1)
+    # the old spellings are still accepted and give the same codes and the same model
+    run("extract-codes", "--model", vq, "--data", str(tiny_images), "--out", f"{r}/codes_old", "--crop", "32",
+        "--crops", "2")
+    for name in ("level0.npy", "level1.npy"):
+        assert np.array_equal(np.load(f"{r}/codes/{name}"), np.load(f"{r}/codes_old/{name}"))
+    old_export = ["export", "--vqvae", vq, "--prior", f"{r}/bottom/model.safetensors", "--prior",
+                  f"{r}/top/model.safetensors", "--calibration", f"{r}/codes", "--tiles", "32",
+                  "--out", f"{r}/m.safetensors"]
+    refused = CliRunner().invoke(cli_main, old_export)  # an existing --out needs --force
+    assert refused.exit_code == 1 and "--force" in refused.output, refused.output
+    assert fingerprint in run(*old_export, "--force")
+    image = np.asarray(Image.open(next(tiny_images.glob("*.png"))).convert("RGB"))
+    Image.fromarray(image).save(tmp_path / "in.png")
+    run("compress", f"{r}/in.png", "-o", f"{r}/in.vqc", "--model", f"{r}/m.safetensors")
+    run("decompress", f"{r}/in.vqc", "-o", f"{r}/back.png", "--model", f"{r}/m.safetensors")
+    back = np.asarray(Image.open(tmp_path / "back.png"))
+    assert back.shape == image.shape
+    info = run("info", f"{r}/in.vqc", "--model", f"{r}/m.safetensors")
+    assert re.search(r"^ +model: m$", info, re.M), info  # the header's fingerprint matches the exported model
