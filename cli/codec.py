@@ -151,13 +151,13 @@ def _parse_region(text: str) -> tuple[int, int, int, int]:
 @friendly_errors
 def info(file: str, model: str | None, model_dirs: tuple[Path, ...]) -> None:
     """Show what a .vqc file's header says: size, bit depth, bpp, model, tiles."""
-    from vqcodec.coding.bitstream import FORMAT_VERSION, read_header
+    from vqcodec.coding.bitstream import read_header
     from vqcodec.zoo.registry import list_models
 
     data = _read_input(file)
     head = read_header(data)
     lines = {
-        "format version": FORMAT_VERSION,
+        "format version": head.version,
         "size": f"{head.width} x {head.height}",
         "channels": f"{head.channels} ({'gray' if head.channels == 1 else 'RGB'})",
         "bit depth": head.bit_depth,

@@ -417,3 +417,31 @@ def test_train_extract_export_compress(tiny_images, tmp_path):
     assert back.shape == image.shape
     info = run("info", f"{r}/in.vqc", "--model", f"{r}/m.safetensors")
     assert re.search(r"^ +model: m$", info, re.M), info  # the header's fingerprint matches the exported model
+
+
+# -- the model zoo ------------------------------------------------------------------------------------------
+def test_models_lists_shipped_and_user_models_and_decompress_finds_them(tmp_path: Path) -> None:
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    write_tiny_codec_model(folder / "tiny.safetensors")
+    runner = CliRunner()
+    res = runner.invoke(cli_main, ["models", "--model-dir", str(folder)])
+    assert res.exit_code == 0, res.output
+    lines = {line.split()[0]: line for line in res.output.splitlines()[2:]}
+    tiny_fp = load_codec_model(folder / "tiny.safetensors").fingerprint.hex()
+    assert tiny_fp in lines["tiny"] and str(folder) in lines["tiny"]
+    assert "57a57c49cb30abd2344d4222711e75d9" in lines["default"] and "28.74 dB" in lines["default"]
+    assert re.search(r"\s2\s+10\.9MB", lines["default"])  # levels and size
+    Image.fromarray(smooth_image(24, 32, 3)).save(tmp_path / "a.png")
+    base = ["--model-dir", str(folder)]
+    assert runner.invoke(cli_main, ["compress", str(tmp_path / "a.png"), "-o", str(tmp_path / "a.vqc"),
+                                    "--model", "tiny", *base]).exit_code == 0
+    res = runner.invoke(cli_main, ["decompress", str(tmp_path / "a.vqc"), "-o", str(tmp_path / "b.png"), *base])
+    assert res.exit_code == 0, res.output
+    assert "tiny" in runner.invoke(cli_main, ["info", str(tmp_path / "a.vqc"), *base]).output
+    res = runner.invoke(cli_main, ["decompress", str(tmp_path / "a.vqc"), "-o", str(tmp_path / "c.png")])
+    assert res.exit_code == 1 and f"written by model {tiny_fp}, which is not installed" in res.output
+    assert not (tmp_path / "c.png").exists()
+    res = runner.invoke(cli_main, ["compress", str(tmp_path / "a.png"), "-o", str(tmp_path / "d.vqc"),
+                                   "--model", "nope"])
+    assert res.exit_code == 1 and "no model named 'nope'" in res.output

@@ -3,14 +3,16 @@ trips with the default and a 3-level model, bit-exactness across processes and t
 inputs the API accepts and refuses, the tile size, regions, salvaging damaged tiles, fuzzing of whole
 files and the golden file.
 
-Golden files (tests/data/golden.png, golden.vqc, golden.sha256) pin the format and the default model's
-coding. When the model or the format changes on purpose, regenerate them from the repository root with
+Golden files (tests/data/golden.png, golden_v2.vqc, golden.vqc, golden.sha256) pin the format and the
+default model's coding: golden_v2.vqc is what compress writes today (format version 2), golden.vqc the
+same image as format version 1 wrote it (symbols in raster order), which must keep decoding. When the
+model or the format changes on purpose, regenerate them from the repository root with
 
     .venv/bin/python -m pytest tests/test_codec.py -k golden --regen-golden
 
-which (1) writes golden_image() to tests/data/golden.png, (2) compresses that PNG with the default model
-to tests/data/golden.vqc and (3) writes the SHA-256 of the decoded pixel bytes (decompress(...).tobytes())
-to tests/data/golden.sha256, then checks the new files as usual; review and commit the three files.
+which writes golden_image() to tests/data/golden.png, compresses that PNG with the default model to
+golden_v2.vqc (and as version 1 to golden.vqc) and writes the SHA-256 of the decoded pixel bytes
+(decompress(...).tobytes()) to golden.sha256, then checks the new files as usual; review and commit them.
 """
 
 from __future__ import annotations
@@ -33,8 +35,8 @@ from PIL import Image
 
 import vqcodec
 from vqcodec.codec import compress, decompress, decompress_image
-from vqcodec.coding.bitstream import unpack
-from vqcodec.coding.tile_codec import decode_tiles
+from vqcodec.coding.bitstream import Bitstream, pack, unpack
+from vqcodec.coding.tile_codec import decode_tiles, encode_tiles
 from vqcodec.coding.tiles import tile_grid
 from vqcodec.errors import VQCodecError, VQCodecWarning
 from vqcodec.imageio import from_tensor
@@ -47,7 +49,7 @@ from vqcodec.testing import (
     smooth_image,
     tiny_codec_model,
 )
-from vqcodec.zoo.codec_model import CodecModel
+from vqcodec.zoo.codec_model import CodecModel, load_codec_model
 
 DATA = Path(__file__).resolve().parent / "data"
 
@@ -215,40 +217,58 @@ def golden_image() -> np.ndarray:
     return np.stack([r, g, b], -1).astype(np.uint8)
 
 
+GOLDEN = {1: "golden.vqc", 2: "golden_v2.vqc"}  # a file of every format version this vqcodec reads
+
+
+def version_1(model, pixels: np.ndarray) -> bytes:
+    """What vqcodec wrote before format version 2: the same container, symbols in raster order."""
+    stream = unpack(compress(pixels, model))
+    head = dataclasses.replace(stream.header, version=1)
+    payloads = encode_tiles(model.priors, image_codes(model, pixels), head.tile_size, "raster")
+    return pack(Bitstream(head, tuple(payloads)))
+
+
 def write_golden_files(folder: Path = DATA) -> None:
     """Regenerate the golden files (see the module docstring): run by ``pytest --regen-golden``."""
     folder.mkdir(parents=True, exist_ok=True)
     Image.fromarray(golden_image()).save(folder / "golden.png")
-    data = compress(folder / "golden.png")
-    (folder / "golden.vqc").write_bytes(data)
+    model = load_codec_model()
+    data = compress(folder / "golden.png", model)
+    (folder / GOLDEN[2]).write_bytes(data)
+    (folder / GOLDEN[1]).write_bytes(version_1(model, golden_image()))
     digest = hashlib.sha256(decompress(data).tobytes()).hexdigest()
     (folder / "golden.sha256").write_text(digest + "\n")
 
 
-def test_golden_file(model, regen_golden):
-    if regen_golden:
+@pytest.mark.parametrize("version", sorted(GOLDEN))
+def test_golden_file(model, regen_golden, version):
+    if regen_golden and version == max(GOLDEN):
         write_golden_files()
-    png, vqc = DATA / "golden.png", DATA / "golden.vqc"
+    png, vqc = DATA / "golden.png", DATA / GOLDEN[version]
     with Image.open(png) as im:
         np.testing.assert_array_equal(np.asarray(im), golden_image())  # the PNG is what golden_image() makes
     data = vqc.read_bytes()
     head = unpack(data).header
-    assert (head.width, head.height, head.channels, head.bit_depth) == (48, 40, 3, 8)
+    assert (head.width, head.height, head.channels, head.bit_depth, head.version) == (48, 40, 3, 8, version)
     assert head.model_fingerprint == model.fingerprint, "the default model changed: regenerate the golden files"
     pixels = decompress(data, model)
     assert pixels.shape == (40, 48, 3) and pixels.dtype == np.uint8
     # the code maps must decode exactly (integer prior + range coder: platform-independent) ...
     stream = unpack(data)
-    codes = decode_tiles(model.priors, model.vqvae.code_shapes(40, 48), list(stream.tiles), head.tile_size)
+    codes = decode_tiles(model.priors, model.vqvae.code_shapes(40, 48), list(stream.tiles), head.tile_size,
+                         order=head.symbol_order)
     assert_codes_equal(codes, image_codes(model, golden_image()))
     # ... and the pixels must be the ones recorded (this also pins the float VQ-VAE decoder's output)
     want = (DATA / "golden.sha256").read_text().split()[0]
     assert hashlib.sha256(pixels.tobytes()).hexdigest() == want, (
-        "golden.vqc decodes to different pixels than recorded although its codes decode exactly: the "
+        f"{vqc.name} decodes to different pixels than recorded although its codes decode exactly: the "
         "VQ-VAE decoder's float arithmetic differs here (torch version / CPU), or the model changed"
     )
-    assert compress(png, model) == data, "re-encoding golden.png no longer gives golden.vqc"
-    assert compress(golden_image(), model) == data
+    if version == max(GOLDEN):
+        assert compress(png, model) == data, f"re-encoding golden.png no longer gives {vqc.name}"
+        assert compress(golden_image(), model) == data
+    else:
+        assert version_1(model, golden_image()) == data, f"the version-{version} layout of the codes changed"
 
 
 # -- 6. Python API inputs ------------------------------------------------------------------------------------

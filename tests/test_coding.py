@@ -6,6 +6,7 @@ handling of invalid data."""
 from __future__ import annotations
 
 import binascii
+import dataclasses
 import random
 import struct
 import time
@@ -107,7 +108,8 @@ def test_round_trip(stream: Bitstream) -> None:
 
 
 def test_exact_layout_with_icc() -> None:
-    stream = Bitstream(header(width=300, height=3, icc_profile=b"ICC"), (b"ab", b""))
+    """The example of docs/bitstream.md, as version 1 (version 2: only that byte and the CRC differ)."""
+    stream = Bitstream(header(width=300, height=3, icc_profile=b"ICC", version=1), (b"ab", b""))
     expected = bytes.fromhex(
         "56 51 43 89"  # magic "VQC\x89"
         "01"  # format version
@@ -125,6 +127,11 @@ def test_exact_layout_with_icc() -> None:
     )
     assert pack(stream) == expected
     assert unpack(expected) == stream
+    v2 = pack(dataclasses.replace(stream, header=dataclasses.replace(stream.header, version=2)))
+    crc_at = len(expected) - len(b"ab") - 4
+    assert v2[4] == 2 and {i for i in range(len(v2)) if v2[i] != expected[i]} <= {4, *range(crc_at, crc_at + 4)}
+    assert unpack(v2).header.version == 2 and unpack(v2).header.symbol_order == "fast"
+    assert unpack(expected).header.symbol_order == "raster"
 
 
 def test_exact_layout_without_icc() -> None:
@@ -137,6 +144,7 @@ def test_exact_layout_without_icc() -> None:
             bit_depth=16,
             levels=3,
             tile_size=256,
+            version=1,
         ),
         (b"xyz",),
     )
@@ -188,7 +196,15 @@ def test_bad_magic(data: bytes) -> None:
 
 
 def test_newer_version() -> None:
-    refused(raw(version=2), r"^written by a newer vqcodec \(format version 2\); this one reads version 1\.$")
+    refused(raw(version=3), r"^written by a newer vqcodec \(format version 3\); this one reads versions 1 and 2\.$")
+
+
+def test_both_readable_versions_parse_and_others_cannot_be_written() -> None:
+    for version in (1, 2):
+        assert unpack(raw(version=version)).header.version == version
+    for version in (0, 3, True):
+        with pytest.raises(VQCodecError, match="format version must be one of"):
+            header(version=version)
 
 
 def test_version_zero() -> None:

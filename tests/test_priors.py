@@ -274,13 +274,13 @@ def test_parallel_probs_equal_stepper_probs(model):
         here, cond = codes[level], codes[level + 1 :] or None
         parallel = net.parallel_probs(here, cond)
         b, h, w = here.shape
-        stepper = net.stepper(b, h, w, cond)
-        for r in range(h):
-            stepper.row(r)
-            for c in range(w):
-                step = stepper.probs_at(r, c)
-                assert torch.equal(step, parallel[:, r, c]), f"level {level} differs at ({r}, {c})"
-                stepper.put(r, c, here[:, r, c])
+        for order in ("raster", "fast"):
+            stepper = net.stepper(b, h, w, cond, order=order)
+            for step, positions in enumerate(stepper.order):
+                rows, cols = torch.from_numpy(positions[:, 0]), torch.from_numpy(positions[:, 1])
+                got = stepper.probs(step)
+                assert torch.equal(got, parallel[:, rows, cols]), f"level {level}, {order}: step {step} differs"
+                stepper.record(step, here[:, rows, cols])
         assert parallel.dtype == torch.float64 and torch.equal(parallel, parallel.round())
         assert float(parallel.min()) >= 1
 

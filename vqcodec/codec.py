@@ -62,7 +62,7 @@ def compress(image: Any, model: ModelSpec = None, device: str = "cpu", tile: int
     x = to_model_input(img.pixels, img.bit_depth).to(m.device)
     codes = encode_windowed(m.vqvae, x) if h * w > WINDOW_ABOVE else m.vqvae.encode(x)
     header = Header(m.fingerprint, w, h, channels, img.bit_depth, m.levels, tile, img.icc_profile or None)
-    return pack(Bitstream(header, tuple(encode_tiles(m.priors, codes, tile))))
+    return pack(Bitstream(header, tuple(encode_tiles(m.priors, codes, tile, header.symbol_order))))
 
 
 def model_for(head: Header, model: ModelSpec, device: str, model_dirs: tuple[Path, ...] = ()) -> CodecModel:
@@ -105,7 +105,7 @@ def _decode_region(m: CodecModel, head: Header, payloads: list[bytes], region: t
         k for k, t in enumerate(tiles)
         if t.row < wy1 // b and t.row + t.height > wy0 // b and t.col < wx1 // b and t.col + t.width > wx0 // b
     }
-    maps = decode_tiles(m.priors, shapes, payloads, head.tile_size, only=needed - skip)
+    maps = decode_tiles(m.priors, shapes, payloads, head.tile_size, only=needed - skip, order=head.symbol_order)
     recon = m.vqvae.decode(crop_codes(m.vqvae, maps, wy0, wy1, wx0, wx1), wy1 - wy0, wx1 - wx0)
     return recon[:, :, y - wy0 : y - wy0 + h, x - wx0 : x - wx0 + w]
 
@@ -134,7 +134,7 @@ def decompress_image(
     if region is not None:
         recon = _decode_region(m, head, payloads, region, frozenset(stream.damaged))
     else:
-        maps = decode_tiles(m.priors, shapes, payloads, head.tile_size, only=only)
+        maps = decode_tiles(m.priors, shapes, payloads, head.tile_size, only=only, order=head.symbol_order)
         if head.height * head.width > WINDOW_ABOVE:
             recon = decode_windowed(m.vqvae, maps, head.height, head.width)
         else:

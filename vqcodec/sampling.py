@@ -97,8 +97,14 @@ def _chunks(n: int, batch: int) -> list[slice]:
 
 # -- ancestral sampling ------------------------------------------------------------------------------
 def _inverse_cdf(uniforms: list[torch.Tensor]) -> Pick:
-    """Choose each code by ``draw`` with its own uniform number (uniforms by level, (B, H_l, W_l))."""
-    return lambda level, probs, r, c: draw(probs, uniforms[level][:, r, c])
+    """Choose each code by ``draw`` with its own uniform number (uniforms by level, (B, H_l, W_l)),
+    so the codes do not depend on the decoding order."""
+
+    def pick(level: int, probs: torch.Tensor, positions: np.ndarray) -> torch.Tensor:
+        u = uniforms[level][:, torch.from_numpy(positions[:, 0]), torch.from_numpy(positions[:, 1])]
+        return draw(probs.reshape(-1, probs.shape[-1]), u.reshape(-1)).reshape(u.shape)
+
+    return pick
 
 
 @torch.no_grad()
@@ -111,6 +117,7 @@ def sample_codes(
     label: Label = None,
     seed: int = 0,
     batch: int = 16,
+    order: str = "fast",
 ) -> list[torch.Tensor]:
     """Sample ``n`` code hierarchies with the integer priors' steppers (cached activations).
 
@@ -119,7 +126,8 @@ def sample_codes(
     lower level conditioned on all levels above. ``temperature`` divides the logits (< 1: more
     likely, less diverse samples). ``label`` (an int, or one per sample) picks the class of
     class-conditional priors. ``batch`` samples are drawn together; it changes speed, never the
-    result. Returns the code maps by level (index 0 = bottom, as ``VQVAE.decode`` takes them),
+    result, and so does the decoding ``order`` ("fast" or "raster"). Returns the code maps by
+    level (index 0 = bottom, as ``VQVAE.decode`` takes them),
     each (n, H_l, W_l) int64 on the model's device.
     """
     _check(n, temperature, batch)
@@ -131,7 +139,7 @@ def sample_codes(
         for part in _chunks(n, batch):
             labs = [lab[part].to(model.device) if lab is not None else None for lab in labels]
             pick = _inverse_cdf([u[part] for u in uniforms])
-            chunks.append(generate(model.priors, shapes, part.stop - part.start, pick, labs, temperature))
+            chunks.append(generate(model.priors, shapes, part.stop - part.start, pick, labs, temperature, order))
     return [torch.cat([chunk[level] for chunk in chunks]) for level in range(model.levels)]
 
 

@@ -149,20 +149,24 @@ def write_tiny_codec_model(path: str | Path, **kwargs) -> Path:
 
 # -- a reference sampler --------------------------------------------------------------------------------
 class _RecomputingStepper:
-    """A stepper that recomputes ``parallel_probs`` over the whole map for every code."""
+    """A stepper that recomputes ``parallel_probs`` over the whole map for every step."""
 
-    def __init__(self, net: IntegerPrior, batch: int, height: int, width: int, cond, label, temperature: float):
+    def __init__(self, net: IntegerPrior, batch: int, height: int, width: int, cond, label, temperature: float,
+                 order: str):
         self.net, self.cond, self.label, self.temperature = net, cond, label, temperature
+        self.order = net.decode_order(height, width, order)
         self.codes = torch.zeros((batch, height, width), dtype=torch.long, device=net.device)
 
-    def row(self, r: int) -> None:
-        pass
+    def _where(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.from_numpy(self.order[step][:, 0]), torch.from_numpy(self.order[step][:, 1])
 
-    def probs_at(self, r: int, c: int) -> torch.Tensor:
-        return self.net.parallel_probs(self.codes, self.cond, self.label, self.temperature)[:, r, c]
+    def probs(self, step: int) -> torch.Tensor:
+        rows, cols = self._where(step)
+        return self.net.parallel_probs(self.codes, self.cond, self.label, self.temperature)[:, rows, cols]
 
-    def put(self, r: int, c: int, codes: torch.Tensor) -> None:
-        self.codes[:, r, c] = codes
+    def record(self, step: int, codes: torch.Tensor) -> None:
+        rows, cols = self._where(step)
+        self.codes[:, rows, cols] = codes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -182,8 +186,12 @@ class RecomputingPrior:
     def parallel_probs(self, *args, **kwargs) -> torch.Tensor:
         return self.net.parallel_probs(*args, **kwargs)
 
-    def stepper(self, batch, height, width, cond=None, label=None, temperature=1.0) -> _RecomputingStepper:
-        return _RecomputingStepper(self.net, batch, height, width, cond, label, temperature)
+    def decode_order(self, *args, **kwargs) -> list[np.ndarray]:
+        return self.net.decode_order(*args, **kwargs)
+
+    def stepper(self, batch, height, width, cond=None, label=None, temperature=1.0,
+                order="fast") -> _RecomputingStepper:
+        return _RecomputingStepper(self.net, batch, height, width, cond, label, temperature, order)
 
     def state(self) -> dict[str, torch.Tensor]:
         return self.net.state()

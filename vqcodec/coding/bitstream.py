@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from vqcodec.errors import VQCodecError
 
 MAGIC = b"VQC\x89"  # the non-ASCII last byte makes the file non-text and exposes 7-bit mangling
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # what pack writes by default
+READABLE_VERSIONS = (1, 2)  # 1: symbols in raster order; 2: each level in its prior's decoding order
 MAX_PIXELS = 1 << 30  # refuse absurd sizes before anyone allocates width * height
 MAX_SIDE = 1 << 17
 
@@ -43,6 +44,12 @@ class Header:
     levels: int  # 2 or 3 code-map levels
     tile_size: int  # tile side in bottom-level codes (a power of two, 4..256)
     icc_profile: bytes | None = None
+    version: int = FORMAT_VERSION  # decides the order of the symbols in the payloads
+
+    @property
+    def symbol_order(self) -> str:
+        """The decoding order (``priors.contract``) the payloads were written in."""
+        return "raster" if self.version == 1 else "fast"
 
     def __post_init__(self) -> None:
         _validate_header(self)
@@ -78,6 +85,8 @@ def _is_int(value: object) -> bool:
 
 def _validate_header(h: Header) -> None:
     """Refuse headers that could not describe a real image, on write and on read alike."""
+    if not _is_int(h.version) or h.version not in READABLE_VERSIONS:
+        raise VQCodecError(f"format version must be one of {READABLE_VERSIONS}, got {h.version!r}.")
     if not isinstance(h.model_fingerprint, bytes) or len(h.model_fingerprint) != FINGERPRINT_SIZE:
         raise VQCodecError(f"model fingerprint must be exactly {FINGERPRINT_SIZE} bytes.")
     for name, side in (("width", h.width), ("height", h.height)):
@@ -116,7 +125,7 @@ def pack(stream: Bitstream) -> bytes:
     h = stream.header
     flags = FLAG_ICC if h.icc_profile is not None else 0
     head = bytearray(MAGIC)
-    head += bytes((FORMAT_VERSION, flags))
+    head += bytes((h.version, flags))
     head += h.model_fingerprint
     head += _varint(h.width) + _varint(h.height)
     head += bytes((h.channels, h.bit_depth, h.levels, _TILE_SIZES[h.tile_size]))
@@ -179,12 +188,13 @@ def _parse(data: bytes) -> tuple[Header, list[int], list[int]]:
     r = _Reader(data)
     r.take(len(MAGIC), "magic bytes")
     version = r.byte("format version")
+    readable = " and ".join(map(str, READABLE_VERSIONS))
     if version > FORMAT_VERSION:
         raise VQCodecError(
-            f"written by a newer vqcodec (format version {version}); this one reads version {FORMAT_VERSION}."
+            f"written by a newer vqcodec (format version {version}); this one reads versions {readable}."
         )
-    if version != FORMAT_VERSION:
-        raise VQCodecError(f"unsupported format version {version}; this one reads version {FORMAT_VERSION}.")
+    if version not in READABLE_VERSIONS:
+        raise VQCodecError(f"unsupported format version {version}; this one reads versions {readable}.")
 
     # Structure first (layout depends only on the ICC flag), then the CRC, then the meaning of
     # the fields: a flipped bit is reported as corruption rather than as a strange field value.
@@ -212,12 +222,12 @@ def _parse(data: bytes) -> tuple[Header, list[int], list[int]]:
         raise VQCodecError("header is corrupted (checksum mismatch).")
 
     if flags & ~_KNOWN_FLAGS:
-        raise VQCodecError(f"header sets unknown flags 0x{flags:02x}; the file is not valid version 1.")
+        raise VQCodecError(f"header sets unknown flags 0x{flags:02x}; the file is not valid version {version}.")
     if n_tiles == 0:
         raise VQCodecError("file has no tiles.")
     if log2_tile not in _TILE_SIZES.values():
         raise VQCodecError(f"tile size 2**{log2_tile} is not a power of two from 4 to 256.")
-    header = Header(fingerprint, width, height, channels, bit_depth, levels, 1 << log2_tile, icc)
+    header = Header(fingerprint, width, height, channels, bit_depth, levels, 1 << log2_tile, icc, version)
 
     payload_start = r.pos
     expected = payload_start + sum(lengths)

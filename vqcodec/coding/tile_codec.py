@@ -1,9 +1,11 @@
 """Code maps <-> one range-coded payload per tile, with the integer priors' probabilities.
 
-Within a tile the top level is coded first, then each lower level conditioned on the levels above
-(the order of ``priors.autoregress.generate``, which the decoder runs). The encoder computes every
-probability in one parallel pass per level; the decoder recomputes them one code at a time, and the
-integer priors guarantee both give the same numbers.
+Within a tile the top level is coded first, then each lower level conditioned on the levels above,
+each level's symbols in its prior's decoding order (``order``: "raster", as format version 1
+wrote them, or "fast", the wavefront where a prior allows it) -- the order in which
+``priors.autoregress.generate`` decodes them. The encoder computes every probability in one
+parallel pass per level; the decoder recomputes them step by step, and the integer priors
+guarantee both give the same numbers.
 """
 
 from __future__ import annotations
@@ -17,6 +19,18 @@ from vqcodec.coding.tiles import Tile, shape_groups, tile_grid
 from vqcodec.errors import VQCodecError
 from vqcodec.priors.autoregress import Pick, generate, levels_above, one_thread
 from vqcodec.priors.contract import IntegerPrior
+from vqcodec.priors.wavefront import flat_positions
+
+BATCH_TILES = 32  # tiles coded together: big enough to amortise each step, small enough to bound memory
+
+
+def _batches(tiles: list[Tile], only: set[int] | None = None) -> list[list[int]]:
+    """Tile indices in batches of one shape and at most BATCH_TILES (memory stays bounded at any size)."""
+    out = []
+    for idx in shape_groups(tiles):
+        idx = [k for k in idx if only is None or k in only]
+        out += [idx[s : s + BATCH_TILES] for s in range(0, len(idx), BATCH_TILES)]
+    return out
 
 
 def _windows(maps: Sequence[torch.Tensor], tiles: list[Tile], idx: list[int]) -> list[torch.Tensor]:
@@ -25,28 +39,32 @@ def _windows(maps: Sequence[torch.Tensor], tiles: list[Tile], idx: list[int]) ->
 
 
 @torch.no_grad()
-def encode_tiles(priors: Sequence[IntegerPrior], codes: Sequence[torch.Tensor], tile: int) -> list[bytes]:
+def encode_tiles(
+    priors: Sequence[IntegerPrior], codes: Sequence[torch.Tensor], tile: int, order: str = "fast"
+) -> list[bytes]:
     """Tile payloads for code maps (bottom first, each (1, H_l, W_l)), tiles in raster order."""
     tiles = tile_grid(codes[0].shape[1], codes[0].shape[2], tile)
     parts: list[list] = [[] for _ in tiles]
-    for idx in shape_groups(tiles):
+    for idx in _batches(tiles):
         batch = _windows(codes, tiles, idx)
         for level in reversed(range(len(priors))):
             probs = priors[level].parallel_probs(batch[level], levels_above(batch, level))
+            steps = priors[level].decode_order(probs.shape[1], probs.shape[2], order)
+            rows, cols = (torch.from_numpy(a) for a in flat_positions(steps))
             for j, k in enumerate(idx):
-                parts[k].append((batch[level][j].reshape(-1).cpu().numpy(), probs[j].reshape(-1, probs.shape[-1])))
+                parts[k].append((batch[level][j][rows, cols].cpu().numpy(), probs[j][rows, cols]))
     return [encode_symbols(p) for p in parts]
 
 
 def _from_stream(decoders: TileDecoders) -> Pick:
     """Choose each code as the range decoder reads it under the prior's probabilities."""
-    return lambda level, probs, r, c: decoders.decode(probs)
+    return lambda level, probs, positions: torch.stack([decoders.decode(probs[:, p]) for p in range(probs.shape[1])], 1)
 
 
 @torch.no_grad()
 def decode_tiles(
     priors: Sequence[IntegerPrior], shapes: Sequence[tuple[int, int]], payloads: Sequence[bytes], tile: int,
-    only: set[int] | None = None,
+    only: set[int] | None = None, order: str = "fast",
 ) -> list[torch.Tensor]:
     """Code maps (each (1, H_l, W_l)) from tile payloads: all tiles of a shape decode together.
     With ``only``, just those tiles are decoded (the rest of the maps stay 0)."""
@@ -55,14 +73,11 @@ def decode_tiles(
         raise VQCodecError(f"the file holds {len(payloads)} tiles where its geometry needs {len(tiles)}")
     maps = [torch.zeros((1, *s), dtype=torch.long, device=priors[0].device) for s in shapes]
     with one_thread():
-        for idx in shape_groups(tiles):
-            idx = [k for k in idx if only is None or k in only]
-            if not idx:
-                continue
+        for idx in _batches(tiles, only):
             decoders = TileDecoders([payloads[k] for k in idx])
             first = tiles[idx[0]]
             sizes = [(first.height >> lv, first.width >> lv) for lv in range(len(priors))]
-            decoded = generate(priors, sizes, len(idx), _from_stream(decoders))
+            decoded = generate(priors, sizes, len(idx), _from_stream(decoders), order=order)
             for lv, batch in enumerate(decoded):
                 for j, k in enumerate(idx):
                     maps[lv][0][tiles[k].window(lv)] = batch[j]

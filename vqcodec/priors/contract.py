@@ -5,29 +5,33 @@ codes per position. The codec only ever talks to the *integer* twin of a prior, 
 and decoder must compute bit-identical probabilities:
 
 * ``parallel_probs`` gives every position's probabilities at once, given all codes (the encoder);
-* ``stepper`` walks positions in the architecture's decoding order with cached state (the decoder
-  and the sampler), and must give exactly the same integers as ``parallel_probs``;
-* ``state`` is the tensors that go into a model file, from which ``from_tensors`` rebuilds it.
+* ``decode_order`` lists the steps in which a decoder may choose the codes ("raster": one at a
+  time; "fast": as many at once as the architecture's context allows), and the encoder writes the
+  symbols in that order;
+* ``stepper`` walks those steps with cached state (the decoder and the sampler), and must give
+  exactly the same integers as ``parallel_probs``;
+* ``state`` is the tensors that go into a model file.
 """
 
 from __future__ import annotations
 
 from typing import Any, Protocol
 
+import numpy as np
 import torch
 
 
 class PriorStepper(Protocol):
-    """Raster-order decoding: ``row(r)`` when a row starts, then ``probs_at``/``put`` per column."""
+    """Step-by-step decoding along ``order`` (a list of (P, 2) arrays of (row, column))."""
 
-    def row(self, r: int) -> None: ...
+    order: list[np.ndarray]
 
-    def probs_at(self, r: int, c: int) -> torch.Tensor:
-        """Integer-valued float64 probabilities (B, K) of the code at (r, c)."""
+    def probs(self, step: int) -> torch.Tensor:
+        """Integer-valued float64 probabilities (B, P, K) of the step's positions."""
         ...
 
-    def put(self, r: int, c: int, codes: torch.Tensor) -> None:
-        """Record the codes (B,) chosen at (r, c)."""
+    def record(self, step: int, codes: torch.Tensor) -> None:
+        """Record the codes (B, P) chosen at the step's positions."""
         ...
 
 
@@ -44,9 +48,11 @@ class IntegerPrior(Protocol):
         """Probabilities (B, H, W, K) of every position of ``codes`` (B, H, W)."""
         ...
 
+    def decode_order(self, height: int, width: int, order: str = "fast") -> list[np.ndarray]: ...
+
     def stepper(
         self, batch: int, height: int, width: int, cond: list[torch.Tensor] | None = None,
-        label: torch.Tensor | None = None, temperature: float = 1.0,
+        label: torch.Tensor | None = None, temperature: float = 1.0, order: str = "fast",
     ) -> PriorStepper: ...
 
     def state(self) -> dict[str, torch.Tensor]: ...

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from vqcodec.errors import VQCodecError
 from vqcodec.priors.calibration import Tap, activation_ranges
 from vqcodec.priors.pixelcnn import PixelCNNPrior, PriorConfig
+from vqcodec.priors.wavefront import Order, WavefrontStepper, raster_order, wavefront_order
 
 Q = 32767  # activation range [-Q, Q]
 W_MAX = 4095  # weight range [-W_MAX, W_MAX]
@@ -237,12 +238,32 @@ class IntPixelCNN:
         """Probabilities (B, H, W, K) for every position: what the encoder codes with."""
         return self.probs(self.parallel_logits(codes, cond, label, temperature)).permute(0, 2, 3, 1)
 
+    @property
+    def reach(self) -> int | None:
+        """Columns to the right that a code's context reaches in the rows above; None: unbounded
+        (attention sees every earlier position)."""
+        cfg = self.config
+        return None if cfg.attention_every else cfg.layers * (cfg.v_cols // 2)
+
+    def decode_order(self, height: int, width: int, order: str = "fast") -> Order:
+        """The steps of decoding a map: ``"raster"``, or ``"fast"``: the wavefront where the reach
+        is bounded (raster otherwise)."""
+        if order == "raster" or self.reach is None:
+            return raster_order(height, width)
+        if order != "fast":
+            raise ValueError(f"unknown decoding order {order!r}")
+        return wavefront_order(height, width, self.reach)
+
     def stepper(
         self, batch: int, height: int, width: int, cond: list[torch.Tensor] | None = None,
-        label: torch.Tensor | None = None, temperature: float = 1.0,
-    ) -> Stepper:
-        """A raster-order stepper over ``batch`` maps of ``height`` x ``width`` codes (decoder, sampler)."""
-        return Stepper(self, batch, height, width, cond, label, temperature)
+        label: torch.Tensor | None = None, temperature: float = 1.0, order: str = "fast",
+    ) -> Stepper | WavefrontStepper:
+        """A stepper over ``batch`` maps of ``height`` x ``width`` codes along ``decode_order``."""
+        if order not in ("fast", "raster"):
+            raise ValueError(f"unknown decoding order {order!r}")
+        if self.reach is None or order == "raster":
+            return Stepper(self, batch, height, width, cond, label, temperature)
+        return WavefrontStepper(self, batch, height, width, cond, label, temperature, self.reach)
 
 
 class Stepper:
@@ -250,6 +271,7 @@ class Stepper:
 
     Call ``row(r)`` when row r starts (all codes above are known), then ``probs_at(r, c)`` and
     ``put(r, c, codes)`` for each column. Each call computes only what the new code changes.
+    ``probs(step)`` / ``record(step, codes)`` are the same along ``order`` (the stepper contract).
     """
 
     def __init__(
@@ -264,6 +286,7 @@ class Stepper:
     ) -> None:
         cfg = self.cfg = net.config
         self.net, self.temperature, self.width = net, temperature, width
+        self.order = raster_order(height, width)
         dev, c = net.device, cfg.channels
         cond = [x.to(dev) for x in cond] if cond else None
         self.biases = net.condition(cond, label.to(dev) if label is not None else None, (height, width))
@@ -284,6 +307,17 @@ class Stepper:
                 torch.zeros(batch, cfg.heads, n, d, dtype=torch.float64, device=dev))
             for i in range(cfg.layers) if cfg.attention_after(i)
         }
+
+    def probs(self, step: int) -> torch.Tensor:
+        """Probabilities (B, 1, K) of step ``step`` of the raster order."""
+        r, c = (int(v) for v in self.order[step][0])
+        if c == 0:
+            self.row(r)
+        return self.probs_at(r, c)[:, None]
+
+    def record(self, step: int, codes: torch.Tensor) -> None:
+        r, c = (int(v) for v in self.order[step][0])
+        self.put(r, c, codes[:, 0])
 
     def _bias(self, i: int, k: int, r: int, c: int | None):
         """Bias k of layer i (0/1: conditioning maps, sliced here; 2/3: label, the same everywhere)."""

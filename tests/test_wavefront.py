@@ -1,0 +1,129 @@
+"""Wavefront decoding (format version 2): a prior without attention decodes every code of a
+wavefront in one step, with exactly the encoder's probabilities; version 1 files still decode."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from vqcodec.codec import compress, decompress
+from vqcodec.coding.bitstream import Bitstream, pack, unpack
+from vqcodec.coding.tile_codec import decode_tiles, encode_tiles
+from vqcodec.errors import VQCodecError
+from vqcodec.imageio import read_image, to_model_input
+from vqcodec.priors.int_pixelcnn import IntPixelCNN
+from vqcodec.priors.pixelcnn import PixelCNNPrior, PriorConfig
+from vqcodec.priors.wavefront import WavefrontStepper, flat_positions, raster_order, wavefront_order
+from vqcodec.sampling import sample_codes
+from vqcodec.testing import naive_sample_codes, smooth_image, tiny_codec_model
+from vqcodec.zoo.codec_model import load_codec_model
+
+SAMPLE = "vqcodec/samples/endeavour.png"
+
+
+def test_orders_visit_every_position_once() -> None:
+    for h, w, reach in ((1, 1, 5), (7, 3, 2), (4, 9, 0), (32, 32, 5)):
+        for order in (wavefront_order(h, w, reach), raster_order(h, w)):
+            rows, cols = flat_positions(order)
+            assert sorted(zip(rows.tolist(), cols.tolist())) == [(r, c) for r in range(h) for c in range(w)]
+    assert len(wavefront_order(32, 32, 5)) == 32 + 6 * 31
+
+
+def random_int_prior(seed: int, **cfg) -> tuple[IntPixelCNN, torch.Tensor, list | None, torch.Tensor | None]:
+    """A random integer prior (weights perturbed so its context matters) and random inputs."""
+    torch.manual_seed(seed)
+    config = PriorConfig(num_codes=16, channels=8, dropout=0.0, cond_channels=8, cond_blocks=1, **cfg)
+    prior = PixelCNNPrior(config).eval()
+    for p in prior.parameters():
+        p.data += torch.randn_like(p) * 0.1
+    codes = torch.randint(0, 16, (3, 9, 13))
+    cond = [torch.randint(0, 16, (3, 5, 7))] if config.cond_levels else None
+    label = torch.randint(0, config.num_classes, (3,)) if config.num_classes else None
+    return IntPixelCNN.from_float(prior, [(codes, cond, label)]), codes, cond, label
+
+
+@pytest.mark.parametrize("cfg", [
+    dict(layers=1),
+    dict(layers=3, cond_levels=1, num_classes=2),
+    dict(layers=4, v_rows=3, v_cols=5, h_cols=2),
+    dict(layers=2, v_cols=1, h_cols=4, out_blocks=0),
+])
+def test_wavefront_probabilities_equal_the_parallel_pass(cfg) -> None:
+    net, codes, cond, label = random_int_prior(len(cfg), **cfg)
+    parallel = net.parallel_probs(codes, cond, label)
+    stepper = net.stepper(3, 9, 13, cond, label)
+    assert isinstance(stepper, WavefrontStepper) and len(stepper.order) < 9 * 13
+    for step, positions in enumerate(stepper.order):
+        rows, cols = torch.from_numpy(positions[:, 0]), torch.from_numpy(positions[:, 1])
+        assert torch.equal(stepper.probs(step), parallel[:, rows, cols]), f"step {step}"
+        stepper.record(step, codes[:, rows, cols])
+
+
+def test_an_order_tighter_than_the_priors_reach_is_refused() -> None:
+    net, codes, cond, label = random_int_prior(0, layers=3, v_cols=5)
+    assert net.reach == 6
+    with pytest.raises(VQCodecError, match="reach is larger"):
+        WavefrontStepper(net, 3, 9, 13, cond, label, 1.0, net.reach - 1)
+    WavefrontStepper(net, 3, 9, 13, cond, label, 1.0, net.reach + 2)  # a wider wavefront is merely slower
+
+
+def test_priors_with_attention_decode_in_raster_order() -> None:
+    net, *_ = random_int_prior(1, layers=2, attention_every=1)
+    assert net.reach is None and len(net.decode_order(4, 5)) == 20
+
+
+def test_shipped_bottom_prior_wavefront_is_exact_on_real_codes() -> None:
+    m = load_codec_model()
+    codes = m.vqvae.encode(to_model_input(read_image(SAMPLE).pixels[:128, :128], 8))
+    bottom = m.priors[0]
+    parallel = bottom.parallel_probs(codes[0], [codes[1]])
+    stepper = bottom.stepper(1, 32, 32, [codes[1]])
+    assert len(stepper.order) == 218
+    for step, positions in enumerate(stepper.order):
+        rows, cols = torch.from_numpy(positions[:, 0]), torch.from_numpy(positions[:, 1])
+        assert torch.equal(stepper.probs(step), parallel[:, rows, cols])
+        stepper.record(step, codes[0][:, rows, cols])
+
+
+def test_version_1_and_2_files_decode_to_the_same_pixels() -> None:
+    m = load_codec_model()
+    pixels = read_image(SAMPLE).pixels[:96, :160]
+    v2 = compress(pixels, m)
+    stream = unpack(v2)
+    assert stream.header.version == 2
+    codes = m.vqvae.encode(to_model_input(pixels, 8))
+    v1 = pack(Bitstream(dataclasses.replace(stream.header, version=1),
+                        tuple(encode_tiles(m.priors, codes, stream.header.tile_size, "raster"))))
+    assert v1 != v2 and abs(len(v1) - len(v2)) <= 0.01 * len(v1)
+    assert np.array_equal(decompress(v1, m), decompress(v2, m))
+    shapes = [tuple(c.shape[1:]) for c in codes]
+    try:  # the order is part of the format: raster symbols read as wavefronts give other codes
+        decoded = decode_tiles(m.priors, shapes, list(unpack(v1).tiles), stream.header.tile_size, order="fast")
+    except VQCodecError:
+        return
+    assert not all(torch.equal(a, b) for a, b in zip(decoded, codes))
+
+
+def test_tiles_of_mixed_shapes_and_more_than_a_batch_round_trip(monkeypatch) -> None:
+    import vqcodec.coding.tile_codec as tile_codec
+
+    monkeypatch.setattr(tile_codec, "BATCH_TILES", 2)
+    m = tiny_codec_model(levels=3, tile=8)
+    pixels = smooth_image(72, 104, 5)  # 18 x 26 bottom codes: full, cut and corner tiles
+    codes = m.vqvae.encode(to_model_input(pixels, 8))
+    payloads = encode_tiles(m.priors, codes, 8)
+    decoded = decode_tiles(m.priors, [tuple(c.shape[1:]) for c in codes], payloads, 8)
+    assert all(torch.equal(a, b) for a, b in zip(decoded, codes))
+    monkeypatch.setattr(tile_codec, "BATCH_TILES", 32)
+    assert encode_tiles(m.priors, codes, 8) == payloads  # batching never changes the bytes
+
+
+def test_sampling_gives_the_same_codes_in_every_order() -> None:
+    m = tiny_codec_model(levels=2, num_classes=2)
+    fast = sample_codes(m, 3, 8, 12, label=1, seed=4)
+    raster = sample_codes(m, 3, 8, 12, label=1, seed=4, order="raster")
+    naive = naive_sample_codes(m, 3, 8, 12, label=1, seed=4)
+    assert all(torch.equal(a, b) and torch.equal(a, c) for a, b, c in zip(fast, raster, naive))

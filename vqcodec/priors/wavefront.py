@@ -1,0 +1,224 @@
+"""Decoding orders, and the wavefront stepper of the gated PixelCNN.
+
+A decoding order is a list of steps, each an array (P, 2) of the (row, column) positions whose
+codes are chosen together; every position appears once. The range coder writes a tile's symbols
+in the same order, so the order is part of the file format (``coding.bitstream``).
+
+In a gated PixelCNN without attention the code at (r, c) depends on the codes (r, < c) and on the
+rows above only up to column c + R, where R = layers * (v_cols // 2) is the reach of the vertical
+stack (each layer widens it by half a kernel). So every code on the wavefront t = c + (R + 1) * r
+can be decoded in one batched step: a 32x32 tile takes 32 + (R + 1) * 31 steps instead of 1,024
+(R = 5: 218 steps), with exactly the same integer probabilities as the encoder's parallel pass.
+
+``WavefrontStepper`` never computes with a code it does not know: before each step it works out,
+from the codes decoded so far, which activations have become computable, computes just those, and
+refuses (VQCodecError) a step whose probabilities would need one that is not, e.g. an order built
+for a smaller reach than the prior has.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from vqcodec.errors import VQCodecError
+
+if TYPE_CHECKING:
+    from vqcodec.priors.int_pixelcnn import IntPixelCNN
+
+Order = list[np.ndarray]  # steps of (P, 2) int64 (row, column) positions
+
+
+def raster_order(height: int, width: int) -> Order:
+    """One position per step, row by row."""
+    return [np.array([[r, c]], dtype=np.int64) for r in range(height) for c in range(width)]
+
+
+def wavefront_order(height: int, width: int, reach: int) -> Order:
+    """All (r, c) with c + (reach + 1) * r = t in step t, top row first (empty steps left out)."""
+    slope = reach + 1
+    rows = np.arange(height, dtype=np.int64)
+    steps = []
+    for t in range(width + slope * (height - 1)):
+        cols = t - slope * rows
+        keep = (cols >= 0) & (cols < width)
+        if keep.any():  # a map narrower than the slope has empty wavefronts
+            steps.append(np.stack([rows[keep], cols[keep]], axis=1))
+    return steps
+
+
+def flat_positions(order: Order) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, columns) of every position in decoding order: how the encoder lays out the symbols."""
+    both = np.concatenate(order)
+    return both[:, 0], both[:, 1]
+
+
+def _ranges(starts: np.ndarray, stops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, columns) of columns [starts[r], stops[r]) of every row r, row by row."""
+    lengths = np.maximum(stops - starts, 0)
+    total = int(lengths.sum())
+    rows = np.repeat(np.arange(len(starts)), lengths)
+    offsets = np.arange(total) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    return rows, offsets + np.repeat(starts, lengths)
+
+
+@dataclass(frozen=True)
+class _Step:
+    """Flat indices (into the stepper's padded maps) of everything one step reads and writes."""
+
+    v_windows: tuple[torch.Tensor, ...]  # per layer: (P_i * v_rows * v_cols) into v[i]
+    v_out: tuple[torch.Tensor, ...]  # per layer: (P_i) into v[i + 1]
+    v_conv_at: tuple[torch.Tensor, ...]  # per layer: (P_i) into v_conv[i] (and the H x W bias maps)
+    here: torch.Tensor  # (P) the step's positions in H x W
+    h_windows: torch.Tensor  # (P * h_cols) into h[i]
+    h_out: torch.Tensor  # (P) into h[i + 1]
+    e_v: torch.Tensor  # (P) where a decoded code enters v[0] (the row below)
+    e_h: torch.Tensor  # (P) where it enters h[0] (the column to the right)
+
+
+@functools.lru_cache(maxsize=32)
+def _plan(height: int, width: int, reach: int, layers: int, v_rows: int, v_cols: int, h_cols: int) -> list[_Step]:
+    """What each step of the wavefront of ``reach`` computes: the vertical-stack activations that the
+    codes decoded so far make computable (all of them, once), then the step's positions. A step whose
+    positions need an activation that is not computable yet is refused: the prior's reach is larger."""
+    order = wavefront_order(height, width, reach)
+    pad = v_cols // 2
+    v_width, h_width = width + 2 * pad, width + h_cols
+    win_r, win_c = np.arange(v_rows), np.arange(v_cols)
+    known = np.zeros(height, dtype=np.int64)
+    done = np.zeros((layers, height), dtype=np.int64)
+    steps = []
+    for positions in order:
+        ready = np.concatenate([[width], known[:-1]])  # v[0] of row r is the codes of row r - 1
+        windows, outs, convs = [], [], []
+        for i in range(layers):
+            usable = np.where(ready >= width, width, np.maximum(ready - pad, 0))
+            count = usable.copy()
+            for k in range(1, v_rows):  # the rows above; above row 0 is padding, always ready
+                count[k:] = np.minimum(count[k:], usable[:-k])
+            rows, cols = _ranges(done[i], count)
+            win = (rows[:, None, None] + win_r[None, :, None]) * v_width + cols[:, None, None] + win_c[None, None, :]
+            windows.append(win.reshape(-1))
+            outs.append((rows + v_rows - 1) * v_width + cols + pad)
+            convs.append(rows * width + cols)
+            done[i] = np.maximum(done[i], count)
+            ready = done[i]
+        rows, cols = positions[:, 0], positions[:, 1]
+        if (known[rows] != cols).any() or (done[:, rows] <= cols).any():
+            raise VQCodecError(f"decoding order of reach {reach} needs codes the prior has not seen yet: "
+                               "the prior's reach is larger")
+        steps.append(_Step(
+            v_windows=tuple(map(torch.from_numpy, windows)),
+            v_out=tuple(map(torch.from_numpy, outs)),
+            v_conv_at=tuple(map(torch.from_numpy, convs)),
+            here=torch.from_numpy(rows * width + cols),
+            h_windows=torch.from_numpy((rows[:, None] * h_width + cols[:, None] + np.arange(h_cols)).reshape(-1)),
+            h_out=torch.from_numpy(rows * h_width + cols + h_cols - 1),
+            e_v=torch.from_numpy((rows + v_rows) * v_width + cols + pad),
+            e_h=torch.from_numpy(rows * h_width + cols + h_cols),
+        ))
+        known[rows] = cols + 1
+    return steps
+
+
+def _to(value, device: torch.device):
+    return tuple(t.to(device) for t in value) if isinstance(value, tuple) else value.to(device)
+
+
+def _gather(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """x (B, C, H, W) at flat spatial indices: (B, C, N)."""
+    return x.flatten(2).index_select(2, index)
+
+
+def _scatter(x: torch.Tensor, index: torch.Tensor, values: torch.Tensor) -> None:
+    """Write values (B, C, N) into x (B, C, H, W) at flat spatial indices."""
+    x.view(x.shape[0], x.shape[1], -1).index_copy_(2, index, values)
+
+
+def _at(bias, index: torch.Tensor):
+    """A per-position bias map (B, C, H, W) at flat indices as (B, C, N); a scalar stays a scalar."""
+    return _gather(bias, index) if torch.is_tensor(bias) and bias.shape[-1] > 1 else bias
+
+
+class WavefrontStepper:
+    """Decodes an ``IntPixelCNN`` without attention along the wavefront of ``reach``, caching the
+    vertical and horizontal stacks as the raster stepper does; what each step computes is planned
+    once per map size (``_plan``), so a step is a fixed list of gathers, integer layers and scatters.
+
+    State, for a batch of B maps of H x W codes, all float64 integers: ``v[i]`` the gated vertical
+    stack entering layer i (v[0] is the codes' embedding shifted down one row), padded with v_rows-1
+    rows on top (and one spare row below) and v_cols//2 columns on each side; ``v_conv[i]`` its
+    convolution before the biases; ``h[i]`` the horizontal stack, padded h_cols-1 columns left (and
+    one spare column right).
+    """
+
+    def __init__(
+        self, net: IntPixelCNN, batch: int, height: int, width: int, cond: list[torch.Tensor] | None,
+        label: torch.Tensor | None, temperature: float, reach: int,
+    ) -> None:
+        cfg = self.cfg = net.config
+        if cfg.attention_every:
+            raise VQCodecError("a prior with attention decodes in raster order only")
+        self.net, self.temperature = net, temperature
+        self.order = wavefront_order(height, width, reach)
+        self.plan = _plan(height, width, reach, cfg.layers, cfg.v_rows, cfg.v_cols, cfg.h_cols)
+        dev, c, pad = net.device, cfg.channels, cfg.v_cols // 2
+        cond = [x.to(dev) for x in cond] if cond else None
+        biases = net.condition(cond, label.to(dev) if label is not None else None, (height, width))
+        # label biases (B, 2C, 1, 1) become (B, 2C, 1) to broadcast over a step's positions
+        self.biases = [tuple(b[..., 0] if torch.is_tensor(b) and b.shape[-1] == 1 else b for b in layer)
+                       for layer in biases]
+
+        def zeros(ch: int, rows: int, cols: int) -> torch.Tensor:
+            return torch.zeros(batch, ch, rows, cols, dtype=torch.float64, device=dev)
+
+        self.v = [zeros(c, height + cfg.v_rows, width + 2 * pad) for _ in range(cfg.layers + 1)]
+        self.v_conv = [zeros(2 * c, height, width) for _ in range(cfg.layers)]
+        self.h = [zeros(c, height, width + cfg.h_cols) for _ in range(cfg.layers + 1)]
+        if dev.type != "cpu":
+            self.plan = [_Step(**{f.name: _to(getattr(s, f.name), dev) for f in dataclasses.fields(s)})
+                         for s in self.plan]
+
+    def _advance(self, step: _Step) -> None:
+        """The vertical stack wherever the codes decoded so far make it computable."""
+        cfg, net = self.cfg, self.net
+        b = self.v[0].shape[0]
+        for i in range(cfg.layers):
+            n = len(step.v_out[i])
+            if not n:
+                continue
+            window = _gather(self.v[i], step.v_windows[i]).reshape(b, -1, n, cfg.v_rows, cfg.v_cols)
+            window = window.transpose(1, 2).reshape(b * n, -1, cfg.v_rows, cfg.v_cols)
+            conv = net.linear(f"layers.{i}.v_conv", window).reshape(b, n, -1).transpose(1, 2)
+            _scatter(self.v_conv[i], step.v_conv_at[i], conv)
+            cv, _, lv, _ = self.biases[i]
+            _scatter(self.v[i + 1], step.v_out[i], net.gate(conv + _at(cv, step.v_conv_at[i]) + lv))
+
+    def probs(self, step: int) -> torch.Tensor:
+        """Integer-valued probabilities (B, P, K) of the step's positions."""
+        cfg, net, plan = self.cfg, self.net, self.plan[step]
+        self._advance(plan)
+        b, n = self.v[0].shape[0], len(plan.here)
+        for i in range(cfg.layers):
+            h_cols = _gather(self.h[i], plan.h_windows).reshape(b, -1, n, cfg.h_cols)  # the P positions as rows
+            v_conv = _gather(self.v_conv[i], plan.here)[..., None]
+            _, ch, _, lh = self.biases[i]
+            lh = lh[..., None] if torch.is_tensor(lh) else lh
+            cond_h = _at(ch, plan.here)
+            cond_h = cond_h[..., None] if torch.is_tensor(cond_h) else cond_h
+            new = net.h_layer(i, h_cols, h_cols[..., -1:], v_conv, cond_h, lh)
+            _scatter(self.h[i + 1], plan.h_out, new[..., 0])
+        last = _gather(self.h[cfg.layers], plan.h_out)[..., None]
+        return net.probs(net.head_logits(last, self.temperature))[..., 0].transpose(1, 2)
+
+    def record(self, step: int, codes: torch.Tensor) -> None:
+        """Record the codes (B, P) chosen at the step's positions."""
+        plan = self.plan[step]
+        e = self.net.t["embed"][codes.to(self.net.device)].transpose(1, 2)  # (B, C, P)
+        _scatter(self.v[0], plan.e_v, e)  # v[0] of the row below
+        _scatter(self.h[0], plan.e_h, e)  # h[0] of the column to the right
