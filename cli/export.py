@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from .main import friendly_errors, main
-from .options import prior_files, priors_by_level
+from .options import FORCE, prior_files, priors_by_level
 
 FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 
@@ -23,7 +23,7 @@ FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 @click.option("--name", default=None, help="Model name recorded in the file (default: output file stem).")
 @click.option("--description", default="", help="One line for 'vqcodec models'.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
-@click.option("--force", "-f", is_flag=True, help="Overwrite an existing output file.")
+@FORCE
 @friendly_errors
 def export(vqvae: Path, prior_top: Path | None, prior_middle: Path | None, prior_bottom: Path | None,
            priors: tuple[Path, ...], calibration: Path, tiles: int, name: str | None, description: str, out: Path,
