@@ -160,15 +160,28 @@ class IntPixelCNN:
         drop = torch.clamp(logits.amax(1, keepdim=True) - logits, 0, EXP_RANGE)
         return self.t["lut.exp_prob"][drop.long()]
 
-    def condition(self, cond: list[torch.Tensor] | None, label: torch.Tensor | None, size: tuple[int, int]):
-        """Per-layer (cond_v, cond_h, label_v, label_h) integer biases at the gate scale."""
+    def condition(
+        self, cond: list[torch.Tensor] | None, label: torch.Tensor | None, size: tuple[int, int],
+        position_major: bool = False,
+    ):
+        """Per-layer (cond_v, cond_h, label_v, label_h) integer biases at the gate scale. The
+        conditioning maps are (B, 2C, H, W), or (H*W, B, 2C) with ``position_major`` (the layout of
+        the wavefront stepper; the 1x1 convolution then runs on rows, the same integers)."""
         c = self.config.channels
         feat = self.cond_features(cond, size) if self.config.cond_levels else None
+        if feat is not None and position_major:
+            b, cc, hh, ww = feat.shape
+            feat = feat.permute(2, 3, 0, 1).reshape(hh * ww * b, cc, 1, 1)
         out = []
         for i in range(self.config.layers):
             cv = ch = 0.0
             if feat is not None:
-                cv, ch = self.linear(f"layers.{i}.cond", feat).split(2 * c, dim=1)
+                maps = self.linear(f"layers.{i}.cond", feat)
+                if position_major:
+                    maps = maps.view(size[0] * size[1], -1, 4 * c)
+                    cv, ch = maps[..., : 2 * c], maps[..., 2 * c :]
+                else:
+                    cv, ch = maps.split(2 * c, dim=1)
             lb = self.label_bias(label, i)
             lv, lh = (lb[:, : 2 * c], lb[:, 2 * c :]) if torch.is_tensor(lb) else (0.0, 0.0)
             out.append((cv, ch, lv, lh))

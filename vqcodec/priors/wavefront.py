@@ -130,19 +130,21 @@ def _to(value, device: torch.device):
     return tuple(t.to(device) for t in value) if isinstance(value, tuple) else value.to(device)
 
 
-def _gather(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """x (B, C, H, W) at flat spatial indices: (B, C, N)."""
-    return x.flatten(2).index_select(2, index)
-
-
-def _scatter(x: torch.Tensor, index: torch.Tensor, values: torch.Tensor) -> None:
-    """Write values (B, C, N) into x (B, C, H, W) at flat spatial indices."""
-    x.view(x.shape[0], x.shape[1], -1).index_copy_(2, index, values)
+def _rows(x: torch.Tensor, index: torch.Tensor, kernel: tuple[int, int]) -> torch.Tensor:
+    """Windows of a position-major map x (H*W, B, C) whose positions ``index`` lists (P * kh * kw,
+    window by window) as a batch (P * B, C, kh, kw): one GEMM row per window and map."""
+    kh, kw = kernel
+    win = x.index_select(0, index)
+    p, b, c = win.shape[0] // (kh * kw), win.shape[1], win.shape[2]
+    return win.view(p, kh * kw, b, c).permute(0, 2, 3, 1).reshape(p * b, c, kh, kw)
 
 
 def _at(bias, index: torch.Tensor):
-    """A per-position bias map (B, C, H, W) at flat indices as (B, C, N); a scalar stays a scalar."""
-    return _gather(bias, index) if torch.is_tensor(bias) and bias.shape[-1] > 1 else bias
+    """A position-major bias map (H*W, B, C) at positions ``index`` as rows (P * B, C, 1, 1); a
+    scalar stays a scalar."""
+    if not torch.is_tensor(bias):
+        return bias
+    return bias.index_select(0, index).reshape(-1, bias.shape[-1], 1, 1)
 
 
 class WavefrontStepper:
@@ -150,11 +152,13 @@ class WavefrontStepper:
     vertical and horizontal stacks as the raster stepper does; what each step computes is planned
     once per map size (``_plan``), so a step is a fixed list of gathers, integer layers and scatters.
 
-    State, for a batch of B maps of H x W codes, all float64 integers: ``v[i]`` the gated vertical
-    stack entering layer i (v[0] is the codes' embedding shifted down one row), padded with v_rows-1
-    rows on top (and one spare row below) and v_cols//2 columns on each side; ``v_conv[i]`` its
-    convolution before the biases; ``h[i]`` the horizontal stack, padded h_cols-1 columns left (and
-    one spare column right).
+    Maps are stored position-major, (positions, B, channels), so gathering a step's windows copies
+    whole rows, and every layer runs as one matrix product over (positions x maps) rows, through the
+    same ``IntPixelCNN`` layer functions as the parallel pass (a window is a 1x1-output convolution).
+    State, all float64 integers: ``v[i]`` the gated vertical stack entering layer i (v[0] is the
+    codes' embedding shifted down one row) on a grid padded with v_rows-1 rows on top (one spare
+    below) and v_cols//2 columns on each side; ``v_conv[i]`` its convolution before the biases;
+    ``h[i]`` the horizontal stack, padded h_cols-1 columns left (one spare right).
     """
 
     def __init__(
@@ -164,61 +168,60 @@ class WavefrontStepper:
         cfg = self.cfg = net.config
         if cfg.attention_every:
             raise VQCodecError("a prior with attention decodes in raster order only")
-        self.net, self.temperature = net, temperature
+        self.net, self.temperature, self.batch = net, temperature, batch
         self.order = wavefront_order(height, width, reach)
         self.plan = _plan(height, width, reach, cfg.layers, cfg.v_rows, cfg.v_cols, cfg.h_cols)
         dev, c, pad = net.device, cfg.channels, cfg.v_cols // 2
         cond = [x.to(dev) for x in cond] if cond else None
-        biases = net.condition(cond, label.to(dev) if label is not None else None, (height, width))
-        # label biases (B, 2C, 1, 1) become (B, 2C, 1) to broadcast over a step's positions
-        self.biases = [tuple(b[..., 0] if torch.is_tensor(b) and b.shape[-1] == 1 else b for b in layer)
-                       for layer in biases]
+        label = label.to(dev) if label is not None else None
+        self.biases = net.condition(cond, label, (height, width), position_major=True)
 
-        def zeros(ch: int, rows: int, cols: int) -> torch.Tensor:
-            return torch.zeros(batch, ch, rows, cols, dtype=torch.float64, device=dev)
+        def zeros(positions: int, ch: int) -> torch.Tensor:
+            return torch.zeros(positions, batch, ch, dtype=torch.float64, device=dev)
 
-        self.v = [zeros(c, height + cfg.v_rows, width + 2 * pad) for _ in range(cfg.layers + 1)]
-        self.v_conv = [zeros(2 * c, height, width) for _ in range(cfg.layers)]
-        self.h = [zeros(c, height, width + cfg.h_cols) for _ in range(cfg.layers + 1)]
+        self.v = [zeros((height + cfg.v_rows) * (width + 2 * pad), c) for _ in range(cfg.layers + 1)]
+        self.v_conv = [zeros(height * width, 2 * c) for _ in range(cfg.layers)]
+        self.h = [zeros(height * (width + cfg.h_cols), c) for _ in range(cfg.layers + 1)]
         if dev.type != "cpu":
             self.plan = [_Step(**{f.name: _to(getattr(s, f.name), dev) for f in dataclasses.fields(s)})
                          for s in self.plan]
 
+    def _label(self, bias, n: int):
+        """A label bias (B, C, 1, 1) for n positions' rows (n * B, C, 1, 1)."""
+        return bias.repeat(n, 1, 1, 1) if torch.is_tensor(bias) else bias
+
     def _advance(self, step: _Step) -> None:
         """The vertical stack wherever the codes decoded so far make it computable."""
         cfg, net = self.cfg, self.net
-        b = self.v[0].shape[0]
         for i in range(cfg.layers):
             n = len(step.v_out[i])
             if not n:
                 continue
-            window = _gather(self.v[i], step.v_windows[i]).reshape(b, -1, n, cfg.v_rows, cfg.v_cols)
-            window = window.transpose(1, 2).reshape(b * n, -1, cfg.v_rows, cfg.v_cols)
-            conv = net.linear(f"layers.{i}.v_conv", window).reshape(b, n, -1).transpose(1, 2)
-            _scatter(self.v_conv[i], step.v_conv_at[i], conv)
+            window = _rows(self.v[i], step.v_windows[i], (cfg.v_rows, cfg.v_cols))
+            conv = net.linear(f"layers.{i}.v_conv", window)  # (n * B, 2C, 1, 1)
+            self.v_conv[i].index_copy_(0, step.v_conv_at[i], conv.view(n, self.batch, -1))
             cv, _, lv, _ = self.biases[i]
-            _scatter(self.v[i + 1], step.v_out[i], net.gate(conv + _at(cv, step.v_conv_at[i]) + lv))
+            gated = net.gate(conv + _at(cv, step.v_conv_at[i]) + self._label(lv, n))
+            self.v[i + 1].index_copy_(0, step.v_out[i], gated.view(n, self.batch, -1))
 
     def probs(self, step: int) -> torch.Tensor:
         """Integer-valued probabilities (B, P, K) of the step's positions."""
         cfg, net, plan = self.cfg, self.net, self.plan[step]
         self._advance(plan)
-        b, n = self.v[0].shape[0], len(plan.here)
+        n = len(plan.here)
         for i in range(cfg.layers):
-            h_cols = _gather(self.h[i], plan.h_windows).reshape(b, -1, n, cfg.h_cols)  # the P positions as rows
-            v_conv = _gather(self.v_conv[i], plan.here)[..., None]
+            h_cols = _rows(self.h[i], plan.h_windows, (1, cfg.h_cols))  # (n * B, C, 1, h_cols)
+            v_conv = self.v_conv[i].index_select(0, plan.here).reshape(n * self.batch, -1, 1, 1)
             _, ch, _, lh = self.biases[i]
-            lh = lh[..., None] if torch.is_tensor(lh) else lh
-            cond_h = _at(ch, plan.here)
-            cond_h = cond_h[..., None] if torch.is_tensor(cond_h) else cond_h
-            new = net.h_layer(i, h_cols, h_cols[..., -1:], v_conv, cond_h, lh)
-            _scatter(self.h[i + 1], plan.h_out, new[..., 0])
-        last = _gather(self.h[cfg.layers], plan.h_out)[..., None]
-        return net.probs(net.head_logits(last, self.temperature))[..., 0].transpose(1, 2)
+            new = net.h_layer(i, h_cols, h_cols[..., -1:], v_conv, _at(ch, plan.here), self._label(lh, n))
+            self.h[i + 1].index_copy_(0, plan.h_out, new.view(n, self.batch, -1))
+        last = self.h[cfg.layers].index_select(0, plan.h_out).reshape(n * self.batch, -1, 1, 1)
+        probs = net.probs(net.head_logits(last, self.temperature))  # (n * B, K, 1, 1)
+        return probs.view(n, self.batch, -1).transpose(0, 1)
 
     def record(self, step: int, codes: torch.Tensor) -> None:
         """Record the codes (B, P) chosen at the step's positions."""
         plan = self.plan[step]
-        e = self.net.t["embed"][codes.to(self.net.device)].transpose(1, 2)  # (B, C, P)
-        _scatter(self.v[0], plan.e_v, e)  # v[0] of the row below
-        _scatter(self.h[0], plan.e_h, e)  # h[0] of the column to the right
+        e = self.net.t["embed"][codes.to(self.net.device).t()]  # (P, B, C)
+        self.v[0].index_copy_(0, plan.e_v, e)  # v[0] of the row below
+        self.h[0].index_copy_(0, plan.e_h, e)  # h[0] of the column to the right
