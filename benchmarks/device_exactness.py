@@ -21,6 +21,7 @@ import torch
 
 from vqcodec.priors.int_pixelcnn import IntPixelCNN
 from vqcodec.priors.pixelcnn import PixelCNNPrior, PriorConfig
+from vqcodec.testing import stepper_mismatches
 
 
 def random_prior(cfg: PriorConfig, codes, cond) -> IntPixelCNN:
@@ -40,15 +41,10 @@ def check(name: str, net_cpu: IntPixelCNN, device: str, codes, cond) -> bool:
     t2 = time.time()
     same = torch.equal(p_cpu, p_dev)
     b, h, w = codes.shape
-    stepper = net_dev.stepper(b, h, w, cond)
-    mismatched = 0
-    for r in range(h):
-        stepper.row(r)
-        for c in range(w):
-            mismatched += int(not torch.equal(stepper.probs_at(r, c).cpu(), p_cpu[:, r, c]))
-            stepper.put(r, c, codes[:, r, c])
-    print(f"{name}: cpu==={device} parallel: {same}; {device} incremental vs cpu parallel mismatches: "
-          f"{mismatched}/{h * w}; cpu {t1 - t0:.3f}s {device} {t2 - t1:.3f}s")
+    stepper = net_dev.stepper(b, h, w, [c.to(device) for c in cond] if cond else None)
+    mismatched = len(stepper_mismatches(stepper, p_cpu, codes))
+    print(f"{name}: cpu==={device} parallel: {same}; {device} stepper vs cpu parallel mismatched steps: "
+          f"{mismatched}/{len(stepper.order)}; cpu {t1 - t0:.3f}s {device} {t2 - t1:.3f}s")
     return same and mismatched == 0
 
 

@@ -13,7 +13,7 @@ import torch
 from vqcodec.priors.int_pixelcnn import IntPixelCNN
 from vqcodec.priors.pixelcnn import CausalAttention, GatedLayer, PixelCNNPrior, PriorConfig, nll_bits
 from vqcodec.priors.registry import build_integer_prior, integer_twin
-from vqcodec.testing import image_codes, smooth_image, tiny_prior_config
+from vqcodec.testing import image_codes, smooth_image, stepper_mismatches, tiny_prior_config
 from vqcodec.train.code_datasets import CodeTiles
 from vqcodec.train.evaluation import mean_bits, unigram_entropy
 
@@ -243,12 +243,8 @@ def test_int_prior_stepper_equals_parallel(int_prior: IntPixelCNN) -> None:
     parallel = int_prior.parallel_probs(codes)
     assert parallel.dtype == torch.float64 and torch.all(parallel >= 1)
     assert torch.equal(parallel, parallel.round())
-    stepper = int_prior.stepper(4, S, S)
-    for r in range(S):
-        stepper.row(r)
-        for c in range(S):
-            assert torch.equal(stepper.probs_at(r, c), parallel[:, r, c]), (r, c)
-            stepper.put(r, c, codes[:, r, c])
+    for order in ("raster", "fast"):
+        assert stepper_mismatches(int_prior.stepper(4, S, S, order=order), parallel, codes) == [], order
 
 
 @pytest.mark.slow
@@ -275,12 +271,7 @@ def test_parallel_probs_equal_stepper_probs(model):
         parallel = net.parallel_probs(here, cond)
         b, h, w = here.shape
         for order in ("raster", "fast"):
-            stepper = net.stepper(b, h, w, cond, order=order)
-            for step, positions in enumerate(stepper.order):
-                rows, cols = torch.from_numpy(positions[:, 0]), torch.from_numpy(positions[:, 1])
-                got = stepper.probs(step)
-                assert torch.equal(got, parallel[:, rows, cols]), f"level {level}, {order}: step {step} differs"
-                stepper.record(step, here[:, rows, cols])
+            assert stepper_mismatches(net.stepper(b, h, w, cond, order=order), parallel, here) == [], (level, order)
         assert parallel.dtype == torch.float64 and torch.equal(parallel, parallel.round())
         assert float(parallel.min()) >= 1
 

@@ -18,7 +18,7 @@ from vqcodec.priors.int_pixelcnn import IntPixelCNN
 from vqcodec.priors.pixelcnn import PixelCNNPrior, PriorConfig
 from vqcodec.priors.wavefront import WavefrontStepper, flat_positions, raster_order, wavefront_order
 from vqcodec.sampling import sample_codes
-from vqcodec.testing import naive_sample_codes, smooth_image, tiny_codec_model
+from vqcodec.testing import naive_sample_codes, smooth_image, stepper_mismatches, tiny_codec_model
 from vqcodec.zoo.codec_model import load_codec_model
 
 SAMPLE = "vqcodec/samples/endeavour.png"
@@ -55,11 +55,8 @@ def test_wavefront_probabilities_equal_the_parallel_pass(cfg) -> None:
     net, codes, cond, label = random_int_prior(len(cfg), **cfg)
     parallel = net.parallel_probs(codes, cond, label)
     stepper = net.stepper(3, 9, 13, cond, label)
-    assert isinstance(stepper, WavefrontStepper) and len(stepper.order) < 9 * 13
-    for step, positions in enumerate(stepper.order):
-        rows, cols = torch.from_numpy(positions[:, 0]), torch.from_numpy(positions[:, 1])
-        assert torch.equal(stepper.probs(step), parallel[:, rows, cols]), f"step {step}"
-        stepper.record(step, codes[:, rows, cols])
+    assert len(stepper.order) < 9 * 13
+    assert stepper_mismatches(stepper, parallel, codes) == []
 
 
 def test_an_order_tighter_than_the_priors_reach_is_refused() -> None:
@@ -71,8 +68,11 @@ def test_an_order_tighter_than_the_priors_reach_is_refused() -> None:
 
 
 def test_priors_with_attention_decode_in_raster_order() -> None:
-    net, *_ = random_int_prior(1, layers=2, attention_every=1)
+    net, codes, cond, label = random_int_prior(1, layers=2, attention_every=1, num_classes=3)
     assert net.reach is None and len(net.decode_order(4, 5)) == 20
+    assert stepper_mismatches(net.stepper(3, 9, 13, cond, label), net.parallel_probs(codes, cond, label), codes) == []
+    with pytest.raises(VQCodecError, match="raster order only"):
+        WavefrontStepper(net, 3, 9, 13, cond, label, 1.0, 5)
 
 
 def test_shipped_bottom_prior_wavefront_is_exact_on_real_codes() -> None:
@@ -82,10 +82,7 @@ def test_shipped_bottom_prior_wavefront_is_exact_on_real_codes() -> None:
     parallel = bottom.parallel_probs(codes[0], [codes[1]])
     stepper = bottom.stepper(1, 32, 32, [codes[1]])
     assert len(stepper.order) == 218
-    for step, positions in enumerate(stepper.order):
-        rows, cols = torch.from_numpy(positions[:, 0]), torch.from_numpy(positions[:, 1])
-        assert torch.equal(stepper.probs(step), parallel[:, rows, cols])
-        stepper.record(step, codes[0][:, rows, cols])
+    assert stepper_mismatches(stepper, parallel, codes[0]) == []
 
 
 def test_version_1_and_2_files_decode_to_the_same_pixels() -> None:

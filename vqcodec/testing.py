@@ -197,6 +197,18 @@ class RecomputingPrior:
         return self.net.state()
 
 
+def stepper_mismatches(stepper, parallel: torch.Tensor, codes: torch.Tensor) -> list[int]:
+    """Walk ``stepper`` through its order feeding it ``codes`` (B, H, W); the steps whose
+    probabilities differ from ``parallel`` (B, H, W, K), the encoder's, in any bit (device-safe)."""
+    bad = []
+    for step, positions in enumerate(stepper.order):
+        rows, cols = torch.from_numpy(positions[:, 0]), torch.from_numpy(positions[:, 1])
+        if not torch.equal(stepper.probs(step).cpu(), parallel[:, rows, cols].cpu()):
+            bad.append(step)
+        stepper.record(step, codes[:, rows, cols].to(parallel.device))
+    return bad
+
+
 def naive_sample_codes(model: CodecModel, *args, **kwargs) -> list[torch.Tensor]:
     """``sampling.sample_codes`` with every prior replaced by its ``RecomputingPrior``: the cached
     steppers are exact when both give the same codes."""

@@ -14,9 +14,9 @@ the trained float prior is converted to integer arithmetic:
   model file, never from a libm at run time;
 * output probabilities are integers from the exp table, handed to constriction as float64.
 
-``parallel_probs`` runs the whole map at once (the encoder); ``stepper`` runs one code at a time
-with cached activations (the decoder and the sampler). Both call the same layer functions on
-windows of the same cached maps, so they produce the same integers. This class is the
+``parallel_probs`` runs the whole map at once (the encoder); ``stepper`` (``priors.wavefront``)
+runs step by step with cached activations (the decoder and the sampler). Both call the same layer
+functions, on whole maps or on windows of the cached ones, so they produce the same integers. This class is the
 ``gated-pixelcnn`` entry of the prior registry (``priors.registry``) and follows ``priors.contract``.
 """
 
@@ -270,117 +270,13 @@ class IntPixelCNN:
     def stepper(
         self, batch: int, height: int, width: int, cond: list[torch.Tensor] | None = None,
         label: torch.Tensor | None = None, temperature: float = 1.0, order: str = "fast",
-    ) -> Stepper | WavefrontStepper:
-        """A stepper over ``batch`` maps of ``height`` x ``width`` codes along ``decode_order``."""
+    ) -> WavefrontStepper:
+        """A stepper over ``batch`` maps of ``height`` x ``width`` codes along ``decode_order``
+        (raster order is the wavefront whose reach spans the whole row)."""
         if order not in ("fast", "raster"):
             raise ValueError(f"unknown decoding order {order!r}")
-        if self.reach is None or order == "raster":
-            return Stepper(self, batch, height, width, cond, label, temperature)
-        return WavefrontStepper(self, batch, height, width, cond, label, temperature, self.reach)
-
-
-class Stepper:
-    """One code at a time in raster order with cached activations (decoder and sampler).
-
-    Call ``row(r)`` when row r starts (all codes above are known), then ``probs_at(r, c)`` and
-    ``put(r, c, codes)`` for each column. Each call computes only what the new code changes.
-    ``probs(step)`` / ``record(step, codes)`` are the same along ``order`` (the stepper contract).
-    """
-
-    def __init__(
-        self,
-        net: IntPixelCNN,
-        batch: int,
-        height: int,
-        width: int,
-        cond: list[torch.Tensor] | None = None,
-        label: torch.Tensor | None = None,
-        temperature: float = 1.0,
-    ) -> None:
-        cfg = self.cfg = net.config
-        self.net, self.temperature, self.width = net, temperature, width
-        self.order = raster_order(height, width)
-        dev, c = net.device, cfg.channels
-        cond = [x.to(dev) for x in cond] if cond else None
-        self.biases = net.condition(cond, label.to(dev) if label is not None else None, (height, width))
-
-        def zeros(ch: int, rows: int = height, cols: int = width) -> torch.Tensor:
-            return torch.zeros(batch, ch, rows, cols, dtype=torch.float64, device=dev)
-
-        # e is kept with one extra row on top and one extra column on the left (the shifts).
-        self.e = zeros(c, height + cfg.v_rows, width + max(cfg.h_cols, 1))
-        self.e_top, self.e_left = cfg.v_rows, max(cfg.h_cols, 1)
-        self.v = [zeros(c, height + cfg.v_rows - 1) for _ in range(cfg.layers)]  # gated, rows padded on top
-        self.v_conv = [zeros(2 * c) for _ in range(cfg.layers)]  # vertical conv output, before biases
-        self.h = [zeros(c, height, width + cfg.h_cols - 1) for _ in range(cfg.layers + 1)]  # cols padded left
-        n = height * width
-        d = c // cfg.heads
-        self.kv = {
-            i: (torch.zeros(batch, cfg.heads, n, d, dtype=torch.float64, device=dev),
-                torch.zeros(batch, cfg.heads, n, d, dtype=torch.float64, device=dev))
-            for i in range(cfg.layers) if cfg.attention_after(i)
-        }
-
-    def probs(self, step: int) -> torch.Tensor:
-        """Probabilities (B, 1, K) of step ``step`` of the raster order."""
-        r, c = (int(v) for v in self.order[step][0])
-        if c == 0:
-            self.row(r)
-        return self.probs_at(r, c)[:, None]
-
-    def record(self, step: int, codes: torch.Tensor) -> None:
-        r, c = (int(v) for v in self.order[step][0])
-        self.put(r, c, codes[:, 0])
-
-    def _bias(self, i: int, k: int, r: int, c: int | None):
-        """Bias k of layer i (0/1: conditioning maps, sliced here; 2/3: label, the same everywhere)."""
-        b = self.biases[i][k]
-        if k >= 2 or not torch.is_tensor(b):
-            return b
-        return b[:, :, r : r + 1] if c is None else b[:, :, r : r + 1, c : c + 1]
-
-    def row(self, r: int) -> None:
-        """Vertical stack for row r of every layer (needs rows < r)."""
-        cfg, rows = self.cfg, self.cfg.v_rows
-        # v_0 = e shifted down one row: rows r-rows..r-1 of e, i.e. padded rows r..r+rows-1.
-        window = self.e[:, :, r : r + rows, self.e_left :]
-        for i in range(cfg.layers):
-            conv = self.net.v_layer(i, window)
-            self.v_conv[i][:, :, r : r + 1] = conv
-            pre = conv + self._bias(i, 0, r, None) + self._bias(i, 2, r, None)
-            self.v[i][:, :, r + rows - 1 : r + rows] = self.net.gate(pre)
-            window = self.v[i][:, :, r : r + rows]
-
-    def probs_at(self, r: int, c: int) -> torch.Tensor:
-        """Integer-valued probabilities (B, K) of the code at (r, c)."""
-        cfg, net, hc = self.cfg, self.net, self.cfg.h_cols
-        # h_0 at (r, c) is e at (r, c - 1): the shift that keeps a code out of its own context.
-        er, ec = r + self.e_top, c + self.e_left
-        self.h[0][:, :, r : r + 1, c + hc - 1 : c + hc] = self.e[:, :, er : er + 1, ec - 1 : ec]
-        for i in range(cfg.layers):
-            cols = self.h[i][:, :, r : r + 1, c : c + hc]
-            here = cols[..., -1:]
-            v_conv = self.v_conv[i][:, :, r : r + 1, c : c + 1]
-            new = net.h_layer(i, cols, here, v_conv, self._bias(i, 1, r, c), self._bias(i, 3, r, c))
-            if cfg.attention_after(i):
-                new = self._attend(i, new, r * self.width + c)
-            self.h[i + 1][:, :, r : r + 1, c + hc - 1 : c + hc] = new
-        logits = net.head_logits(self.h[cfg.layers][:, :, r : r + 1, c + hc - 1 : c + hc], self.temperature)
-        return net.probs(logits)[:, :, 0, 0]
-
-    def _attend(self, i: int, h: torch.Tensor, pos: int) -> torch.Tensor:
-        q, k, v = self.net.qkv(i, h)  # (B, heads, 1, d)
-        keys, values = self.kv[i]
-        keys[:, :, pos : pos + 1], values[:, :, pos : pos + 1] = k, v
-        w = self.net.attn_weights(i, q @ keys[:, :, : pos + 1].transpose(2, 3), None)
-        b, c = h.shape[:2]
-        weighted = (w @ values[:, :, : pos + 1]).transpose(2, 3).reshape(b, c, 1, 1)
-        total = w.sum(-1)[:, :, None, :].expand(b, self.cfg.heads, c // self.cfg.heads, 1).reshape(b, c, 1, 1)
-        return self.net.attn_finish(i, h, weighted, total)
-
-    def put(self, r: int, c: int, codes: torch.Tensor) -> None:
-        """Record the decoded codes (B,) at (r, c)."""
-        self.e[:, :, r + self.e_top, c + self.e_left] = self.net.t["embed"][codes.to(self.net.device)]
+        reach = self.reach if order == "fast" and self.reach is not None else max(width - 1, 0)
+        return WavefrontStepper(self, batch, height, width, cond, label, temperature, reach)
 
 
 @functools.lru_cache(maxsize=16)

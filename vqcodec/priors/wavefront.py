@@ -148,9 +148,11 @@ def _at(bias, index: torch.Tensor):
 
 
 class WavefrontStepper:
-    """Decodes an ``IntPixelCNN`` without attention along the wavefront of ``reach``, caching the
-    vertical and horizontal stacks as the raster stepper does; what each step computes is planned
-    once per map size (``_plan``), so a step is a fixed list of gathers, integer layers and scatters.
+    """Decodes an ``IntPixelCNN`` along the wavefront of ``reach``, caching the vertical and
+    horizontal stacks (and attention keys and values); what each step computes is planned once per
+    map size (``_plan``), so a step is a fixed list of gathers, integer layers and scatters. Raster
+    order is the wavefront of reach width - 1 (one position per step), the only order a prior with
+    attention allows.
 
     Maps are stored position-major, (positions, B, channels), so gathering a step's windows copies
     whole rows, and every layer runs as one matrix product over (positions x maps) rows, through the
@@ -166,9 +168,9 @@ class WavefrontStepper:
         label: torch.Tensor | None, temperature: float, reach: int,
     ) -> None:
         cfg = self.cfg = net.config
-        if cfg.attention_every:
+        if cfg.attention_every and reach < width - 1:
             raise VQCodecError("a prior with attention decodes in raster order only")
-        self.net, self.temperature, self.batch = net, temperature, batch
+        self.net, self.temperature, self.batch, self.width = net, temperature, batch, width
         self.order = wavefront_order(height, width, reach)
         self.plan = _plan(height, width, reach, cfg.layers, cfg.v_rows, cfg.v_cols, cfg.h_cols)
         dev, c, pad = net.device, cfg.channels, cfg.v_cols // 2
@@ -182,6 +184,10 @@ class WavefrontStepper:
         self.v = [zeros((height + cfg.v_rows) * (width + 2 * pad), c) for _ in range(cfg.layers + 1)]
         self.v_conv = [zeros(height * width, 2 * c) for _ in range(cfg.layers)]
         self.h = [zeros(height * (width + cfg.h_cols), c) for _ in range(cfg.layers + 1)]
+        d = c // cfg.heads  # attention caches: keys and values of every position decoded so far
+        self.kv = {i: (torch.zeros(batch, cfg.heads, height * width, d, dtype=torch.float64, device=dev),
+                       torch.zeros(batch, cfg.heads, height * width, d, dtype=torch.float64, device=dev))
+                   for i in range(cfg.layers) if cfg.attention_after(i)}
         if dev.type != "cpu":
             self.plan = [_Step(**{f.name: _to(getattr(s, f.name), dev) for f in dataclasses.fields(s)})
                          for s in self.plan]
@@ -214,10 +220,23 @@ class WavefrontStepper:
             v_conv = self.v_conv[i].index_select(0, plan.here).reshape(n * self.batch, -1, 1, 1)
             _, ch, _, lh = self.biases[i]
             new = net.h_layer(i, h_cols, h_cols[..., -1:], v_conv, _at(ch, plan.here), self._label(lh, n))
+            if cfg.attention_after(i):  # raster order: one position, attending to every earlier one
+                new = self._attend(i, new, int(self.order[step][0, 0]) * self.width + int(self.order[step][0, 1]))
             self.h[i + 1].index_copy_(0, plan.h_out, new.view(n, self.batch, -1))
         last = self.h[cfg.layers].index_select(0, plan.h_out).reshape(n * self.batch, -1, 1, 1)
         probs = net.probs(net.head_logits(last, self.temperature))  # (n * B, K, 1, 1)
         return probs.view(n, self.batch, -1).transpose(0, 1)
+
+    def _attend(self, i: int, h: torch.Tensor, pos: int) -> torch.Tensor:
+        """Attention layer i for the position with raster index ``pos``; h is (B, C, 1, 1)."""
+        q, k, v = self.net.qkv(i, h)  # (B, heads, 1, d)
+        keys, values = self.kv[i]
+        keys[:, :, pos : pos + 1], values[:, :, pos : pos + 1] = k, v
+        w = self.net.attn_weights(i, q @ keys[:, :, : pos + 1].transpose(2, 3), None)
+        b, c, heads = h.shape[0], h.shape[1], self.cfg.heads
+        weighted = (w @ values[:, :, : pos + 1]).transpose(2, 3).reshape(b, c, 1, 1)
+        total = w.sum(-1)[:, :, None, :].expand(b, heads, c // heads, 1).reshape(b, c, 1, 1)
+        return self.net.attn_finish(i, h, weighted, total)
 
     def record(self, step: int, codes: torch.Tensor) -> None:
         """Record the codes (B, P) chosen at the step's positions."""
