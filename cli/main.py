@@ -39,6 +39,7 @@ def main() -> None:
     """vqcodec: a learned image codec built on VQ-VAE-2 with PixelCNN priors."""
 
 
+from . import benchmark as _benchmark  # noqa: E402,F401
 from . import codec as _codec  # noqa: E402,F401  (each import registers its commands)
 from . import codes as _codes  # noqa: E402,F401
 from . import demo as _demo  # noqa: E402,F401

@@ -1,0 +1,241 @@
+"""vqcodec benchmark: the command end to end on small images, result files, Bjøntegaard deltas,
+coding statistics, reference files and the MS-SSIM convention."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+from vqcodec_cli.main import main as cli_main
+
+from vqcodec.bench import bd
+from vqcodec.bench.coding_stats import coding_stats
+from vqcodec.bench.plot import SIZE_PX
+from vqcodec.bench.report import RESULT_KEYS, Curve, markdown_summary, validate_result
+from vqcodec.codec import compress
+from vqcodec.coding.tile_codec import encode_tiles
+from vqcodec.imageio import to_model_input
+from vqcodec.metrics import ms_ssim
+from vqcodec.testing import smooth_image, tiny_codec_model, write_tiny_codec_model
+
+# A published-style reference curve (4 points) in CompressAI's older key names
+REFERENCE = {
+    "name": "mbt2018", "description": "official results (mse)",
+    "results": {"psnr": [26.8, 28.9, 30.9, 33.0], "bpp": [0.072, 0.153, 0.264, 0.429]},
+}
+
+
+@pytest.fixture(scope="module")
+def bench_inputs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    """(folder of three 48x64 images, tiny model file, valid reference file)."""
+    root = tmp_path_factory.mktemp("bench")
+    images = root / "images"
+    images.mkdir()
+    for seed in range(3):
+        Image.fromarray(smooth_image(48, 64, seed)).save(images / f"im{seed}.png")
+    model = write_tiny_codec_model(root / "tiny.safetensors")
+    reference = root / "mbt2018.json"
+    reference.write_text(json.dumps(REFERENCE))
+    return images, model, reference
+
+
+def _run(args: list[str]):
+    return CliRunner().invoke(cli_main, ["benchmark", *args])
+
+
+def test_end_to_end(bench_inputs: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    images, model, reference = bench_inputs
+    out = tmp_path / "results"
+    res = _run([str(images), "--codecs", "vqcodec,jpeg", "--quality", "jpeg=10,30,60,90", "--model", str(model),
+                "--reference", str(reference), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in out.iterdir()) == [
+        "jpeg-images.csv", "jpeg.json", "rd.png", "summary.md", "vqcodec-coding.json", "vqcodec-images.csv",
+        "vqcodec.json"]
+
+    # CompressAI's schema: name, description, results with five equally long lists of numbers
+    for name, points in (("jpeg", 4), ("vqcodec", 1)):
+        obj = json.loads((out / f"{name}.json").read_text())
+        assert obj["name"] == name and isinstance(obj["description"], str) and obj["description"]
+        assert set(RESULT_KEYS) <= set(obj["results"])
+        for key in RESULT_KEYS:
+            values = obj["results"][key]
+            assert len(values) == points and all(isinstance(v, float) and math.isfinite(v) for v in values), key
+        assert all(0 < v <= 1 for v in obj["results"]["ms-ssim-rgb"])
+        assert obj["results"]["bpp"] == sorted(obj["results"]["bpp"])
+        validate_result(obj, name, complete=True)
+        with open(out / f"{name}-images.csv", newline="") as f:
+            rows = list(csv.DictReader(f))
+        assert len(rows) == 3 * points and {r["image"] for r in rows} == {"im0.png", "im1.png", "im2.png"}
+        means = [np.mean([float(r["bpp"]) for r in rows if r["setting"] == s]) for s in obj["settings"]]
+        assert np.allclose(means, obj["results"]["bpp"], rtol=1e-5)  # bpp = mean of per-image bpp
+
+    with Image.open(out / "rd.png") as im:
+        assert im.format == "PNG" and im.size == SIZE_PX
+
+    summary = (out / "summary.md").read_text()
+    assert summary == res.stdout.strip() + "\n"
+    table = summary.split("## Rate-distortion summary")[1].split("\n\n")[2].splitlines()[2:]
+    assert [row.split("|")[1].strip() for row in table] == ["vqcodec", "JPEG", "mbt2018 (reference)"]
+    vq_row = table[0].split("|")
+    assert vq_row[4].strip() == "(this)"
+    jpeg_row = table[1].split("|")
+    assert jpeg_row[4].strip().startswith("–") and "¹" in jpeg_row[4]  # one vqcodec point: no BD-rate
+    assert "¹ vqcodec's curve has 1 rate-distortion point; the pchip method needs at least 2" in summary
+    assert "## At vqcodec's bitrate (model=tiny" in summary
+
+    coding = json.loads((out / "vqcodec-coding.json").read_text())["model=tiny"]
+    assert [lv["level"] for lv in coding["levels"]] == ["top", "bottom"]
+    assert coding["images"] == 3
+    vq = json.loads((out / "vqcodec.json").read_text())
+    assert coding["payload_bpp"] < vq["results"]["bpp"][0]  # the file adds a header and checksums
+
+    again = _run([str(images), "--codecs", "jpeg", "--out", str(out)])  # refused before measuring anything
+    assert again.exit_code == 1 and "already holds" in again.stderr and "--force" in again.stderr
+
+
+def test_malformed_reference_is_one_error_line(bench_inputs: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    images, _, _ = bench_inputs
+    broken = tmp_path / "broken.json"
+    for text, expect in (('{"name": "x", "results": {"bpp": [0.1, 0.2]', "is not valid JSON"),
+                         ('{"name": "x", "results": {"bpp": [0.1, 0.2], "psnr": [30]}}', "has 1 values"),
+                         ('{"name": "x", "results": {"bpp": [0.1], "psnr-rgb": ["a"]}}', "list of numbers"),
+                         ('[1, 2]', "not a CompressAI result file")):
+        broken.write_text(text)
+        res = _run([str(images), "--codecs", "jpeg", "--reference", str(broken), "--out", str(tmp_path / "o")])
+        assert res.exit_code == 1
+        lines = res.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("vqcodec: error: reference ") and expect in lines[0], lines
+        assert not (tmp_path / "o").exists()
+
+
+def test_bad_options(bench_inputs: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    images, _, _ = bench_inputs
+    for args, expect in ((["--codecs", "jpeg,bpg"], "--codecs takes"),
+                         (["--quality", "vqcodec=1,2"], "use --model"),
+                         (["--quality", "jpeg=high"], "must be numbers"),
+                         (["--codecs", "jpeg", "--quality", "webp=10"], "not in --codecs")):
+        res = _run([str(images), *args, "--out", str(tmp_path / "o")])
+        assert res.exit_code == 1 and res.stderr.startswith("vqcodec: error: ") and expect in res.stderr, res.stderr
+
+
+# -- Bjøntegaard deltas --------------------------------------------------------------------------------------
+
+# Sample 1 of the public VCEG-M33 reference scripts (kbit/s, dB)
+R1, P1 = [686.76, 309.58, 157.11, 85.95], [40.28, 37.18, 34.24, 31.42]
+R2, P2 = [893.34, 407.8, 204.93, 112.75], [40.39, 37.21, 34.17, 31.24]
+# "Test 1" of the bjontegaard package (libx265 presets)
+RA, PA = [9487.76, 4593.60, 2486.44, 1358.24], [40.037, 38.615, 36.845, 34.851]
+RT, PT = [9787.80, 4469.00, 2451.52, 1356.24], [40.121, 38.651, 36.970, 34.987]
+
+
+def _vceg_m33_rate(r1, p1, r2, p2) -> float:
+    """VCEG-M33 as Bjøntegaard wrote it: cubic fit of ln(rate) over PSNR, integrated over the overlap."""
+    i1, i2 = np.polyint(np.polyfit(p1, np.log(r1), 3)), np.polyint(np.polyfit(p2, np.log(r2), 3))
+    lo, hi = max(min(p1), min(p2)), min(max(p1), max(p2))
+    diff = (np.polyval(i2, hi) - np.polyval(i2, lo) - np.polyval(i1, hi) + np.polyval(i1, lo)) / (hi - lo)
+    return (math.exp(diff) - 1) * 100
+
+
+@pytest.mark.parametrize("method", ["pchip", "cubic", "akima"])
+def test_bd_identical_curves_give_zero(method: str) -> None:
+    assert bd.bd_rate(RA, PA, RA, PA, method) == pytest.approx(0, abs=1e-9)
+    assert bd.bd_psnr(RA, PA, RA, PA, method) == pytest.approx(0, abs=1e-9)
+
+
+@pytest.mark.parametrize("method", ["pchip", "cubic", "akima"])
+def test_bd_half_the_rate_gives_minus_50_percent(method: str) -> None:
+    half = [r / 2 for r in RA]
+    assert bd.bd_rate(RA, PA, half, PA, method) == pytest.approx(-50, abs=1e-9)
+    assert bd.bd_rate(half, PA, RA, PA, method) == pytest.approx(100, abs=1e-9)
+    assert bd.bd_psnr(RA, PA, RA, [p + 0.5 for p in PA], method) == pytest.approx(0.5, abs=1e-9)
+
+
+def test_bd_known_values() -> None:
+    # VCEG-M33's cubic method: the values its reference scripts print for Sample 1 (31.40 %, -1.18 dB),
+    # and an independent evaluation of its formulas
+    assert bd.bd_rate(R1, P1, R2, P2, "cubic") == pytest.approx(31.397374054908, abs=1e-6)
+    assert bd.bd_rate(R1, P1, R2, P2, "cubic") == pytest.approx(_vceg_m33_rate(R1, P1, R2, P2), abs=1e-6)
+    assert bd.bd_psnr(R1, P1, R2, P2, "cubic") == pytest.approx(-1.184897921770, abs=1e-6)
+    assert bd.bd_rate(RA, PA, RT, PT, "cubic") == pytest.approx(-4.420462706, abs=1e-6)
+    assert bd.bd_rate(RA, PA, RT, PT, "cubic") == pytest.approx(_vceg_m33_rate(RA, PA, RT, PT), abs=1e-6)
+    # PCHIP (JCT-VC/JVET common test conditions), as the bjontegaard reference package computes it
+    assert bd.bd_rate(RA, PA, RT, PT) == pytest.approx(-4.417485350589, abs=1e-6)
+    assert bd.bd_psnr(RA, PA, RT, PT) == pytest.approx(0.119692785425, abs=1e-6)
+    assert bd.bd_rate(R1, P1, R2, P2) == pytest.approx(31.379878202398, abs=1e-6)
+    # points in any order, and curves of different lengths
+    assert bd.bd_rate(RA[::-1], PA[::-1], RT, PT) == pytest.approx(-4.417485350589, abs=1e-6)
+    assert math.isfinite(bd.bd_rate(RA, PA, RT[:3], PT[:3]))
+
+
+def test_bd_refuses_what_it_cannot_compute() -> None:
+    with pytest.raises(bd.BDUnavailable, match="has 1 rate-distortion point; the pchip method needs at least 2"):
+        bd.bd_rate(RA, PA, [0.4], [28.7])
+    with pytest.raises(bd.BDUnavailable, match="needs at least 4"):
+        bd.bd_rate(RA, PA, RT[:3], PT[:3], "cubic")
+    with pytest.raises(bd.BDUnavailable, match="share no quality range"):
+        bd.bd_rate(RA, PA, RT, [p + 20 for p in PT])
+    with pytest.raises(bd.BDUnavailable, match="does not rise"):
+        bd.bd_rate(RA, PA, RT, [35, 36, 35.5, 37])
+
+
+def test_summary_bd_cells_with_multi_point_curves() -> None:
+    jpeg = Curve("jpeg", "", [r / 1e4 for r in RA], PA, [0.9] * 4, settings=["q"] * 4, median_encode_s=0.003,
+                 median_decode_s=0.002)
+    vq = Curve("vqcodec", "", [r / 1e4 for r in RT], PT, [0.95] * 4, settings=[f"model={i}" for i in range(4)],
+               median_encode_s=2.0, median_decode_s=6.0)
+    summary = markdown_summary([vq, jpeg])
+    row = next(line for line in summary.splitlines() if line.startswith("| JPEG |"))
+    assert f"| {bd.bd_rate(jpeg.bpp, PA, vq.bpp, PT):+.1f} % | {bd.bd_psnr(jpeg.bpp, PA, vq.bpp, PT):+.2f} dB |" in row
+    assert "| 3.0 | 2.0 |" in row  # median ms per image
+    assert summary.count("## At vqcodec's bitrate") == 4 and "¹" not in summary
+
+
+# -- coding statistics ---------------------------------------------------------------------------------------
+
+
+def test_coding_stats_count_the_encoders_bits() -> None:
+    model = tiny_codec_model()
+    img = smooth_image(48, 64, 5)
+    data = compress(img, model)
+    from_file = coding_stats(model, img, data)
+    recomputed = coding_stats(model, img)
+    payloads = encode_tiles(model.priors, model.vqvae.encode(to_model_input(img, 8)), model.tile)
+    assert from_file.payload_bits == recomputed.payload_bits == 8 * sum(len(p) for p in payloads)
+    assert from_file.payload_bits < 8 * len(data)
+    table = from_file.table()
+    assert [r["level"] for r in table] == ["top", "bottom"] and [r["codes"] for r in table] == [6 * 8, 12 * 16]
+    for r in table:  # the coder cannot beat the prior's cross-entropy; the cross-entropy is finite
+        assert r["coded_bits_per_code"] >= r["cross_entropy_bits_per_code"] > 0
+        assert 0 < r["unigram_entropy_bits_per_code"] <= math.log2(32)
+    both = from_file.add(recomputed)
+    assert both.images == 2 and both.table()[0]["codes_per_image"] == 48
+
+
+# -- MS-SSIM convention and light imports ------------------------------------------------------------------
+
+
+def test_ms_ssim_agrees_with_pytorch_msssim() -> None:
+    torch_msssim = pytest.importorskip("pytorch_msssim")
+    import torch
+
+    a = smooth_image(176, 200, 3)
+    b = np.clip(a.astype(np.int16) + np.random.default_rng(0).integers(-12, 13, a.shape), 0, 255).astype(np.uint8)
+    as_tensor = lambda x: torch.from_numpy(x.astype(np.float64)).permute(2, 0, 1)[None]  # noqa: E731
+    theirs = float(torch_msssim.ms_ssim(as_tensor(a), as_tensor(b), data_range=255, size_average=True))
+    assert ms_ssim(a, b, 255) == pytest.approx(theirs, abs=1e-6)
+
+
+def test_light_imports() -> None:
+    code = ("import sys, vqcodec, vqcodec_cli.main; "
+            "print(sorted(m for m in sys.modules if m.startswith(('vqcodec.bench', 'matplotlib', 'bjontegaard'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
