@@ -26,10 +26,8 @@ import torch
 from vqcodec.codec import WINDOW_ABOVE
 from vqcodec.coding.bitstream import unpack
 from vqcodec.coding.range_coder import encode_symbols
-from vqcodec.coding.tile_codec import encode_tiles
-from vqcodec.coding.tiles import shape_groups, tile_grid
+from vqcodec.coding.tile_codec import encode_tiles, tile_symbols
 from vqcodec.imageio import to_model_input
-from vqcodec.priors.autoregress import levels_above
 from vqcodec.vqvae import LEVEL_NAMES, encode_windowed
 from vqcodec.zoo.codec_model import CodecModel
 
@@ -116,18 +114,13 @@ def level_bits(priors: Sequence, codes: Sequence[torch.Tensor], tile: int) -> li
     levels = len(priors)
     num_codes = [int(p.config.num_codes) for p in priors]
     stats = [LevelBits(histogram=np.zeros(num_codes[lv], dtype=np.int64)) for lv in range(levels)]
-    tiles = tile_grid(codes[0].shape[1], codes[0].shape[2], tile)
-    for idx in shape_groups(tiles):
-        batch = [torch.stack([m[0][tiles[k].window(lv)] for k in idx]) for lv, m in enumerate(codes)]
-        for level in reversed(range(levels)):
-            probs = priors[level].parallel_probs(batch[level], levels_above(batch, level))
-            for j in range(len(idx)):
-                symbols = batch[level][j].reshape(-1).cpu().numpy()
-                rows = np.ascontiguousarray(probs[j].reshape(-1, probs.shape[-1]).cpu().numpy(), dtype=np.float64)
-                chosen = rows[np.arange(len(symbols)), symbols]
-                s = stats[level]
-                s.codes += len(symbols)
-                s.cross_entropy += float(-np.log2(chosen / rows.sum(axis=1)).sum())
-                s.coded += 8 * len(encode_symbols([(symbols, rows)]))
-                s.histogram += np.bincount(symbols, minlength=num_codes[level])
+    for _, parts in tile_symbols(priors, codes, tile):
+        for level, (symbols, probs) in zip(reversed(range(levels)), parts):
+            rows = np.ascontiguousarray(probs.cpu().numpy(), dtype=np.float64)
+            chosen = rows[np.arange(len(symbols)), symbols]
+            s = stats[level]
+            s.codes += len(symbols)
+            s.cross_entropy += float(-np.log2(chosen / rows.sum(axis=1)).sum())
+            s.coded += 8 * len(encode_symbols([(symbols, rows)]))
+            s.histogram += np.bincount(symbols, minlength=num_codes[level])
     return stats

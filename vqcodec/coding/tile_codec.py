@@ -10,8 +10,9 @@ guarantee both give the same numbers.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
+import numpy as np
 import torch
 
 from vqcodec.coding.range_coder import TileDecoders, encode_symbols
@@ -39,21 +40,31 @@ def _windows(maps: Sequence[torch.Tensor], tiles: list[Tile], idx: list[int]) ->
 
 
 @torch.no_grad()
-def encode_tiles(
+def tile_symbols(
     priors: Sequence[IntegerPrior], codes: Sequence[torch.Tensor], tile: int, order: str = "fast"
-) -> list[bytes]:
-    """Tile payloads for code maps (bottom first, each (1, H_l, W_l)), tiles in raster order."""
+) -> Iterator[tuple[int, list[tuple[np.ndarray, torch.Tensor]]]]:
+    """(tile index, what its stream codes: per level, top first, the symbols (N,) and their
+    probability rows (N, K) in decoding order), one batch of tiles at a time, so the probability
+    rows of only one batch are ever held (they are 4 KB per code)."""
     tiles = tile_grid(codes[0].shape[1], codes[0].shape[2], tile)
-    parts: list[list] = [[] for _ in tiles]
     for idx in _batches(tiles):
         batch = _windows(codes, tiles, idx)
+        parts: list[list] = [[] for _ in idx]
         for level in reversed(range(len(priors))):
             probs = priors[level].parallel_probs(batch[level], levels_above(batch, level))
             steps = priors[level].decode_order(probs.shape[1], probs.shape[2], order)
             rows, cols = (torch.from_numpy(a) for a in flat_positions(steps))
-            for j, k in enumerate(idx):
-                parts[k].append((batch[level][j][rows, cols].cpu().numpy(), probs[j][rows, cols]))
-    return [encode_symbols(p) for p in parts]
+            for j in range(len(idx)):
+                parts[j].append((batch[level][j][rows, cols].cpu().numpy(), probs[j][rows, cols]))
+        yield from zip(idx, parts)
+
+
+def encode_tiles(
+    priors: Sequence[IntegerPrior], codes: Sequence[torch.Tensor], tile: int, order: str = "fast"
+) -> list[bytes]:
+    """Tile payloads for code maps (bottom first, each (1, H_l, W_l)), tiles in raster order."""
+    payloads = dict((k, encode_symbols(parts)) for k, parts in tile_symbols(priors, codes, tile, order))
+    return [payloads[k] for k in range(len(payloads))]
 
 
 def _from_stream(decoders: TileDecoders) -> Pick:
