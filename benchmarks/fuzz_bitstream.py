@@ -3,10 +3,12 @@
 Usage: python benchmarks/fuzz_bitstream.py --n 10000 --seed 0
 
 Runs n random mutations (byte flips, insertions, deletions; half of them confined to the header
-with its CRC repaired so the field checks behind it are reached) plus n/2 truncations of a few
-valid streams, prints how often each outcome occurred, and exits 1 on any foreign exception or on
-a stream that unpacks but does not re-pack to the same bytes (or whose damaged tiles salvage mode
-does not report).
+with its CRC repaired so the field checks behind it are reached), n/2 truncations, and n/10 each of
+headers that claim a huge image and of tile lengths that disagree with the payloads
+(``vqcodec.testing.huge_header_mutation`` and ``lengths_mutation``, shared with fuzz_codec.py) of a
+few valid streams, prints how often each outcome occurred, and exits 1 on any foreign exception or
+on a stream that unpacks but does not re-pack to the same bytes (or whose damaged tiles salvage
+mode does not report).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from collections import Counter
 
 from vqcodec.coding.bitstream import Bitstream, Header, pack, unpack
 from vqcodec.errors import VQCodecError
+from vqcodec.testing import huge_header_mutation, lengths_mutation
 
 
 def base_streams(rng: random.Random) -> list[Bitstream]:
@@ -80,7 +83,8 @@ def outcome(data: bytes) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=10000, help="number of mutations (truncations: n/2)")
+    parser.add_argument("--n", type=int, default=10000,
+                        help="number of mutations (truncations: n/2; huge headers and bad lengths: n/10 each)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
@@ -94,9 +98,17 @@ def main() -> int:
     failures = 0
     start = time.perf_counter()
     jobs = [("mutation", i) for i in range(args.n)] + [("truncation", i) for i in range(args.n // 2)]
+    jobs += [("huge", i) for i in range(args.n // 10)] + [("lengths", i) for i in range(args.n // 10)]
     for kind, _ in jobs:
         data, header_end = rng.choice(cases)
-        sample = mutate(data, header_end, rng) if kind == "mutation" else data[: rng.randrange(len(data))]
+        if kind == "mutation":
+            sample = mutate(data, header_end, rng)
+        elif kind == "huge":
+            sample = huge_header_mutation(rng, data)
+        elif kind == "lengths":
+            sample = lengths_mutation(rng, data)
+        else:
+            sample = data[: rng.randrange(len(data))]
         try:
             counts[f"{kind} {outcome(sample)}"] += 1
         except Exception:  # noqa: BLE001 - anything but VQCodecError is the bug being hunted

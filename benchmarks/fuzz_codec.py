@@ -2,9 +2,11 @@
 
 Usage: python benchmarks/fuzz_codec.py [--n 10000] [--seed 0] [--model PATH]
 
-The mutations (``vqcodec.testing.mutate``) include damage that passes the CRCs, so it reaches the codec layer
-and the range decoder. Prints the outcome per kind of mutation and the slowest decode; exits 1 on
-any other exception.
+The mutations (``vqcodec.testing.mutate``) include damage that passes the CRCs, so it reaches the
+codec layer and the range decoder, headers that claim a huge image (``huge``: over the decoder's
+size limit, or with payloads too short for the claimed codes; both must be refused before anything
+is allocated) and tile lengths that disagree with the payloads (``lengths``). Prints the outcome per
+kind of mutation and the slowest decode; exits 1 on any other exception.
 """
 
 from __future__ import annotations

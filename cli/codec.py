@@ -1,8 +1,17 @@
-"""``vqcodec compress``, ``decompress`` and ``info``."""
+"""``vqcodec compress``, ``decompress`` and ``info``.
+
+The rules for inputs and outputs (stdout, --force, devices, FIFOs and symbolic links, folders,
+collisions, --skip-existing, --fail-fast, exit statuses) are written down in docs/cli.md; every
+output is checked before any work starts, and a batch reports a bad file and goes on.
+"""
 
 from __future__ import annotations
 
+import io
+import os
+import stat
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
@@ -13,55 +22,251 @@ from vqcodec.errors import VQCodecError
 from .main import friendly_errors, main
 from .options import DEVICE, FORCE, MODEL, MODEL_DIR
 
+STDIN = "-"
+VQC = ".vqc"
+_FORMATS = ("png", "tiff", "webp", "bmp")
+
+SKIP_EXISTING = click.option(
+    "--skip-existing", is_flag=True,
+    help="Leave outputs that already exist alone and do the rest (to finish an interrupted batch).",
+)
+FAIL_FAST = click.option(
+    "--fail-fast", is_flag=True,
+    help="Stop at the first file that fails (by default a batch reports it, goes on, and exits 1 at the end).",
+)
+
+
+@dataclass(frozen=True)
+class Job:
+    src: str  # an input file, or '-' for stdin
+    dst: str  # an output file, or '-' for stdout
+
+
+# -- reading and writing ------------------------------------------------------------------------------------
+
 
 def _read_input(src: str) -> bytes:
-    if src == "-":
-        return sys.stdin.buffer.read()
-    path = Path(src)
-    if not path.is_file():
-        raise VQCodecError(f"input not found or not a file: {src}")
-    return path.read_bytes()
+    """All bytes of an input: a file, a pipe or device (``<(cmd)``, /dev/stdin), or '-' for stdin."""
+    if src == STDIN:
+        if sys.stdin is None:
+            raise VQCodecError("cannot read stdin: it is closed")
+        try:
+            return sys.stdin.buffer.read()
+        except (OSError, ValueError) as e:
+            raise VQCodecError(f"cannot read stdin: {e}") from None
+    try:
+        if os.path.isdir(src):
+            raise VQCodecError(f"{src} is a directory, not a file")
+        with open(src, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise VQCodecError(f"{src}: no such file") from None
+    except OSError as e:
+        raise VQCodecError(f"cannot read {src}: {e.strerror or e}") from None
+
+
+def _named(data: bytes, src: str) -> io.BytesIO:
+    """The input's bytes as a stream that carries its name, so that errors name the file."""
+    stream = io.BytesIO(data)
+    stream.name = "<stdin>" if src == STDIN else src
+    return stream
+
+
+def _write_stdout(data: bytes) -> None:
+    out = sys.stdout
+    if out is None:
+        raise VQCodecError("cannot write to stdout: it is closed")
+    try:
+        out.buffer.write(data)
+        out.buffer.flush()
+    except BrokenPipeError:
+        # the reader went away; point stdout at /dev/null so the interpreter's last flush is quiet
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, out.fileno())
+        except (OSError, ValueError):
+            pass
+        raise VQCodecError("cannot write to stdout: the pipe was closed by its reader") from None
+    except (OSError, ValueError) as e:
+        raise VQCodecError(f"cannot write to stdout: {e}") from None
 
 
 def _write_output(dst: str, data: bytes, force: bool) -> None:
     from vqcodec.atomic import atomic_write_bytes
 
     if dst == "-":
-        sys.stdout.buffer.write(data)
-        sys.stdout.buffer.flush()
+        _write_stdout(data)
+        return
+    try:
+        Path(dst).parent.mkdir(parents=True, exist_ok=True)  # a folder of the batch's output tree
+    except OSError as e:
+        raise VQCodecError(f"cannot create the folder of {dst}: {e.strerror or e}") from None
+    atomic_write_bytes(dst, data, force=force)
+
+
+def _about(err: VQCodecError, src: str) -> str:
+    """The error's message, naming the input it is about."""
+    name = "<stdin>" if src == STDIN else src
+    text = str(err)
+    return text if name in text else f"{name}: {text}"
+
+
+# -- planning: inputs to outputs, every output checked before any work ---------------------------------------
+
+
+def _stat(path: str) -> os.stat_result | None:
+    try:
+        return os.stat(path)
+    except OSError:
+        return None
+
+
+def _identity(src: str) -> tuple[int, int] | None:
+    """(device, inode) of an input, to recognise an output that is the same file."""
+    if src == STDIN:
+        try:
+            st = os.fstat(sys.stdin.fileno())
+        except (AttributeError, OSError, ValueError):
+            return None
     else:
-        atomic_write_bytes(dst, data, force=force)
+        st = _stat(src)
+    return (st.st_dev, st.st_ino) if st is not None and stat.S_ISREG(st.st_mode) else None
 
 
-def _inputs_and_outputs(inputs: tuple[str, ...], output: str | None, suffix: str) -> list[tuple[str, str]]:
-    """Pair inputs with outputs: IN OUT, or several inputs / a folder into an --out-dir."""
+def _expand(inputs: tuple[str, ...], pattern: set[str]) -> tuple[list[tuple[str, Path]], bool]:
+    """Input files with the path each keeps under an output folder, and whether there are several
+    inputs (several arguments, or any folder)."""
+    if STDIN in inputs and len(inputs) > 1:
+        raise VQCodecError("'-' (stdin) can only be the only input")
+    files: list[tuple[str, Path]] = []
+    several = len(inputs) > 1
+    for src in inputs:
+        if src == STDIN:
+            files.append((src, Path("stdin")))
+            continue
+        st = _stat(src)
+        if st is None:
+            if os.path.lexists(src):
+                raise VQCodecError(f"cannot read {src}: it is a dangling symbolic link")
+            raise VQCodecError(f"{src}: no such file or folder")
+        if stat.S_ISDIR(st.st_mode):
+            several = True
+            root = Path(src)
+            found = sorted(f for f in root.rglob("*") if f.suffix.lower() in pattern and f.is_file())
+            files += [(str(f), f.relative_to(root)) for f in found]
+        else:
+            files.append((src, Path(Path(src).name)))
+    if not files:
+        raise VQCodecError(f"no input files (a folder is searched for {', '.join(sorted(pattern))} files)")
+    return files, several
+
+
+def _plan(inputs: tuple[str, ...], output: str | None, suffix: str, pattern: set[str], force: bool,
+          skip_existing: bool) -> tuple[list[Job], list[Job]]:
+    """(jobs to do, jobs skipped because their output exists) for these inputs and ``-o``.
+
+    Refuses, before any work: '-' among several inputs; several inputs into '-' or into a name
+    that is a file or looks like one; two inputs that would write the same output; an output that
+    is an input; an existing output without --force (unless --skip-existing); an output that is a
+    folder, a dangling link or a block device."""
+    from vqcodec.atomic import output_kind
     from vqcodec.imageio import IMAGE_SUFFIXES
 
-    expanded: list[str] = []
-    for src in inputs:
-        p = Path(src)
-        if p.is_dir():
-            pattern = IMAGE_SUFFIXES if suffix == ".vqc" else {".vqc"}
-            expanded += sorted(str(f) for f in p.rglob("*") if f.suffix.lower() in pattern and f.is_file())
+    if force and skip_existing:
+        raise VQCodecError("--force and --skip-existing exclude each other; choose one")
+    files, several = _expand(inputs, pattern)
+    jobs: list[Job] = []
+    if not several:
+        src = files[0][0]
+        if output is None:
+            st = _stat(src) if src != STDIN else None
+            if src == STDIN:
+                dst = "-"
+            elif st is not None and not stat.S_ISREG(st.st_mode):
+                raise VQCodecError(f"{src} is not a regular file (a pipe or device); name the output with -o")
+            else:
+                dst = str(Path(src).with_suffix(suffix))
+        elif output != "-" and (os.path.isdir(output) or output.endswith(("/", os.sep))):  # a folder, maybe new
+            dst = str(Path(output) / (files[0][1].stem + suffix))
         else:
-            expanded.append(src)
-    if not expanded:
-        raise VQCodecError("no input files")
-    if output is None:
-        if expanded == ["-"]:
-            return [("-", "-")]  # a pipe in, a pipe out
-        return [(src, str(Path(src).with_suffix(suffix))) for src in expanded]
-    if len(expanded) == 1 and not Path(output).is_dir():
-        return [(expanded[0], output)]
-    out_dir = Path(output)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    return [(src, str(out_dir / (Path(src).stem + suffix))) for src in expanded]
+            dst = output
+        jobs.append(Job(src, dst))
+    else:
+        if output == "-":
+            raise VQCodecError("several inputs cannot all be written to stdout ('-'); give -o a folder")
+        if output is not None:
+            out_st = _stat(output)
+            if out_st is not None and not stat.S_ISDIR(out_st.st_mode):
+                raise VQCodecError(f"-o {output} is not a folder; several inputs need -o to name a folder")
+            if out_st is None and Path(output).suffix.lower() in IMAGE_SUFFIXES | {VQC}:
+                raise VQCodecError(f"-o {output} looks like a file name; several inputs need -o to name a folder "
+                                   "(a name without an image or .vqc extension)")
+        for src, rel in files:
+            if output is None:
+                jobs.append(Job(src, str(Path(src).with_suffix(suffix))))
+            else:
+                jobs.append(Job(src, str(Path(output) / rel.with_suffix(suffix))))
+
+    by_dst: dict[str, str] = {}
+    for job in jobs:
+        if job.dst == "-":
+            continue
+        key = os.path.normcase(os.path.abspath(job.dst))
+        if key in by_dst:
+            raise VQCodecError(f"{by_dst[key]} and {job.src} would both be written to {job.dst}; "
+                               "rename one or put them in separate folders")
+        by_dst[key] = job.src
+    sources = {_identity(j.src) for j in jobs} - {None}
+    todo, skipped = [], []
+    for job in jobs:
+        if job.dst == "-":
+            todo.append(job)
+            continue
+        target = _stat(job.dst)
+        if target is not None and (target.st_dev, target.st_ino) in sources:
+            raise VQCodecError(f"{job.dst} is an input of this command; it would be destroyed (even with --force "
+                               "it is not overwritten)")
+        if os.path.lexists(job.dst):
+            if skip_existing:
+                skipped.append(job)
+                continue
+            output_kind(job.dst, force=force)
+        elif output is None or (not several and os.path.isdir(Path(job.dst).parent)):
+            output_kind(job.dst, force=force)
+        elif not several and not output.endswith(("/", os.sep)):
+            raise VQCodecError(f"cannot write {job.dst}: folder {Path(job.dst).parent} does not exist")
+        todo.append(job)
+    return todo, skipped
+
+
+def _run(jobs: list[Job], skipped: list[Job], what: str, work, fail_fast: bool) -> None:
+    """Do ``work(job)`` for every job. A single file's error is the command's error; in a batch a
+    failing file is reported (naming it) and the rest go on, unless ``fail_fast``."""
+    single = len(jobs) + len(skipped) == 1
+    failed = 0
+    bar = tqdm(jobs, disable=len(jobs) <= 1 or not sys.stderr.isatty(), desc=what, file=sys.stderr)
+    for job in bar:
+        try:
+            work(job)
+        except VQCodecError as err:
+            if single or fail_fast:
+                raise VQCodecError(_about(err, job.src)) from None
+            failed += 1
+            tqdm.write(f"vqcodec: error: {_about(err, job.src)}", file=sys.stderr)
+    if skipped:
+        tqdm.write(f"vqcodec: skipped {len(skipped)} input(s) whose output exists", file=sys.stderr)
+    if failed:
+        raise VQCodecError(f"{failed} of {len(jobs)} files failed (see above)")
+
+
+# -- commands -------------------------------------------------------------------------------------------------
 
 
 @main.command()
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("--out", "-o", "output", default=None,
-              help="Output file ('-' for stdout), or a folder when there are several inputs.")
+              help="Output file ('-' for stdout); with several inputs or a folder, a folder (it keeps the inputs' "
+                   "paths under a folder input). Default: next to each input, with the .vqc extension.")
 @click.option("--tile", type=int, default=None,
               help="Tile side in bottom codes (power of two; default: the model's, 32). Bigger tiles save a "
                    "few percent of bits and decode slower.")
@@ -69,71 +274,123 @@ def _inputs_and_outputs(inputs: tuple[str, ...], output: str | None, suffix: str
 @MODEL_DIR
 @DEVICE
 @FORCE
+@SKIP_EXISTING
+@FAIL_FAST
 @friendly_errors
 def compress(inputs: tuple[str, ...], output: str | None, tile: int | None, model: str | None,
-             model_dirs: tuple[Path, ...], device: str, force: bool) -> None:
-    """Compress images (PNG, JPEG, TIFF, WebP, BMP; '-' reads stdin) to .vqc files.
+             model_dirs: tuple[Path, ...], device: str, force: bool, skip_existing: bool, fail_fast: bool) -> None:
+    """Compress images (PNG, JPEG, TIFF, WebP, BMP, GIF; '-' reads stdin) to .vqc files.
 
     \b
     vqcodec compress photo.png -o photo.vqc
     vqcodec compress photos/ -o compressed/
     cat photo.png | vqcodec compress - -o - > photo.vqc
+
+    \b
+    Outputs (details: docs/cli.md): an existing file is replaced only with --force, and never
+    when it is one of the inputs; files are written atomically, so an interrupted run leaves no
+    half-written file. '-' is stdout; devices and FIFOs (/dev/null, a named pipe) are written
+    through; a symbolic link is followed. Every output is checked before any work starts. In a
+    batch a bad file is reported and the others go on; the exit status is 1 if any failed.
     """
+    from vqcodec.imageio import IMAGE_SUFFIXES
+
+    if len(inputs) == 2 and output is None and not Path(inputs[1]).is_dir() and Path(inputs[1]).suffix == VQC:
+        inputs, output = inputs[:1], inputs[1]
+    jobs, skipped = _plan(inputs, output, VQC, IMAGE_SUFFIXES, force, skip_existing)
+    if not jobs:
+        _run(jobs, skipped, "compress", None, fail_fast)
+        return
     from vqcodec.codec import compress as compress_image
+    from vqcodec.imageio import read_image
     from vqcodec.zoo.codec_model import load_codec_model
 
-    if len(inputs) == 2 and output is None and not Path(inputs[1]).is_dir() and Path(inputs[1]).suffix == ".vqc":
-        inputs, output = inputs[:1], inputs[1]
-    pairs = _inputs_and_outputs(inputs, output, ".vqc")
     codec_model = load_codec_model(model, device, model_dirs)
-    for src, dst in tqdm(pairs, disable=len(pairs) == 1, desc="compress", file=sys.stderr):
-        data = compress_image(_read_input(src), codec_model, tile=tile)
-        _write_output(dst, data, force)
-        if dst != "-" and len(pairs) == 1:
-            click.echo(f"{src} -> {dst}: {len(data)} bytes", err=True)
+
+    def work(job: Job) -> None:
+        image = read_image(_named(_read_input(job.src), job.src))
+        data = compress_image(image, codec_model, tile=tile)
+        _write_output(job.dst, data, force)
+        if job.dst != "-" and len(jobs) == 1:
+            click.echo(f"{job.src} -> {job.dst}: {len(data)} bytes", err=True)
+
+    _run(jobs, skipped, "compress", work, fail_fast)
 
 
 @main.command()
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("--out", "-o", "output", default=None,
-              help="Output image (format from the extension: png, tif/tiff, webp, bmp; '-' writes PNG to "
-                   "stdout), or a folder when there are several inputs.")
-@click.option("--format", "fmt", type=click.Choice(["png", "tiff", "webp", "bmp"]), default=None,
-              help="Output format for stdout or a folder (default png).")
+              help="Output image (format from the extension: png, tif/tiff, webp, bmp, jpg; '-' writes PNG to "
+                   "stdout); with several inputs or a folder, a folder. Default: next to each input.")
+@click.option("--format", "fmt", type=click.Choice(_FORMATS), default=None,
+              help="Output format for stdout or a folder (default png); with -o FILE it must match FILE's extension.")
 @click.option("--region", default=None, metavar="X,Y,W,H",
-              help="Decode only this rectangle (pixels); only the tiles under it are decoded.")
+              help="Decode only this rectangle (pixels); only the tiles under it are decoded, and its pixels "
+                   "are exactly those of the full image.")
 @click.option("--salvage", is_flag=True,
-              help="Decode what is intact when tile payloads are damaged (their area is left without "
-                   "image content) instead of refusing the file; a warning names the damaged tiles.")
+              help="Decode what is intact when tile payloads are damaged or cut off (their area is left without "
+                   "image content) instead of refusing the file; a warning names the damaged tiles. A file "
+                   "with no intact tile is still an error.")
+@click.option("--max-pixels", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Refuse files that claim more pixels than N (default: the encoder's limit, twice Pillow's "
+                   "MAX_IMAGE_PIXELS: 178,956,970). Raise it only for files you trust.")
 @MODEL
 @MODEL_DIR
 @DEVICE
 @FORCE
+@SKIP_EXISTING
+@FAIL_FAST
 @friendly_errors
 def decompress(inputs: tuple[str, ...], output: str | None, fmt: str | None, region: str | None,
-               salvage: bool, model: str | None, model_dirs: tuple[Path, ...], device: str, force: bool) -> None:
+               salvage: bool, max_pixels: int | None, model: str | None, model_dirs: tuple[Path, ...], device: str,
+               force: bool, skip_existing: bool, fail_fast: bool) -> None:
     """Decompress .vqc files to images.
 
     \b
     vqcodec decompress photo.vqc -o photo.png
     vqcodec decompress compressed/ -o restored/ --format tiff
+
+    \b
+    Outputs follow the same rules as for compress (docs/cli.md). A format that cannot hold the
+    file (16 bits in WebP, JPEG or BMP; WebP above 16383 pixels) is refused before decoding.
     """
-    from vqcodec.codec import damage_message, decompress_image
-    from vqcodec.imageio import encode_image, format_from_path
+    from vqcodec.imageio import format_of_suffix
 
     suffix = "." + (fmt or "png")
-    if len(inputs) == 2 and output is None and Path(inputs[1]).suffix and Path(inputs[1]).suffix != ".vqc":
+    if len(inputs) == 2 and output is None and Path(inputs[1]).suffix and Path(inputs[1]).suffix != VQC:
         inputs, output = inputs[:1], inputs[1]
     box = _parse_region(region) if region else None
-    pairs = _inputs_and_outputs(inputs, output, suffix)
-    for src, dst in tqdm(pairs, disable=len(pairs) == 1, desc="decompress", file=sys.stderr):
-        image = decompress_image(_read_input(src), model, device, region=box, salvage=salvage,
-                                 model_dirs=model_dirs)
+    jobs, skipped = _plan(inputs, output, suffix, {VQC}, force, skip_existing)
+    formats = {}
+    for job in jobs:
+        if job.dst == "-":
+            formats[job] = fmt or "png"
+            continue
+        named = format_of_suffix(job.dst)
+        if fmt is not None and named is not None and named != fmt:
+            raise VQCodecError(f"{job.dst} has the extension of {named.upper()}, but --format is {fmt}; "
+                               "leave --format out or make them agree")
+        if fmt is None and named is None:
+            raise VQCodecError(f"cannot tell the image format of {job.dst!r}: use a .png, .tif/.tiff, .webp, "
+                               ".bmp or .jpg/.jpeg name, or --format")
+        formats[job] = fmt or named
+    from vqcodec.codec import damage_message, decompress_image
+    from vqcodec.coding.bitstream import unpack
+    from vqcodec.imageio import check_encodable, encode_image
+
+    def work(job: Job) -> None:
+        data = _read_input(job.src)
+        head = unpack(data, salvage=True).header  # cheap: checks the output format before decoding
+        width, height = (box[2], box[3]) if box else (head.width, head.height)
+        check_encodable(formats[job], width, height, head.bit_depth)
+        image = decompress_image(data, model, device, region=box, salvage=salvage, model_dirs=model_dirs,
+                                 max_pixels=max_pixels)
         if image.damaged_tiles:
-            where = "" if src == "-" or len(pairs) == 1 else f"{src}: "
-            click.echo(f"vqcodec: warning: {where}{damage_message(image.damaged_tiles)}", err=True)
-        out_fmt = fmt or ("png" if dst == "-" else format_from_path(dst))
-        _write_output(dst, encode_image(image, out_fmt), force)
+            where = "" if job.src == STDIN or len(jobs) == 1 else f"{job.src}: "
+            tqdm.write(f"vqcodec: warning: {where}{damage_message(image.damaged_tiles)}", file=sys.stderr)
+        _write_output(job.dst, encode_image(image, formats[job]), force)
+
+    _run(jobs, skipped, "decompress", work, fail_fast)
 
 
 def _parse_region(text: str) -> tuple[int, int, int, int]:
@@ -150,12 +407,18 @@ def _parse_region(text: str) -> tuple[int, int, int, int]:
 @MODEL_DIR
 @friendly_errors
 def info(file: str, model: str | None, model_dirs: tuple[Path, ...]) -> None:
-    """Show what a .vqc file's header says: size, bit depth, bpp, model, tiles."""
-    from vqcodec.coding.bitstream import read_header
+    """Show what a .vqc file's header says: size, bit depth, bpp, model, tiles (and which are damaged).
+
+    Reads only the header and the checksums: no model is loaded unless --model names one."""
+    from vqcodec.coding.bitstream import unpack
     from vqcodec.zoo.registry import list_models
 
     data = _read_input(file)
-    head = read_header(data)
+    try:
+        stream = unpack(data, salvage=True)
+    except VQCodecError as err:
+        raise VQCodecError(_about(err, file)) from None
+    head = stream.header
     lines = {
         "format version": head.version,
         "size": f"{head.width} x {head.height}",
@@ -165,9 +428,12 @@ def info(file: str, model: str | None, model_dirs: tuple[Path, ...]) -> None:
         "bits per pixel": f"{8 * len(data) / (head.width * head.height):.4f}",
         "levels": head.levels,
         "tile": f"{head.tile_size} bottom codes",
+        "tiles": len(stream.tiles),
         "model fingerprint": head.model_fingerprint.hex(),
         "ICC profile": f"{len(head.icc_profile)} bytes" if head.icc_profile else "none",
     }
+    if stream.damaged:
+        lines["damaged tiles"] = f"{len(stream.damaged)} ({', '.join(map(str, stream.damaged))})"
     known = {e.fingerprint: e.name for e in list_models(model_dirs)}
     if model is not None:
         from vqcodec.zoo.codec_model import load_codec_model
@@ -177,3 +443,6 @@ def info(file: str, model: str | None, model_dirs: tuple[Path, ...]) -> None:
     lines["model"] = known.get(head.model_fingerprint.hex(), "not installed (see 'vqcodec models')")
     for key, value in lines.items():
         click.echo(f"{key:>18}: {value}")
+    if stream.damaged:
+        click.echo(f"vqcodec: warning: {file}: {len(stream.damaged)} damaged tile(s); decompress refuses the file, "
+                   "decompress --salvage decodes the others", err=True)

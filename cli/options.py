@@ -16,7 +16,9 @@ MODEL_DIR = click.option(
     help="A folder of codec-model files to search by name and fingerprint (repeatable; also $VQCODEC_MODELS).",
 )
 DEVICE = click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
-FORCE = click.option("--force", "-f", is_flag=True, help="Overwrite existing output files.")
+FORCE = click.option("--force", "-f", is_flag=True,
+                     help="Replace existing output files (atomically; an input is never replaced). Devices and FIFOs "
+                          "such as /dev/null are written through without it.")
 
 
 def prior_files(fn):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
@@ -15,7 +16,8 @@ from .options import DEVICE, FORCE, MODEL, MODEL_DIR
 @MODEL_DIR
 @click.option("--n", "n", type=int, default=16, show_default=True, help="Number of images.")
 @click.option("--out", "-o", "out", required=True,
-              help="A folder for one PNG per sample, or a file name ending in .png for one grid image.")
+              help="A folder for one PNG per sample, or an image file name (.png, .jpg, .tif, .webp, .bmp) for "
+                   "one grid image in that format.")
 @click.option("--size", type=int, default=256, show_default=True,
               help="Image side in pixels; a multiple of the model stride.")
 @click.option("--temperature", type=float, default=1.0, show_default=True,
@@ -41,21 +43,26 @@ def sample(model: str | None, model_dirs: tuple[Path, ...], n: int, out: str, si
     vqcodec sample --model codec.safetensors --n 8 --out samples/ --temperature 0.8 --class 3
     vqcodec sample --n 4 --out best.png --classifier clf.pt --target-class 3 --acceptance 0.1
     """
+    from vqcodec.atomic import output_kind
     from vqcodec.errors import VQCodecError
-    from vqcodec.imageio import ImageData, write_image
+    from vqcodec.imageio import ImageData, format_of_suffix, write_image
     from vqcodec.sampling import image_grid, rejection_sample, sample_images
     from vqcodec.zoo.codec_model import load_codec_model
 
     if (classifier is None) != (target_class is None):
         raise VQCodecError("--classifier and --target-class go together")
-    grid = out.lower().endswith(".png")
+    grid = format_of_suffix(out) is not None  # an image name: one grid image; anything else: a folder
+    if grid and Path(out).is_dir():
+        raise VQCodecError(f"{out} is a folder; give the grid image another name, or drop the extension")
     targets = [Path(out)] if grid else [Path(out) / f"sample_{i:04d}.png" for i in range(max(n, 0))]
-    if not force:
-        existing = [str(p) for p in targets if p.exists()]
-        if existing:
-            raise VQCodecError(f"{existing[0]} exists (use --force to overwrite)")
+    for path in targets:
+        if os.path.lexists(path):
+            output_kind(path, force=force)  # exists without --force, a folder, a dangling link: refused now
     m = load_codec_model(model, device, model_dirs)
-    (targets[0].parent if grid else Path(out)).mkdir(parents=True, exist_ok=True)  # fail early, not after sampling
+    try:  # fail early, not after sampling
+        (targets[0].parent if grid else Path(out)).mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise VQCodecError(f"cannot create the folder for {out}: {e.strerror or e}") from None
     if classifier is not None:
         result = rejection_sample(m, classifier, target_class, n, acceptance, height=size, width=size,
                                   temperature=temperature, label=label, seed=seed, batch=batch)
@@ -66,8 +73,8 @@ def sample(model: str | None, model_dirs: tuple[Path, ...], n: int, out: str, si
     else:
         images = sample_images(m, n, size, size, temperature=temperature, label=label, seed=seed, batch=batch)
     if grid:
-        write_image(targets[0], ImageData(image_grid(images), 8, None), force=True)
+        write_image(targets[0], ImageData(image_grid(images), 8, None), force=force)
     else:
         for path, img in zip(targets, images):
-            write_image(path, ImageData(img, 8, None), force=True)
+            write_image(path, ImageData(img, 8, None), force=force)
     click.echo(f"{n} samples of {size}x{size} from '{m.name}' -> {out}")

@@ -22,6 +22,7 @@ from PIL import Image
 from vqcodec_cli.main import main as cli_main
 
 from vqcodec.codec import compress, decompress, decompress_image
+from vqcodec.coding.bitstream import unpack
 from vqcodec.priors.pixelcnn import PixelCNNPrior
 from vqcodec.sampling import image_grid, sample_images
 from vqcodec.testing import (
@@ -445,3 +446,347 @@ def test_models_lists_shipped_and_user_models_and_decompress_finds_them(tmp_path
     res = runner.invoke(cli_main, ["compress", str(tmp_path / "a.png"), "-o", str(tmp_path / "d.vqc"),
                                    "--model", "nope"])
     assert res.exit_code == 1 and "no model named 'nope'" in res.output
+
+
+# -- hostile inputs and the user's own file system (issue 12) -------------------------------------------------
+
+
+def invoke(*args: str):
+    """Run a command in this process; no exception may escape it other than SystemExit."""
+    res = CliRunner().invoke(cli_main, list(args))
+    assert res.exception is None or isinstance(res.exception, SystemExit), (res.output, res.exception)
+    return res
+
+
+def refused(*args: str) -> str:
+    """Run a command in this process; it must fail cleanly: exit 1 and one 'vqcodec: error:' line on
+    stderr (and nothing else). Returns that line."""
+    res = invoke(*args)
+    assert res.exit_code == 1, res.output
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("vqcodec: error: "), res.stderr
+    return lines[0]
+
+
+@pytest.fixture
+def tiny_png(tmp_path: Path) -> Path:
+    path = tmp_path / "in.png"
+    Image.fromarray(smooth_image(24, 40, seed=7)).save(path)
+    return path
+
+
+def test_force_writes_through_fifos_and_devices_and_follows_symbolic_links(tiny_model_file, tiny_png, tmp_path):
+    import stat
+    import threading
+
+    m = ["--model", str(tiny_model_file)]
+    want = compress(tiny_png, load_codec_model(tiny_model_file))
+    # a FIFO (and /dev/null) is written through, without --force: nothing is replaced
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()), daemon=True)
+    reader.start()
+    assert invoke("compress", str(tiny_png), "-o", str(fifo), *m).exit_code == 0
+    reader.join(60)
+    assert got == [want] and stat.S_ISFIFO(os.lstat(fifo).st_mode)
+    assert invoke("compress", str(tiny_png), "-o", os.devnull, *m).exit_code == 0
+    assert stat.S_ISCHR(os.stat(os.devnull).st_mode)
+    if hasattr(os, "mknod") and os.geteuid() == 0:  # a private copy of /dev/null, even with --force
+        node = tmp_path / "null"
+        os.mknod(node, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+        assert invoke("compress", str(tiny_png), "-o", str(node), "--force", *m).exit_code == 0
+        assert stat.S_ISCHR(os.lstat(node).st_mode)
+    # a symbolic link to a file is that file: refused without --force, its target replaced with it
+    target, link = tmp_path / "target.vqc", tmp_path / "link.vqc"
+    target.write_bytes(b"old")
+    link.symlink_to(target)
+    assert "link.vqc exists; use --force" in refused("compress", str(tiny_png), "-o", str(link), *m)
+    assert invoke("compress", str(tiny_png), "-o", str(link), "--force", *m).exit_code == 0
+    assert link.is_symlink() and target.read_bytes() == want
+    dangling = tmp_path / "dangling.vqc"
+    dangling.symlink_to(tmp_path / "nowhere" / "x.vqc")
+    assert "dangling symbolic link" in refused("compress", str(tiny_png), "-o", str(dangling), "--force", *m)
+
+
+def test_an_output_that_is_an_input_is_refused_even_with_force(tiny_model_file, tiny_png, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    original = tiny_png.read_bytes()
+    m = ["--model", str(tiny_model_file)]
+    for out in ("in.png", "./in.png", str(tiny_png)):
+        assert "is an input of this command" in refused("compress", "in.png", "-o", out, "--force", *m)
+    (tmp_path / "alias.png").symlink_to(tiny_png)
+    assert "is an input" in refused("compress", "in.png", "-o", "alias.png", "--force", *m)
+    assert tiny_png.read_bytes() == original
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["alias.png", "in.png", "tiny.safetensors"]
+
+
+def test_an_image_that_cannot_fit_in_memory_is_refused_with_the_numbers(tiny_model_file, tiny_png, monkeypatch):
+    from vqcodec import codec as codec_module
+
+    monkeypatch.setattr(codec_module, "available_memory", lambda: 100 << 20, raising=False)
+    line = refused("compress", str(tiny_png), "-o", str(tiny_png.with_suffix(".vqc")), "--model", str(tiny_model_file))
+    assert re.search(r"compressing a 40x24 image needs about \d+\.\d GiB of memory, but only 0\.1 GiB is available",
+                     line), line
+    assert not tiny_png.with_suffix(".vqc").exists()
+
+
+def test_unreadable_inputs_are_one_clean_error(tiny_model_file, tiny_png, tmp_path, monkeypatch):
+    import builtins
+
+    data = compress(tiny_png, load_codec_model(tiny_model_file))
+    locked = tmp_path / "locked.vqc"
+    locked.write_bytes(data)
+    locked_png = tmp_path / "locked.png"
+    locked_png.write_bytes(tiny_png.read_bytes())
+    real_open, real_io_open = builtins.open, io.open
+
+    def deny(opener):
+        def wrapped(file, *args, **kwargs):
+            if str(file).startswith(str(tmp_path / "locked")):
+                raise PermissionError(13, "Permission denied", str(file))
+            return opener(file, *args, **kwargs)
+        return wrapped
+
+    monkeypatch.setattr(builtins, "open", deny(real_open))  # as root, chmod 000 would not stop a read
+    monkeypatch.setattr(io, "open", deny(real_io_open))
+    m = ["--model", str(tiny_model_file)]
+    assert "Permission denied" in refused("compress", str(locked_png), "-o", str(tmp_path / "x.vqc"), *m)
+    assert "Permission denied" in refused("decompress", str(locked), "-o", str(tmp_path / "x.png"), *m)
+    assert "Permission denied" in refused("info", str(locked))
+
+
+def test_broken_model_files_are_one_clean_error_naming_the_problem(tiny_png, tmp_path):
+    from vqcodec.testing import tiny_codec_file_parts
+
+    def broken(edit):
+        tensors, config = tiny_codec_file_parts()
+        edit(tensors, config)
+        path = tmp_path / "broken.safetensors"
+        save_model(path, tensors, "codec", config)
+        return refused("compress", str(tiny_png), "-o", str(tmp_path / "x.vqc"), "--model", str(path), "--force")
+
+    def wrong_shape(t, c):
+        t["prior0.layers.0.h_out.w"] = torch.zeros(3, 3, 1, 1)
+
+    def more_channels(t, c):
+        c["priors"][0]["channels"] *= 2
+
+    assert "prior configurations" in broken(lambda t, c: c.update(priors="abc"))
+    assert "bad configuration" in broken(lambda t, c: c.update(tile="abc"))
+    assert "'lut.exp_prob' is missing" in broken(lambda t, c: t.pop("prior0.lut.exp_prob"))
+    assert "prior1" in broken(lambda t, c: [t.pop(k) for k in list(t) if k.startswith("prior1.")])
+    assert "prior0" in broken(more_channels)
+    assert "'layers.0.h_out.w' has shape (3, 3, 1, 1)" in broken(wrong_shape)
+    assert not (tmp_path / "x.vqc").exists()
+
+
+def test_decompress_to_a_closed_stdout_is_one_clean_error(tiny_model_file, tiny_png, tmp_path):
+    (tmp_path / "x.vqc").write_bytes(compress(tiny_png, load_codec_model(tiny_model_file)))
+    cmd = f"'{sys.executable}' -m vqcodec decompress x.vqc -o - --model '{tiny_model_file}' >&-"
+    proc = subprocess.run(["bash", "-c", cmd], cwd=tmp_path, capture_output=True, timeout=120, env=CLI_ENV)
+    assert "stdout" in assert_clean_failure(proc)
+    cmd = f"'{sys.executable}' -m vqcodec decompress x.vqc -o - --model '{tiny_model_file}' | head -c 10 >/dev/null"
+    proc = subprocess.run(["bash", "-o", "pipefail", "-c", cmd], cwd=tmp_path, capture_output=True, timeout=120,
+                          env=CLI_ENV)
+    assert "Traceback" not in proc.stderr.decode() and "Exception ignored" not in proc.stderr.decode()
+
+
+def _folder(tmp_path: Path, names: dict[str, int]) -> Path:
+    src = tmp_path / "photos"
+    for name, seed in names.items():
+        (src / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(smooth_image(16, 24, seed=seed)).save(src / name)
+    return src
+
+
+def test_folder_outputs_keep_relative_paths_and_collisions_are_refused_before_any_work(tiny_model_file, tmp_path):
+    m = ["--model", str(tiny_model_file)]
+    src = _folder(tmp_path, {"face.png": 1, "sub/face.png": 2})
+    assert invoke("compress", str(src), "-o", str(tmp_path / "out"), *m).exit_code == 0
+    assert sorted(str(p.relative_to(tmp_path / "out")) for p in (tmp_path / "out").rglob("*.vqc")) == [
+        "face.vqc", "sub/face.vqc"]
+    model = load_codec_model(tiny_model_file)
+    assert (tmp_path / "out" / "sub" / "face.vqc").read_bytes() == compress(src / "sub" / "face.png", model)
+    res = invoke("decompress", str(tmp_path / "out"), "-o", str(tmp_path / "back"), *m)
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in (tmp_path / "back").rglob("*.png")) == ["face.png", "face.png"]
+    # photo.png and photo.jpg would both become photo.vqc: refused before anything is written
+    Image.fromarray(smooth_image(16, 24, seed=3)).save(src / "photo.png")
+    Image.fromarray(smooth_image(16, 24, seed=4)).save(src / "photo.jpg")
+    line = refused("compress", str(src), "-o", str(tmp_path / "again"), *m)
+    assert "photo.jpg and " in line and "photo.png would both be written to" in line
+    assert not (tmp_path / "again").exists()
+    line = refused("compress", str(src / "photo.png"), str(src / "photo.jpg"), *m)  # next to the inputs
+    assert "would both be written to" in line and not (src / "photo.vqc").exists()
+
+
+def test_a_bad_file_in_a_batch_is_reported_and_the_rest_goes_on(tiny_model_file, tmp_path):
+    m = ["--model", str(tiny_model_file)]
+    src = _folder(tmp_path, {"a.png": 1, "c.png": 3})
+    (src / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    res = invoke("compress", str(src), "-o", str(tmp_path / "out"), *m)
+    assert res.exit_code == 1
+    errors = [line for line in res.stderr.splitlines() if line.startswith("vqcodec: error:")]
+    assert len(errors) == 2 and str(src / "b.png") in errors[0], res.stderr
+    assert errors[1] == "vqcodec: error: 1 of 3 files failed (see above)"
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.vqc", "c.vqc"]
+    # --fail-fast: the old behaviour, stop at the first bad file
+    line = refused("compress", str(src), "-o", str(tmp_path / "fast"), "--fail-fast", *m)
+    assert str(src / "b.png") in line
+    assert sorted(p.name for p in (tmp_path / "fast").iterdir()) == ["a.vqc"]
+
+
+def test_skip_existing_finishes_an_interrupted_batch(tiny_model_file, tmp_path):
+    m = ["--model", str(tiny_model_file)]
+    src = _folder(tmp_path, {"a.png": 1, "b.png": 2, "c.png": 3})
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "a.vqc").write_bytes(b"done before the interruption")
+    assert "a.vqc exists; use --force" in refused("compress", str(src), "-o", str(out), *m)
+    assert sorted(p.name for p in out.iterdir()) == ["a.vqc"]
+    res = invoke("compress", str(src), "-o", str(out), "--skip-existing", *m)
+    assert res.exit_code == 0, res.output
+    assert "skipped 1" in res.stderr
+    assert (out / "a.vqc").read_bytes() == b"done before the interruption"
+    assert sorted(p.name for p in out.iterdir()) == ["a.vqc", "b.vqc", "c.vqc"]
+    assert "exclude each other" in refused("compress", str(src), "-o", str(out), "--skip-existing", "--force", *m)
+
+
+def test_several_inputs_need_a_folder_output(tiny_model_file, tiny_png, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    m = ["--model", str(tiny_model_file)]
+    src = _folder(tmp_path, {"a.png": 1})
+    other = tmp_path / "b.png"
+    Image.fromarray(smooth_image(16, 24, seed=2)).save(other)
+    assert "looks like a file name" in refused("compress", str(src), "-o", "out.vqc", *m)
+    assert "looks like a file name" in refused("compress", str(tiny_png), str(other), "-o", "two.vqc", *m)
+    assert "stdout" in refused("compress", str(tiny_png), str(other), "-o", "-", *m)
+    assert "stdout" in refused("compress", str(src), "-o", "-", *m)
+    (tmp_path / "taken.bin").write_bytes(b"x")
+    assert "not a folder" in refused("compress", str(tiny_png), str(other), "-o", "taken.bin", *m)
+    assert not any((tmp_path / name).exists() for name in ("out.vqc", "two.vqc", "-"))
+
+
+def test_stdin_among_several_inputs_and_pipes_as_inputs(tiny_model_file, tiny_png, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    m = ["--model", str(tiny_model_file)]
+    assert "'-' (stdin) can only be the only input" in refused("compress", "-", str(tiny_png), "-o", "out", *m)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "-.vqc").exists()
+    # a pipe given by name, as bash's <(cat x.png) gives /dev/fd/63
+    r, w = os.pipe()
+    os.write(w, tiny_png.read_bytes())
+    os.close(w)
+    proc = subprocess.run([sys.executable, "-m", "vqcodec", "compress", f"/dev/fd/{r}", "-o", "piped.vqc", *m],
+                          cwd=tmp_path, pass_fds=(r,), capture_output=True, timeout=120, env=CLI_ENV)
+    os.close(r)
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert (tmp_path / "piped.vqc").read_bytes() == compress(tiny_png, load_codec_model(tiny_model_file))
+    r, w = os.pipe()
+    os.close(w)
+    proc = subprocess.run([sys.executable, "-m", "vqcodec", "compress", f"/dev/fd/{r}", *m], cwd=tmp_path,
+                          pass_fds=(r,), capture_output=True, timeout=120, env=CLI_ENV)
+    os.close(r)
+    assert "name the output with -o" in assert_clean_failure(proc)
+
+
+def test_every_output_is_checked_before_any_work(tiny_model_file, tmp_path, monkeypatch):
+    from vqcodec import codec as codec_module
+    from vqcodec.zoo import codec_model
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("work started before the outputs were checked")
+
+    monkeypatch.setattr(codec_model, "load_codec_model", no_work)
+    monkeypatch.setattr(codec_module, "compress", no_work)
+    monkeypatch.setattr(codec_module, "decompress_image", no_work)
+    src = _folder(tmp_path, {"a.png": 1, "b.png": 2})
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "b.vqc").write_bytes(b"keep")  # the second output exists: nothing at all is done
+    assert "b.vqc exists" in refused("compress", str(src), "-o", str(out), "--model", str(tiny_model_file))
+    assert sorted(p.name for p in out.iterdir()) == ["b.vqc"]
+    (tmp_path / "x.png").write_bytes(b"keep")
+    assert "x.png exists" in refused("decompress", str(out / "b.vqc"), "-o", str(tmp_path / "x.png"))
+
+
+def _multi_tile_file(tiny_model_file: Path, tmp_path: Path) -> bytes:
+    data = compress(smooth_image(64, 96, seed=121), load_codec_model(tiny_model_file), tile=8)  # 6 tiles
+    assert len(unpack(data).tiles) == 6
+    return data
+
+
+def test_salvage_exits_non_zero_when_nothing_is_restored_and_keeps_what_a_cut_file_holds(tiny_model_file, tmp_path):
+    m = ["--model", str(tiny_model_file)]
+    one = bytearray(compress(smooth_image(16, 16, seed=6), load_codec_model(tiny_model_file)))  # one tile
+    one[-2] ^= 0x40
+    (tmp_path / "dead.vqc").write_bytes(bytes(one))
+    line = refused("decompress", str(tmp_path / "dead.vqc"), "-o", str(tmp_path / "dead.png"), "--salvage", *m)
+    assert "nothing can be restored" in line and not (tmp_path / "dead.png").exists()
+    data = _multi_tile_file(tiny_model_file, tmp_path)
+    (tmp_path / "cut.vqc").write_bytes(data[:-1])
+    assert "truncated" in refused("decompress", str(tmp_path / "cut.vqc"), "-o", str(tmp_path / "cut.png"), *m)
+    res = invoke("decompress", str(tmp_path / "cut.vqc"), "-o", str(tmp_path / "cut.png"), "--salvage", *m)
+    assert res.exit_code == 0, res.output
+    assert res.stderr.strip() == "vqcodec: warning: 1 damaged tile(s) (5) could not be restored"
+
+
+def test_info_shows_the_header_of_a_damaged_file_and_marks_the_tiles(tiny_model_file, tmp_path):
+    data = bytearray(_multi_tile_file(tiny_model_file, tmp_path))
+    data[-3] ^= 0x01  # tile 5's payload
+    (tmp_path / "bad.vqc").write_bytes(bytes(data[:]))
+    (tmp_path / "cut.vqc").write_bytes(bytes(data[:-1]))
+    for name in ("bad.vqc", "cut.vqc"):
+        res = invoke("info", str(tmp_path / name))
+        assert res.exit_code == 0, res.output
+        assert re.search(r"size: 96 x 64\b", res.stdout) and re.search(r"damaged tiles: 1 \(5\)$", res.stdout, re.M)
+        assert "vqcodec: warning:" in res.stderr and "--salvage" in res.stderr
+
+
+def test_format_that_disagrees_with_the_extension_and_16_bits_to_8_bit_formats_are_refused_before_decoding(
+        tiny_model_file, tmp_path, monkeypatch):
+    from vqcodec import codec as codec_module
+
+    model = load_codec_model(tiny_model_file)
+    (tmp_path / "x.vqc").write_bytes(compress(smooth_image(16, 24, seed=1), model))
+    (tmp_path / "deep.vqc").write_bytes(compress(smooth_image(16, 24, seed=2, dtype=np.uint16), model))
+
+    def no_decode(*args, **kwargs):
+        raise AssertionError("decoded before the output format was checked")
+
+    monkeypatch.setattr(codec_module, "decompress_image", no_decode)
+    m = ["--model", str(tiny_model_file)]
+    line = refused("decompress", str(tmp_path / "x.vqc"), "-o", str(tmp_path / "x.png"), "--format", "tiff", *m)
+    assert "extension of PNG, but --format is tiff" in line
+    for out in ("deep.webp", "deep.jpg", "deep.bmp"):
+        assert "cannot store 16-bit images" in refused("decompress", str(tmp_path / "deep.vqc"), "-o",
+                                                      str(tmp_path / out), *m)
+    assert "cannot store 16-bit" in refused("decompress", str(tmp_path / "deep.vqc"), "-o", str(tmp_path / "d"),
+                                            "--format", "webp", *m)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["deep.vqc", "tiny.safetensors", "x.vqc"]
+
+
+def test_sample_out_with_an_image_extension_writes_one_image(tiny_model_file, tmp_path):
+    res = invoke("sample", "--model", str(tiny_model_file), "--n", "2", "--out", str(tmp_path / "z.jpg"),
+                 "--size", "16")
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "z.jpg").is_file()
+    with Image.open(tmp_path / "z.jpg") as im:
+        assert im.format == "JPEG"
+
+
+def test_decompress_max_pixels_refuses_a_huge_claim_and_can_be_raised(model, tmp_path):
+    from vqcodec.testing import huge_claim
+
+    data = compress(smooth_image(16, 24, seed=1), model)  # the shipped model: K = 512 codes a level
+    (tmp_path / "huge.vqc").write_bytes(huge_claim(data, 30000, 30000))
+    m: list[str] = []
+    line = refused("decompress", str(tmp_path / "huge.vqc"), "-o", str(tmp_path / "h.png"), *m)
+    assert "over the limit of 178,956,970 pixels" in line and "--max-pixels" in line
+    line = refused("decompress", str(tmp_path / "huge.vqc"), "-o", str(tmp_path / "h.png"), "--max-pixels",
+                   str(1 << 30), *m)
+    assert "too short for its codes" in line
+    (tmp_path / "x.vqc").write_bytes(data)
+    assert "over the limit of 100 pixels" in refused("decompress", str(tmp_path / "x.vqc"), "-o",
+                                                     str(tmp_path / "x.png"), "--max-pixels", "100", *m)
+    assert "--max-pixels" in invoke("decompress", "--help").output

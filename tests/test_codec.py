@@ -198,9 +198,10 @@ def test_fuzzed_files_only_raise_vqcodec_error(model):
         outcomes.setdefault(kind, []).append(ok)
     # the mix really reached the codec: some damaged files were refused, some decoded to something
     assert sum(map(sum, outcomes.values())) > 0
-    # the header CRC32 and the per-tile CRC-16s catch 1-3 flipped bits anywhere, and truncation always
-    assert all(not any(outcomes[k]) for k in ("flip", "truncate") if k in outcomes)
-    assert len(outcomes) == 9
+    # the header CRC32 and the per-tile CRC-16s catch 1-3 flipped bits anywhere, and truncation always;
+    # a header that claims a huge image is refused (over the size limit, or payloads too short)
+    assert all(not any(outcomes[k]) for k in ("flip", "truncate", "huge") if k in outcomes)
+    assert len(outcomes) == 11
 
 
 # -- 5. golden file ---------------------------------------------------------------------------------------
@@ -391,3 +392,207 @@ def test_damaged_tile_strict_and_salvage(model):
         clean = decompress_image(data, model, salvage=True)
     assert clean.damaged_tiles == ()
     np.testing.assert_array_equal(clean.pixels, decompress(data, model))
+
+
+# -- 9. hostile files and callers (issue 12) ---------------------------------------------------------------
+# New names are looked up inside the tests (codec_module.X), so each test fails on its own without them.
+
+
+def test_crafted_huge_header_is_refused_before_allocating(model):
+    """The audit's 7,206-byte file: checksums right, 32768x32768 pixels in 1024 tiles of 4 bytes."""
+    import resource
+
+    from vqcodec.testing import huge_claim
+
+    crafted = huge_claim(compress(smooth_image(16, 16, seed=61), model), 32768, 32768)
+    assert len(crafted) == 7206
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = time.perf_counter()
+    with deadline(20):
+        with pytest.raises(VQCodecError, match=r"32768x32768 image .* over the limit of 178,956,970 pixels"):
+            decompress(crafted, model)
+        # a caller who raises the limit still cannot be made to decode it: its payloads are too short
+        with pytest.raises(VQCodecError, match=r"payload of tile 0 is 4 bytes, too short for its codes"):
+            decompress(crafted, model, max_pixels=1 << 30)
+    assert time.perf_counter() - start < 5
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak < 200_000  # KiB: nothing was allocated
+
+
+def test_decode_size_limit_is_the_encoders_and_can_be_raised(model):
+    from vqcodec import codec as codec_module
+
+    assert codec_module.default_max_pixels() == 2 * Image.MAX_IMAGE_PIXELS == 178_956_970
+    data = compress(smooth_image(16, 24, seed=3), model)
+    with pytest.raises(VQCodecError, match=r"24x16 image \(384 pixels\), over the limit of 383 pixels"):
+        decompress(data, model, max_pixels=383)
+    assert decompress(data, model, max_pixels=384).shape == (16, 24, 3)
+
+
+def test_tile_payload_too_short_for_its_codes_is_refused(model):
+    data = compress(smooth_image(24, 32, seed=62), model, tile=4)  # 2 x 2 tiles
+    stream = unpack(data)
+    tiles = list(stream.tiles)
+    tiles[1] = b""  # checksums and lengths consistent: only the codec can tell
+    bad = pack(Bitstream(stream.header, tuple(tiles)))
+    with pytest.raises(VQCodecError, match=r"^payload of tile 1 is 0 bytes, too short for its codes \(at least 4 "):
+        decompress(bad, model)
+    with pytest.warns(VQCodecWarning, match=r"\(1\) could not be restored"):
+        assert decompress(bad, model, salvage=True).shape == (24, 32, 3)
+
+
+def test_image_that_cannot_fit_in_memory_is_refused_up_front(model, monkeypatch):
+    from vqcodec import codec as codec_module
+
+    real = codec_module.available_memory()
+    assert real is None or real > 0  # /proc/meminfo's MemAvailable on Linux
+    pixels = smooth_image(64, 48, seed=4)
+    data = compress(pixels, model)
+    monkeypatch.setattr(codec_module, "available_memory", lambda: 300 << 20, raising=False)
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the work started")
+
+    monkeypatch.setattr(codec_module, "encode_tiles", no_work)
+    monkeypatch.setattr(codec_module, "decode_tiles", no_work)
+    with pytest.raises(VQCodecError, match=r"^compressing a 48x64 image needs about \d+\.\d GiB of memory, but only "
+                                           r"0\.3 GiB is available"):
+        compress(pixels, model)
+    with pytest.raises(VQCodecError, match=r"^decoding a 48x64 image needs about \d+\.\d GiB of memory"):
+        decompress(data, model)
+
+
+def test_decompress_takes_paths_and_files_and_refuses_other_objects_clearly(model, tmp_path):
+    data = compress(smooth_image(12, 20, seed=5), model)
+    path = tmp_path / "x.vqc"
+    path.write_bytes(data)
+    want = decompress(data, model)
+    for given in (str(path), path, bytearray(data), memoryview(data)):
+        np.testing.assert_array_equal(decompress(given, model), want)
+    with open(path, "rb") as f:
+        np.testing.assert_array_equal(decompress(f, model), want)
+    with open(path, "rb") as f:
+        assert decompress_image(f, model).pixels.shape == (12, 20, 3)
+    for bad, match in ((None, "not NoneType"), (12345, "not int"), (tmp_path / "missing.vqc", "no such file")):
+        with pytest.raises(VQCodecError, match=match):
+            decompress(bad, model)
+    with open(path) as text, pytest.raises(VQCodecError, match="not a binary stream|cannot read"):
+        decompress(text, model)
+    for region in ((10, 10), (1, 2, 3, 4, 5), "1,2,3,4", (0.5, 0, 4, 4), (True, 0, 4, 4)):
+        with pytest.raises(VQCodecError, match="region"):
+            decompress(data, model, region=region)
+
+
+def test_salvage_keeps_the_intact_tiles_of_a_file_missing_its_last_byte(model):
+    pixels, data, _, _, _ = file_with_damaged_tile(model)  # six tiles
+    with pytest.raises(VQCodecError, match="truncated"):
+        decompress(data[:-1], model)
+    cut = decompress_image(data[:-1], model, salvage=True)
+    assert cut.damaged_tiles == (5,)
+    stream = unpack(data)
+    tiles = list(stream.tiles)
+    tiles[5] = bytes(len(tiles[5]))  # the same tile damaged in place: the same pixels
+    image = decompress_image(pack(Bitstream(stream.header, tuple(tiles))), model, salvage=True)
+    np.testing.assert_array_equal(cut.pixels, image.pixels)
+
+
+def test_salvage_with_no_intact_tile_is_an_error(model):
+    data = bytearray(compress(smooth_image(16, 16, seed=6), model))  # one tile
+    data[-2] ^= 0x40
+    with pytest.raises(VQCodecError, match="nothing can be restored: all 1 tiles are damaged"):
+        decompress(bytes(data), model, salvage=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("threads", [1, 2])
+def test_region_is_exactly_the_crop_of_the_full_decode(model, threads, monkeypatch):
+    torch.set_num_threads(threads)  # the conftest fixture puts it back
+    noisy = smooth_image(160, 200, seed=9).astype(int) + np.random.default_rng(0).integers(-30, 30, (160, 200, 3))
+    files = [compress(np.clip(noisy, 0, 255).astype(np.uint8), model, tile=8),  # was off by one at (85, 24, 66, 79)
+             compress(smooth_image(200, 264, seed=81), model, tile=8),
+             compress(smooth_image(75, 130, seed=82, channels=1, dtype=np.uint16), model)]
+    for data in files:
+        full = decompress(data, model)
+        height, width = full.shape[:2]
+        for x, y, w, h in [(85, 24, 66, 79), (150, 120, 40, 30), (0, 0, 17, 9), (100, 50, 30, 25), (3, 7, 120, 5),
+                           (width - 4, 0, 4, 10), (0, 0, width, height)]:
+            if x + w > width or y + h > height:
+                continue
+            part = decompress(data, model, region=(x, y, w, h))
+            np.testing.assert_array_equal(part, full[y : y + h, x : x + w], err_msg=f"region {(x, y, w, h)}")
+    # the windowed path of large images: a region is the crop of decode_windowed's output too
+    from vqcodec import codec as codec_module
+
+    monkeypatch.setattr(codec_module, "WINDOW_ABOVE", 0)
+    full = decompress(files[0], model)
+    np.testing.assert_array_equal(decompress(files[0], model, region=(85, 24, 66, 79)), full[24:103, 85:151])
+
+
+def test_compress_takes_a_bytearray_and_an_open_binary_file(model, tmp_path):
+    img = smooth_image(12, 20, seed=101)
+    Image.fromarray(img).save(tmp_path / "a.png")
+    want = compress(img, model)
+    assert compress(bytearray((tmp_path / "a.png").read_bytes()), model) == want
+    assert compress(memoryview((tmp_path / "a.png").read_bytes()), model) == want
+    with open(tmp_path / "a.png", "rb") as f:
+        assert compress(f, model) == want
+
+
+def test_a_device_the_model_is_not_on_is_refused_naming_the_device(model):
+    img = smooth_image(8, 8, seed=1)
+    with pytest.raises(VQCodecError, match=r"^device must be 'cpu' or 'cuda', not 'mps'$"):
+        compress(img, device="mps")
+    with pytest.raises(VQCodecError, match="device"):  # a loaded model is not silently used elsewhere
+        compress(img, model, device="mps")
+    data = compress(img, model)
+    with pytest.raises(VQCodecError, match="device"):
+        decompress(data, model, device="mps")
+
+
+_THREADS_WORKER = """
+import sys
+import numpy as np
+import torch
+
+torch.set_num_threads(int(sys.argv[1]))
+from vqcodec import compress
+from vqcodec.testing import shapes_image, smooth_image
+
+images = [smooth_image(8, 88, seed=1), smooth_image(40, 8, seed=2), shapes_image(3, 96, 128),
+          smooth_image(72, 80, seed=4), smooth_image(136, 200, seed=5, channels=1)]
+with open(sys.argv[2], "wb") as f:
+    for img in images:
+        data = compress(img)
+        f.write(len(data).to_bytes(4, "little") + data)
+"""
+
+
+@pytest.mark.slow
+def test_compress_gives_the_same_file_on_1_and_2_threads(tmp_path):
+    """Several shapes, thin ones included (where oneDNN and MKL split their sums across threads)."""
+    (tmp_path / "worker.py").write_text(_THREADS_WORKER)
+    procs = {t: subprocess.Popen([sys.executable, str(tmp_path / "worker.py"), str(t), str(tmp_path / f"{t}.bin")],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE) for t in (1, 2)}
+    for t, proc in procs.items():
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, f"{t} threads: {err.decode()}"
+    assert (tmp_path / "1.bin").read_bytes() == (tmp_path / "2.bin").read_bytes()
+
+
+def test_the_vqvae_runs_on_one_thread_whatever_the_setting(model, monkeypatch):
+    """Item 11: the float encoder's sums (and the decoder's) must not depend on the thread count."""
+    seen = []
+    encode, decode = model.vqvae.encode, model.vqvae.decode
+
+    def spy(fn):
+        def wrapped(*args, **kwargs):
+            seen.append(torch.get_num_threads())
+            return fn(*args, **kwargs)
+        return wrapped
+
+    monkeypatch.setattr(model.vqvae, "encode", spy(encode))
+    monkeypatch.setattr(model.vqvae, "decode", spy(decode))
+    torch.set_num_threads(2)
+    data = compress(smooth_image(16, 24, seed=7), model)
+    decompress(data, model)
+    assert seen == [1, 1]
+    assert torch.get_num_threads() == 2

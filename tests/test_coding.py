@@ -519,3 +519,52 @@ def test_invalid_range_coder_data_is_a_vqcodec_error():
         except VQCodecError:
             refused += 1
     assert refused > 0
+
+
+# --- bounds that keep untrusted files from allocating (issue 12) ----------------------------------------------
+
+
+def test_salvage_keeps_the_tiles_before_the_cut_of_a_truncated_file() -> None:
+    data = raw(tiles=(b"abcd", b"efgh", b"ijkl"))
+    with pytest.raises(VQCodecError, match="truncated"):
+        unpack(data[:-1])
+    stream = unpack(data[:-1], salvage=True)
+    assert stream.damaged == (2,) and stream.tiles == (b"abcd", b"efgh", b"ijk")
+    assert unpack(data[:-5], salvage=True).damaged == (1, 2)
+    with pytest.raises(VQCodecError, match="truncated"):  # a header cut off is never salvaged
+        unpack(data[:20], salvage=True)
+    with pytest.raises(VQCodecError, match="trailing garbage"):
+        unpack(data + b"x", salvage=True)
+
+
+def test_min_bits_per_code_is_below_what_the_range_coder_writes(model) -> None:
+    """The short-payload check refuses a tile of n codes in w words when n * min_bits_per_code > 32 w;
+    n codes of the likeliest symbol under the shipped prior's sharpest distribution (2**20 against 1
+    for every other code) must never be coded in fewer words than that."""
+    from vqcodec import codec as codec_module
+    from vqcodec.coding.range_coder import encode_symbols
+
+    bits = codec_module.min_bits_per_code(model.priors[0])
+    assert 0.0007 < bits < 0.000704  # -log2(2**20 / (2**20 + 511)), less two units of 2**-24
+    probs = np.ones(512)
+    probs[0] = 2.0**20
+    for n in (1, 100, 10_000, 45_000, 46_000, 100_000, 500_000):
+        words = len(encode_symbols([(np.zeros(n, np.int32), torch.from_numpy(np.tile(probs, (n, 1))))])) // 4
+        assert n * bits < 32 * words, (n, words)
+
+
+def test_a_huge_claim_is_a_valid_container_the_codec_must_refuse() -> None:
+    """The fuzzers' new mutations: a consistent container claiming a huge image, and lengths that disagree."""
+    from vqcodec.testing import huge_claim, lengths_mutation, pack_with_lengths, tile_count
+
+    data = pack(Bitstream(header(width=64, height=48, tile_size=4), (b"\x00" * 4,) * tile_count(64, 48, 2, 4)))
+    crafted = huge_claim(data, 32768, 32768)
+    assert len(crafted) == 7206 and len(unpack(crafted).tiles) == 1024
+    stream = unpack(data)
+    assert pack_with_lengths(stream, [len(t) for t in stream.tiles]) == data
+    rng = random.Random(0)
+    for _ in range(50):
+        try:
+            unpack(lengths_mutation(rng, data))
+        except VQCodecError:
+            pass

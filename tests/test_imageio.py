@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 from pathlib import Path
@@ -16,10 +17,12 @@ from vqcodec import atomic
 from vqcodec.atomic import atomic_write_bytes
 from vqcodec.errors import VQCodecError
 from vqcodec.imageio import (
+    IMAGE_SUFFIXES,
     ImageData,
     _orient,
     encode_image,
     format_from_path,
+    from_pil,
     from_tensor,
     read_image,
     to_tensor,
@@ -356,10 +359,80 @@ def test_write_image_refuses_existing_file(tmp_path: Path) -> None:
 
 
 def test_atomic_write_leaves_no_temp_file_on_failure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def failing_replace(src: object, dst: object) -> None:
+    def failing(src: object, dst: object) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(atomic.os, "replace", failing_replace)
+    monkeypatch.setattr(atomic.os, "replace", failing)  # the last step of replacing a file ...
+    monkeypatch.setattr(atomic.os, "link", failing)  # ... and of creating one
     with pytest.raises(VQCodecError, match="cannot write"):
         atomic_write_bytes(tmp_path / "out.bin", b"data")
     assert os.listdir(tmp_path) == []
+    (tmp_path / "old.bin").write_bytes(b"old")
+    with pytest.raises(VQCodecError, match="cannot write"):
+        atomic_write_bytes(tmp_path / "old.bin", b"data", force=True)
+    assert os.listdir(tmp_path) == ["old.bin"] and (tmp_path / "old.bin").read_bytes() == b"old"
+
+
+def test_concurrent_writers_never_both_create_the_same_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The no-overwrite promise holds under a race: every writer passes the 'does it exist' check before
+    any of them finishes (a barrier in fsync), yet exactly one creates the file and the others are refused."""
+    import threading
+
+    writers = 6
+    barrier = threading.Barrier(writers, timeout=30)
+    real_fsync = os.fsync
+
+    waited: set[int] = set()
+
+    def fsync_together(fd: int) -> None:  # the temporary file is complete; wait for the others' to be
+        real_fsync(fd)
+        me = threading.get_ident()
+        if me not in waited and threading.current_thread() is not threading.main_thread():
+            waited.add(me)
+            with contextlib.suppress(threading.BrokenBarrierError):
+                barrier.wait()
+
+    monkeypatch.setattr(atomic.os, "fsync", fsync_together)
+    path = tmp_path / "out.bin"
+    results: dict[int, str] = {}
+
+    def write(i: int) -> None:
+        try:
+            atomic_write_bytes(path, f"writer {i}".encode())
+            results[i] = "created"
+        except VQCodecError as err:
+            results[i] = str(err)
+
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(writers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    created = [i for i, r in results.items() if r == "created"]
+    assert len(created) == 1, results
+    assert all("exists; use --force" in r for i, r in results.items() if i not in created)
+    assert path.read_bytes() == f"writer {created[0]}".encode()
+    assert os.listdir(tmp_path) == ["out.bin"]  # no temporary file left behind
+
+
+def test_animations_are_refused_and_a_single_frame_gif_is_read() -> None:
+    first = Image.fromarray(np.full((8, 8, 3), 10, np.uint8))
+    second = Image.fromarray(np.full((8, 8, 3), 200, np.uint8))
+    for fmt, options in (("PNG", {}), ("WEBP", {"lossless": True}), ("GIF", {})):
+        data = pil_bytes(first, fmt, save_all=True, append_images=[second], **options)
+        with pytest.raises(VQCodecError, match="is an animation of 2 frames; vqcodec codes still images only"):
+            read_image(data)
+    gif = read_image(pil_bytes(Image.fromarray(random_pixels(6, 7, 3, 8)).quantize(16), "GIF"))
+    assert gif.pixels.shape == (6, 7, 3) and gif.bit_depth == 8
+    assert ".gif" in IMAGE_SUFFIXES
+
+
+def test_an_all_black_lab_image_is_not_taken_for_alpha() -> None:
+    image = from_pil(Image.new("LAB", (4, 3)))
+    assert image.pixels.shape == (3, 4, 3)
+
+
+def test_pillow_errors_do_not_name_our_buffer() -> None:
+    with pytest.raises(VQCodecError) as err:
+        read_image(io.BytesIO(b"\x89PNG\r\n\x1a\n not really a png"))
+    assert "0x" not in str(err.value) and "BytesIO" not in str(err.value)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 
 def run_python(code: str, cwd) -> str:
     return subprocess.run([sys.executable, "-c", code], cwd=cwd, check=True, capture_output=True, text=True).stdout
@@ -29,7 +31,15 @@ def test_the_cli_is_installed_as_vqcodec_cli_not_cli(tmp_path) -> None:
     assert "version" in version
 
 
-def test_help_does_not_import_torch(tmp_path) -> None:
-    code = "import sys; sys.argv = ['vqcodec', '--help']\nfrom vqcodec_cli.main import main\n"
-    code += "try:\n    main()\nexcept SystemExit:\n    pass\nprint('torch' in sys.modules)"
+@pytest.mark.parametrize("argv", [["--help"], ["--version"], ["compress", "--help"], ["info", "x.vqc"]])
+def test_commands_that_need_no_model_do_not_import_torch(tmp_path, argv) -> None:
+    """--help, --version and info (which reads a header) start in a fraction of a second: no torch, no model."""
+    if argv[0] == "info":
+        import numpy as np
+
+        import vqcodec
+
+        (tmp_path / "x.vqc").write_bytes(vqcodec.compress(np.zeros((8, 8, 3), np.uint8)))
+    code = f"import sys; sys.argv = ['vqcodec', *{argv!r}]\nfrom vqcodec_cli.main import main\n"
+    code += "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\nprint('torch' in sys.modules)"
     assert run_python(code, tmp_path).strip().endswith("False")

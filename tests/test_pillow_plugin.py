@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 
 import numpy as np
@@ -47,3 +48,37 @@ def test_non_vqc_and_corrupt_files_are_not_claimed(tmp_path):
     text.write_text("hello")
     with pytest.raises(UnidentifiedImageError):
         Image.open(text)
+
+
+def test_a_damaged_vqc_carries_our_message(tmp_path):
+    data = vqcodec.compress(_smooth(16, 16, 3))
+    bad = tmp_path / "bad.vqc"
+    bad.write_bytes(data[:-1])
+    with pytest.raises(UnidentifiedImageError, match="vqcodec: file is truncated"):
+        Image.open(bad)
+
+
+def test_save_as_vqc_compresses_and_refuses_clearly(tmp_path):
+    pixels = _smooth(16, 24, 3)
+    Image.fromarray(pixels).save(tmp_path / "x.vqc")
+    assert (tmp_path / "x.vqc").read_bytes() == vqcodec.compress(pixels)
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="VQC", tile=8)
+    assert vqcodec.decompress(buf.getvalue()).shape == (16, 24, 3)
+    rgba = Image.fromarray(np.zeros((4, 4, 4), np.uint8))  # fully transparent
+    with pytest.raises(OSError, match="transparent alpha"):
+        rgba.save(tmp_path / "t.vqc")
+    assert not (tmp_path / "t.vqc").exists()
+
+
+def test_a_file_of_a_model_not_installed_raises_an_oserror(tmp_path):
+    from vqcodec.coding.bitstream import Bitstream, pack, unpack
+
+    stream = unpack(vqcodec.compress(_smooth(16, 16, 3)))
+    other = dataclasses.replace(stream.header, model_fingerprint=bytes(16))
+    path = tmp_path / "other.vqc"
+    path.write_bytes(pack(Bitstream(other, stream.tiles)))
+    with Image.open(path) as im:  # the header is fine: it opens
+        with pytest.raises(OSError, match="not installed") as err:
+            im.load()
+    assert isinstance(err.value, vqcodec.VQCodecError)  # and it is still our error type

@@ -217,3 +217,49 @@ def test_windowed_encode_and_decode_match_whole_image():
     img_windowed = decode_windowed(model, whole, 150, 203, window=64, margin=64)
     assert img_windowed.shape == img_whole.shape
     assert torch.allclose(img_whole, img_windowed, atol=1e-4)
+
+
+# -- the same bits on any thread count (issue 12) ------------------------------------------------------------
+
+
+def test_pointwise_convolutions_give_the_same_bits_on_any_thread_count(model):
+    """oneDNN's multi-threaded 1x1 convolution summed in another order than its single-threaded one, which
+    moved a code near a tie between two codebook vectors (one bottom code of a photo differed between 1
+    and 2 threads); the VQ-VAE's 1x1 convolutions are one matrix product, whose sums do not move."""
+    from vqcodec.imageio import to_model_input
+    from vqcodec.testing import smooth_image
+
+    vqvae = model.vqvae
+    x = to_model_input(smooth_image(96, 128, seed=5), 8)
+
+    def features() -> list[torch.Tensor]:
+        with torch.no_grad():
+            xx = vqvae.pad(x) - 0.5
+            f0 = vqvae.encoders[0](xx)
+            f1 = vqvae.encoders[1](f0)
+            return [f0, f1, vqvae.pre_quant[1](f1), vqvae.pre_quant[0](torch.cat([f0, f0[:, :64]], 1))]
+
+    torch.set_num_threads(1)
+    one = features()
+    torch.set_num_threads(2)  # the conftest fixture puts it back
+    two = features()
+    for level, (a, b) in enumerate(zip(one, two)):
+        assert torch.equal(a, b), f"feature {level}: {(a != b).sum()} values differ between 1 and 2 threads"
+
+
+def test_pointwise_conv_is_a_drop_in_nn_conv2d():
+    """Same initialisation, state-dict keys and outputs (up to float rounding) as nn.Conv2d(cin, cout, 1):
+    checkpoints load unchanged. (For the shipped model's shapes the bits are those of the single-threaded
+    convolution: the golden file's codes and pixels did not change.)"""
+    from vqcodec.vqvae.model import PointwiseConv
+
+    torch.manual_seed(3)
+    ours = PointwiseConv(12, 5)
+    torch.manual_seed(3)
+    theirs = torch.nn.Conv2d(12, 5, 1)
+    assert ours.state_dict().keys() == theirs.state_dict().keys()
+    assert all(torch.equal(ours.state_dict()[k], theirs.state_dict()[k]) for k in ours.state_dict())
+    x = torch.randn(2, 12, 7, 9)
+    assert torch.allclose(ours(x), theirs(x), atol=1e-6)
+    ours(x).sum().backward()  # trains like one
+    assert ours.weight.grad is not None and ours.weight.grad.shape == ours.weight.shape

@@ -6,10 +6,18 @@ region decodes only the tiles under it, and a damaged tile does not take the oth
 container checksums each tile's payload, a damaged one is refused by default, and with
 ``salvage=True`` it is left undecoded (its codes stay 0) while every other tile decodes exactly as
 from the intact file.
+
+Untrusted files are bounded before anything is allocated from them: an image larger than the
+encoder's own limit (``default_max_pixels``) is refused unless the caller raises ``max_pixels``, a
+tile whose payload is too short for its codes is refused (a range coder cannot code a code in less
+than ``min_bits_per_code`` bits), and so is any image, to compress or to decode, that cannot fit in
+the memory actually available (``check_memory``). The VQ-VAE runs on one CPU thread, so the codes
+of an image (and the pixels of a file) never depend on the thread count.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from pathlib import Path
@@ -19,25 +27,40 @@ import numpy as np
 import torch
 from PIL import Image
 
-from vqcodec.coding.bitstream import Bitstream, Header, pack, unpack
+from vqcodec.coding.bitstream import MAX_PIXELS, Bitstream, Header, pack, unpack
 from vqcodec.coding.tile_codec import decode_tiles, encode_tiles
 from vqcodec.coding.tiles import check_tile, tile_grid
 from vqcodec.errors import VQCodecError, VQCodecWarning
 from vqcodec.imageio import ImageData, from_array, from_model_output, from_pil, read_image, to_model_input
-from vqcodec.vqvae import DECODER_REACH, crop_codes, decode_windowed, encode_windowed
-from vqcodec.zoo.codec_model import CodecModel, load_codec_model
+from vqcodec.priors.autoregress import one_thread
+from vqcodec.vqvae import DECODER_REACH, decode_part, decode_windowed, decode_windows, encode_windowed
+from vqcodec.zoo.codec_model import CodecModel, check_device, load_codec_model
 from vqcodec.zoo.registry import find_by_fingerprint
 
 WINDOW_ABOVE = 2048 * 2048  # images with more pixels run the VQ-VAE in overlapping windows (bounded memory)
+RANGE_CODER_PRECISION = 24  # constriction's default range coder quantizes probabilities to 24 bits
+
+# Peak memory (issue 12, /usr/bin/time -v, shipped model): a fixed part (process, torch, the model:
+# 0.29 GB measured), bytes per pixel of the whole image (pixels, the model's float input or output
+# and their copies), and the VQ-VAE's activations over what it runs on at once: the whole image up to
+# WINDOW_ABOVE pixels, else one window (1152 x 1152). Measured peaks: compress 2.09 GB for 2048 x 2048
+# and 2.41 GB for 9000 x 9000; decompress 1.25 GB for 2048 x 2048. These constants overestimate them
+# by about a third, so only what really cannot fit is refused.
+FIXED_BYTES = 400 << 20
+COMPRESS_BYTES_PER_PIXEL = 24
+DECOMPRESS_BYTES_PER_PIXEL = 60
+VQVAE_BYTES_PER_PIXEL = {False: 520, True: 240}  # by decode
+VQVAE_WINDOW_PIXELS = (1024 + 2 * 64) ** 2  # decode_windowed / encode_windowed's window with its margins
 
 ModelSpec = CodecModel | str | os.PathLike | None
 
 
 def as_image_data(image: Any) -> ImageData:
-    """Accept a path, bytes, an ImageData, a PIL image or a uint8/uint16 numpy array."""
+    """Accept a path, bytes (or a bytearray / memoryview), an open binary file, an ImageData, a PIL
+    image or a uint8/uint16 numpy array."""
     if isinstance(image, ImageData):
         return image
-    if isinstance(image, (str, os.PathLike, bytes)):
+    if isinstance(image, (str, os.PathLike, bytes, bytearray, memoryview)) or hasattr(image, "read"):
         return read_image(image)
     if isinstance(image, Image.Image):
         return from_pil(image)
@@ -46,26 +69,185 @@ def as_image_data(image: Any) -> ImageData:
     raise VQCodecError(f"cannot compress an object of type {type(image).__name__}")
 
 
-def _model(model: ModelSpec, device: str, model_dirs: tuple[Path, ...] = ()) -> CodecModel:
-    return model if isinstance(model, CodecModel) else load_codec_model(model, device, model_dirs)
+def _model(model: ModelSpec, device: str | None, model_dirs: tuple[Path, ...] = ()) -> CodecModel:
+    if isinstance(model, CodecModel):
+        if device is not None and torch.device(check_device(device)) != torch.device(model.device.type):
+            raise VQCodecError(f"the model given is loaded on '{model.device}', not on '{device}'; load it there "
+                               "with load_codec_model(..., device=...) or leave device out")
+        return model
+    return load_codec_model(model, device or "cpu", model_dirs)
+
+
+# -- limits -------------------------------------------------------------------------------------------------
+
+
+def default_max_pixels() -> int:
+    """The largest image decoded without asking: the encoder's own limit, twice
+    ``PIL.Image.MAX_IMAGE_PIXELS`` (where Pillow's decompression-bomb error starts; 178,956,970
+    pixels by default), or the format's MAX_PIXELS when Pillow's limit is switched off."""
+    limit = Image.MAX_IMAGE_PIXELS
+    return min(2 * int(limit), MAX_PIXELS) if limit else MAX_PIXELS
+
+
+def check_decode_size(head: Header, max_pixels: int | None = None) -> None:
+    """Refuse a header that claims more pixels than ``max_pixels`` (default: ``default_max_pixels()``)."""
+    limit = default_max_pixels() if max_pixels is None else max_pixels
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise VQCodecError(f"max_pixels must be a positive integer, not {limit!r}")
+    pixels = head.width * head.height
+    if pixels > limit:
+        raise VQCodecError(
+            f"the file claims a {head.width}x{head.height} image ({pixels:,} pixels), over the limit of "
+            f"{limit:,} pixels (the encoder's); if you trust the file, raise the limit (--max-pixels, "
+            "or max_pixels= in Python)"
+        )
+
+
+def available_memory() -> int | None:
+    """Bytes of memory this process can still use: MemAvailable from /proc/meminfo, or less where a
+    cgroup (v2) limit is tighter; None where neither can be read (not Linux): then nothing is checked."""
+    try:
+        with open("/proc/meminfo") as f:
+            avail = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit != "max":
+            used = int(Path("/sys/fs/cgroup/memory.current").read_text())
+            avail = min(avail, max(0, int(limit) - used))
+    except (OSError, ValueError):
+        pass
+    return avail
+
+
+def memory_needed(pixels: int, decode: bool) -> int:
+    """An upper estimate of the peak memory (bytes) of compressing or decoding ``pixels`` pixels."""
+    per_pixel = DECOMPRESS_BYTES_PER_PIXEL if decode else COMPRESS_BYTES_PER_PIXEL
+    at_once = pixels if pixels <= WINDOW_ABOVE else VQVAE_WINDOW_PIXELS  # the whole image, or one window
+    return FIXED_BYTES + per_pixel * pixels + VQVAE_BYTES_PER_PIXEL[decode] * at_once
+
+
+def check_memory(width: int, height: int, decode: bool, pixels: int | None = None) -> None:
+    """Refuse, before the work starts, an image that cannot fit in the memory available, rather than
+    be killed by the kernel half-way. ``pixels`` (default: all of them) is what a region decode
+    touches."""
+    avail = available_memory()
+    need = memory_needed(width * height if pixels is None else pixels, decode)
+    if avail is not None and need > avail:
+        what = ("decoding a region of" if pixels is not None else "decoding") if decode else "compressing"
+        raise VQCodecError(
+            f"{what} a {width}x{height} image needs about {need / 2**30:.1f} GiB of memory, but only "
+            f"{avail / 2**30:.1f} GiB is available; free some memory or use a smaller image"
+        )
+
+
+def min_bits_per_code(prior: Any) -> float:
+    """A lower bound on what the range coder spends on any one code of ``prior``.
+
+    The integer priors give the most likely code 2**PROB_BITS and every code at least 1 (their
+    ``lut.exp_prob`` table), so no code is likelier than max / (max + (K - 1) * min); constriction
+    quantizes to 24-bit fixed point (``Categorical(perfect=False)``), which can raise a probability
+    by at most two units of 2**-24 and leaves every code at least one unit. With the shipped priors
+    (K = 512) a code costs at least 0.000703 bits."""
+    k = int(prior.config.num_codes)
+    unit = 2.0 ** -RANGE_CODER_PRECISION
+    p_max = 1.0
+    lut = prior.state().get("lut.exp_prob") if hasattr(prior, "state") else None
+    if lut is not None and lut.numel() and float(lut.min()) >= 1:
+        hi, lo = float(lut.max()), float(lut.min())
+        p_max = hi / (hi + (k - 1) * lo) + 2 * unit
+    return -math.log2(min(p_max, 1.0 - (k - 1) * unit))
+
+
+def short_payloads(m: CodecModel, head: Header, payloads: tuple[bytes, ...] | list[bytes]) -> list[tuple[int, int]]:
+    """(tile, minimum bytes) of every tile whose payload is too short to hold its codes.
+
+    A range coder that has coded I bits of information has written more than I / 32 32-bit words
+    (it emits a word for every 32 bits, and one more when it is sealed), so a tile of n codes needs
+    more than n * min_bits_per_code bits; measured with constriction, a tile of 45,000 of the most
+    likely codes (31.6 bits) takes 2 words. A header that claims a huge image over a few bytes of
+    payload is refused here, before anything is allocated for it."""
+    shapes = m.vqvae.code_shapes(head.height, head.width)
+    tiles = tile_grid(shapes[0][0], shapes[0][1], head.tile_size)
+    if len(tiles) != len(payloads):
+        raise VQCodecError(f"the file holds {len(payloads)} tiles where its geometry needs {len(tiles)}")
+    bits = [min_bits_per_code(p) for p in m.priors]
+    short = []
+    for k, t in enumerate(tiles):
+        need = sum((t.height >> lv) * (t.width >> lv) * bits[lv] for lv in range(len(bits)))
+        if need > 32 * (len(payloads[k]) // 4):
+            short.append((k, 4 * math.ceil(need / 32)))
+    return short
+
+
+# -- compress -------------------------------------------------------------------------------------------------
 
 
 @torch.no_grad()
-def compress(image: Any, model: ModelSpec = None, device: str = "cpu", tile: int | None = None) -> bytes:
-    """Compress an image (path, bytes, PIL image, uint8/uint16 array or ImageData) to bytes.
-    ``model`` is a codec model, its name or its file (default: the default model); ``tile``
-    overrides the model's tile size (in bottom-level codes)."""
+def compress(image: Any, model: ModelSpec = None, device: str | None = None, tile: int | None = None) -> bytes:
+    """Compress an image (path, bytes, open binary file, PIL image, uint8/uint16 array or ImageData)
+    to bytes. ``model`` is a codec model, its name or its file (default: the default model);
+    ``device`` is where to load it ("cpu" or "cuda"; default: cpu, or where the model given is);
+    ``tile`` overrides the model's tile size (in bottom-level codes)."""
     m = _model(model, device)
     tile = check_tile(tile, m.levels) if tile is not None else m.tile
     img = as_image_data(image)
     h, w, channels = img.pixels.shape
+    check_memory(w, h, decode=False)
     x = to_model_input(img.pixels, img.bit_depth).to(m.device)
-    codes = encode_windowed(m.vqvae, x) if h * w > WINDOW_ABOVE else m.vqvae.encode(x)
+    with one_thread():  # float convolutions: the same codes whatever the thread count
+        codes = encode_windowed(m.vqvae, x) if h * w > WINDOW_ABOVE else m.vqvae.encode(x)
+    del x
     header = Header(m.fingerprint, w, h, channels, img.bit_depth, m.levels, tile, img.icc_profile or None)
     return pack(Bitstream(header, tuple(encode_tiles(m.priors, codes, tile, header.symbol_order))))
 
 
-def model_for(head: Header, model: ModelSpec, device: str, model_dirs: tuple[Path, ...] = ()) -> CodecModel:
+# -- decompress -----------------------------------------------------------------------------------------------
+
+
+def vqc_bytes(data: Any) -> bytes:
+    """The bytes of a `.vqc` file given as bytes, a bytearray or memoryview, a path or an open
+    binary file."""
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return bytes(data)
+    if isinstance(data, (str, os.PathLike)):
+        path = Path(data)
+        if path.is_dir():
+            raise VQCodecError(f"{path} is a directory, not a .vqc file")
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            raise VQCodecError(f"{path}: no such file") from None
+        except OSError as e:
+            raise VQCodecError(f"cannot read {path}: {e.strerror or e}") from None
+    if hasattr(data, "read"):
+        name = str(getattr(data, "name", "<stream>"))
+        try:
+            out = data.read()
+        except (OSError, ValueError) as e:
+            raise VQCodecError(f"cannot read {name}: {e}") from None
+        if not isinstance(out, (bytes, bytearray)):
+            raise VQCodecError(f"{name} is not a binary stream (open it with 'rb')")
+        return bytes(out)
+    raise VQCodecError(
+        f"decompress takes the bytes of a .vqc file, its path or an open binary file, not {type(data).__name__}"
+    )
+
+
+def check_region(region: Any) -> tuple[int, int, int, int]:
+    """``region`` as four integers (x, y, width, height), or a VQCodecError."""
+    try:
+        x, y, w, h = region
+    except (TypeError, ValueError):
+        raise VQCodecError(f"region must be (x, y, width, height) in pixels, got {region!r}") from None
+    values = (x, y, w, h)
+    if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in values):
+        raise VQCodecError(f"region must be four integers (x, y, width, height), got {region!r}")
+    return tuple(int(v) for v in values)  # type: ignore[return-value]
+
+
+def model_for(head: Header, model: ModelSpec, device: str | None, model_dirs: tuple[Path, ...] = ()) -> CodecModel:
     """The model that wrote a file: the one given (checked against the file), or the installed one
     whose fingerprint the file records."""
     if model is None:
@@ -89,8 +271,10 @@ def model_for(head: Header, model: ModelSpec, device: str, model_dirs: tuple[Pat
 
 def _decode_region(m: CodecModel, head: Header, payloads: list[bytes], region: tuple[int, int, int, int],
                    skip: frozenset[int]) -> torch.Tensor:
-    """Pixels (1, C, h, w) of region (x, y, w, h): only the tiles under it (plus the decoder's
-    reach) are decoded, except those in ``skip`` (damaged)."""
+    """Pixels (1, C, h, w) of region (x, y, w, h), bit for bit those of the full decode: only the
+    tiles under it (plus the decoder's reach) are decoded, except those in ``skip`` (damaged), and
+    the VQ-VAE decodes a strip, as wide as the window a full decode uses, across the region
+    (``decode_part``)."""
     x, y, w, h = region
     if w < 1 or h < 1 or x < 0 or y < 0 or x + w > head.width or y + h > head.height:
         raise VQCodecError(f"region {region} is not inside the {head.width}x{head.height} image")
@@ -98,62 +282,105 @@ def _decode_region(m: CodecModel, head: Header, payloads: list[bytes], region: t
     s, b = cfg.stride, cfg.level_stride(0)
     shapes = m.vqvae.code_shapes(head.height, head.width)
     ph, pw = shapes[0][0] * b, shapes[0][1] * b
-    wy0, wx0 = max(0, (y - DECODER_REACH) // s * s), max(0, (x - DECODER_REACH) // s * s)
-    wy1, wx1 = min(ph, -(-(y + h + DECODER_REACH) // s) * s), min(pw, -(-(x + w + DECODER_REACH) // s) * s)
+    if head.height * head.width > WINDOW_ABOVE:
+        refs = decode_windows(m.vqvae, ph, pw)
+    else:
+        refs = [(0, ph, 0, ph, 0, pw, 0, pw)]
+    jobs = []  # (ref window, strip rows, region rows, region columns)
+    for ys, ye, ylo, yhi, xs, xe, xlo, xhi in refs:
+        cy0, cy1, cx0, cx1 = max(y, ys), min(y + h, ye), max(x, xs), min(x + w, xe)
+        if cy0 >= cy1 or cx0 >= cx1:
+            continue
+        py0, py1 = max(ylo, (cy0 - DECODER_REACH) // s * s), min(yhi, -(-(cy1 + DECODER_REACH) // s) * s)
+        px0, px1 = max(xlo, (cx0 - DECODER_REACH) // s * s), min(xhi, -(-(cx1 + DECODER_REACH) // s) * s)
+        jobs.append(((ylo, yhi, xlo, xhi), (py0, py1), (px0, px1), (cy0, cy1), (cx0, cx1)))
     tiles = tile_grid(shapes[0][0], shapes[0][1], head.tile_size)
-    needed = {
+    needed = {  # the codes the region's pixels depend on: the region and the decoder's reach around it
         k for k, t in enumerate(tiles)
-        if t.row < wy1 // b and t.row + t.height > wy0 // b and t.col < wx1 // b and t.col + t.width > wx0 // b
+        for _, (py0, py1), (px0, px1), _, _ in jobs
+        if t.row < py1 // b and t.row + t.height > py0 // b and t.col < px1 // b and t.col + t.width > px0 // b
     }
     maps = decode_tiles(m.priors, shapes, payloads, head.tile_size, only=needed - skip, order=head.symbol_order)
-    recon = m.vqvae.decode(crop_codes(m.vqvae, maps, wy0, wy1, wx0, wx1), wy1 - wy0, wx1 - wx0)
-    return recon[:, :, y - wy0 : y - wy0 + h, x - wx0 : x - wx0 + w]
+    out = torch.zeros((1, cfg.in_channels, h, w), device=maps[0].device)
+    with one_thread():
+        for ref, (py0, py1), _, (cy0, cy1), (cx0, cx1) in jobs:
+            rec = decode_part(m.vqvae, maps, ref, (py0, py1))
+            rx0 = ref[2]
+            out[:, :, cy0 - y : cy1 - y, cx0 - x : cx1 - x] = rec[:, :, cy0 - py0 : cy1 - py0, cx0 - rx0 : cx1 - rx0]
+    return out
 
 
 @torch.no_grad()
 def decompress_image(
-    data: bytes,
+    data: Any,
     model: ModelSpec = None,
-    device: str = "cpu",
+    device: str | None = None,
     region: tuple[int, int, int, int] | None = None,
     salvage: bool = False,
     model_dirs: tuple[Path, ...] = (),
+    max_pixels: int | None = None,
 ) -> ImageData:
-    """Decode a vqcodec bitstream to pixels with the file's bit depth, channels and ICC profile.
-    Without ``model`` the installed model whose fingerprint the file records is used.
-    ``region`` = (x, y, width, height) decodes only that part, touching only the tiles under it.
-    A tile payload that fails its checksum is a VQCodecError, unless ``salvage``: then the damaged
-    tiles are not decoded (their codes stay 0, so their area shows no image content), every other
-    tile decodes exactly as from the intact file, and the result's ``damaged_tiles`` lists them."""
-    stream = unpack(bytes(data), salvage=salvage)
+    """Decode a vqcodec file (bytes, a path or an open binary file) to pixels with the file's bit
+    depth, channels and ICC profile. Without ``model`` the installed model whose fingerprint the
+    file records is used. ``region`` = (x, y, width, height) decodes only that part, touching only
+    the tiles under it; its pixels are exactly those of the full image. A file that claims more
+    than ``max_pixels`` pixels (default: ``default_max_pixels()``, the encoder's limit) is refused
+    before anything is allocated.
+
+    A tile payload that fails its checksum (or is too short for its codes, or is cut off at the
+    end of a truncated file) is a VQCodecError, unless ``salvage``: then the damaged tiles are not
+    decoded (their codes stay 0, so their area shows no image content), every other tile decodes
+    exactly as from the intact file, and the result's ``damaged_tiles`` lists them; a file with no
+    intact tile is an error either way."""
+    box = check_region(region) if region is not None else None
+    stream = unpack(vqc_bytes(data), salvage=salvage)
     head = stream.header
+    check_decode_size(head, max_pixels)
     m = model_for(head, model, device, model_dirs)
-    shapes = m.vqvae.code_shapes(head.height, head.width)
     payloads = list(stream.tiles)
-    only = set(range(len(payloads))) - set(stream.damaged) if stream.damaged else None
-    if region is not None:
-        recon = _decode_region(m, head, payloads, region, frozenset(stream.damaged))
+    damaged = set(stream.damaged)
+    short = [(k, n) for k, n in short_payloads(m, head, payloads) if k not in damaged]
+    if short and not salvage:
+        k, n = short[0]
+        more = f" (and {len(short) - 1} more tiles)" if len(short) > 1 else ""
+        raise VQCodecError(f"payload of tile {k} is {len(payloads[k])} bytes, too short for its codes (at least "
+                           f"{n} bytes){more}; the file is corrupted")
+    damaged |= {k for k, _ in short}
+    if damaged and len(damaged) == len(payloads):
+        raise VQCodecError(f"nothing can be restored: all {len(payloads)} tiles are damaged")
+    damaged_tiles = tuple(sorted(damaged))
+    if box is None:
+        check_memory(head.width, head.height, decode=True)
+    else:  # a strip across the region, and the code maps (8 bytes a bottom code: half a byte a pixel)
+        strip = head.width * min(head.height, box[3] + 2 * DECODER_REACH)
+        check_memory(head.width, head.height, decode=True, pixels=strip + head.width * head.height // 32)
+    shapes = m.vqvae.code_shapes(head.height, head.width)
+    if box is not None:
+        recon = _decode_region(m, head, payloads, box, frozenset(damaged))
     else:
+        only = set(range(len(payloads))) - damaged if damaged else None
         maps = decode_tiles(m.priors, shapes, payloads, head.tile_size, only=only, order=head.symbol_order)
-        if head.height * head.width > WINDOW_ABOVE:
-            recon = decode_windowed(m.vqvae, maps, head.height, head.width)
-        else:
-            recon = m.vqvae.decode(maps, head.height, head.width)
+        with one_thread():  # the same pixels whatever the thread count, and those a region decode gives
+            if head.height * head.width > WINDOW_ABOVE:
+                recon = decode_windowed(m.vqvae, maps, head.height, head.width)
+            else:
+                recon = m.vqvae.decode(maps, head.height, head.width)
     pixels = from_model_output(recon.cpu(), head.channels, head.bit_depth)
-    return ImageData(pixels, head.bit_depth, head.icc_profile, stream.damaged)
+    return ImageData(pixels, head.bit_depth, head.icc_profile, damaged_tiles)
 
 
 def decompress(
-    data: bytes,
+    data: Any,
     model: ModelSpec = None,
-    device: str = "cpu",
+    device: str | None = None,
     region: tuple[int, int, int, int] | None = None,
     salvage: bool = False,
+    max_pixels: int | None = None,
 ) -> np.ndarray:
-    """Decode a vqcodec bitstream to a (H, W) or (H, W, 3) uint8/uint16 array (or one region of it).
-    With ``salvage``, damaged tiles are skipped as in decompress_image; since an array cannot say
-    which, a VQCodecWarning names them."""
-    image = decompress_image(data, model, device, region, salvage=salvage)
+    """Decode a vqcodec file (bytes, a path or an open binary file) to a (H, W) or (H, W, 3)
+    uint8/uint16 array (or one region of it). With ``salvage``, damaged tiles are skipped as in
+    decompress_image; since an array cannot say which, a VQCodecWarning names them."""
+    image = decompress_image(data, model, device, region, salvage=salvage, max_pixels=max_pixels)
     if image.damaged_tiles:
         warnings.warn(VQCodecWarning(damage_message(image.damaged_tiles)), stacklevel=2)
     pix = image.pixels

@@ -2,9 +2,11 @@
 
 Policy, so that every file either becomes an exact ``ImageData`` or fails with a clear ``VQCodecError``:
 
-- Formats: PNG, JPEG, TIFF, WebP and BMP, recognised by their magic bytes (a file's extension is
-  ignored on read). TIFF is read with tifffile, 16-bit PNG with imagecodecs (Pillow would cut 48-bit RGB
+- Formats: PNG, JPEG, TIFF, WebP, BMP and (to read) GIF, recognised by their magic bytes (a file's
+  extension is ignored on read). TIFF is read with tifffile, 16-bit PNG with imagecodecs (Pillow would cut 48-bit RGB
   to 8 bits), everything else with Pillow, which is made to decode fully so truncation is detected.
+- Animations (APNG, animated WebP, GIF with several frames) are refused: vqcodec codes still
+  images, and coding only the first frame would silently lose the rest.
 - EXIF/TIFF orientation is applied to the pixels, then forgotten.
 - Palette images become RGB, or gray when every palette entry in use is gray (and no RGB ICC
   profile is attached).
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import struct
 import zlib
 from dataclasses import dataclass
@@ -43,8 +46,10 @@ from vqcodec.atomic import atomic_write_bytes
 from vqcodec.errors import VQCodecError
 
 FORMATS = ("png", "tiff", "webp", "bmp", "jpeg")
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp"}  # what a folder of images holds
-_PIL_NAMES = {"png": "PNG", "jpeg": "JPEG", "tiff": "TIFF", "webp": "WEBP", "bmp": "BMP"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp", ".gif"}  # what a folder of images holds
+_PIL_NAMES = {"png": "PNG", "jpeg": "JPEG", "tiff": "TIFF", "webp": "WEBP", "bmp": "BMP", "gif": "GIF"}
+_ANIMATED = ("png", "webp", "gif")  # formats whose extra frames are an animation (TIFF pages are not)
+_ALPHA_MODES = {"LA", "La", "PA", "RGBA", "RGBa"}  # not "A" in the mode: LAB's A is a colour channel
 _EXTENSIONS = {
     ".png": "png", ".tif": "tiff", ".tiff": "tiff", ".webp": "webp", ".bmp": "bmp",
     ".jpg": "jpeg", ".jpeg": "jpeg", ".jpe": "jpeg", ".jfif": "jpeg",
@@ -52,6 +57,7 @@ _EXTENSIONS = {
 _MAGIC = (
     (b"\x89PNG\r\n\x1a\n", "png"), (b"\xff\xd8\xff", "jpeg"), (b"BM", "bmp"),
     (b"II*\x00", "tiff"), (b"MM\x00*", "tiff"), (b"II+\x00", "tiff"), (b"MM\x00+", "tiff"),
+    (b"GIF87a", "gif"), (b"GIF89a", "gif"),
 )
 _ORIENTATION_TAG = 274
 _ICC_TAG = 34675
@@ -78,7 +84,7 @@ def read_image(source: str | os.PathLike | bytes | BinaryIO) -> ImageData:
         raise VQCodecError(f"{name} is empty (0 bytes)")
     fmt = _sniff(data)
     if fmt is None:
-        raise VQCodecError(f"{name} is not a PNG, JPEG, TIFF, WebP or BMP image")
+        raise VQCodecError(f"{name} is not a PNG, JPEG, TIFF, WebP, GIF or BMP image")
     try:
         decoded = _decode_tiff(data, name) if fmt == "tiff" else None
         pixels, icc = decoded if decoded is not None else _decode_pillow(data, fmt, name)
@@ -87,7 +93,8 @@ def read_image(source: str | os.PathLike | bytes | BinaryIO) -> ImageData:
     except Image.DecompressionBombError as e:
         raise VQCodecError(f"{name} is too large to decode safely: {e}") from e
     except Exception as e:  # decoders raise OSError, ValueError, zlib/struct errors, ...
-        raise VQCodecError(f"cannot read {name} as {fmt.upper()} (corrupt or truncated?): {e}") from e
+        detail = re.sub(r"<_io\.\w+ object at 0x[0-9a-fA-F]+>", "it", str(e))  # Pillow names our buffer
+        raise VQCodecError(f"cannot read {name} as {fmt.upper()} (corrupt or truncated?): {detail}") from e
     if pixels.ndim != 3 or pixels.shape[2] not in (1, 3) or pixels.dtype.kind != "u" or pixels.itemsize > 2:
         raise VQCodecError(f"{name}: unsupported pixel layout {pixels.shape} {pixels.dtype}")
     bit_depth = 8 * pixels.itemsize
@@ -139,6 +146,10 @@ def _sniff(data: bytes) -> str | None:
 
 def _decode_pillow(data: bytes, fmt: str, name: str) -> tuple[np.ndarray, bytes | None]:
     with Image.open(io.BytesIO(data), formats=[_PIL_NAMES[fmt]]) as im:
+        frames = getattr(im, "n_frames", 1) if fmt in _ANIMATED else 1
+        if frames > 1:
+            raise VQCodecError(f"{name} is an animation of {frames} frames; vqcodec codes still images only "
+                               "(save the frame you want as its own image first)")
         im.load()  # full decode: lazy loading would hide truncation
         icc = im.info.get("icc_profile")
         orientation = _pillow_orientation(im)
@@ -168,7 +179,8 @@ def _pillow_pixels(im: Image.Image, icc: bytes | None, name: str) -> np.ndarray:
         return np.asarray(im).astype(np.uint16)[..., None]  # astype also fixes big-endian I;16B
     if mode == "1":
         im, mode = im.convert("L"), "L"
-    transparent = "A" in mode or "a" in mode or "transparency" in im.info
+    transparent = (mode in _ALPHA_MODES or "transparency" in im.info
+                   or (mode == "P" and im.palette is not None and im.palette.mode == "RGBA"))
     if mode == "L" and not transparent:
         return np.asarray(im)[..., None]
     gray = mode in ("L", "LA", "La") or (mode in ("P", "PA") and _icc_space(icc) != b"RGB "
@@ -309,9 +321,14 @@ def _matching_icc(icc: bytes | None, channels: int) -> bytes | None:
 # ---------------------------------------------------------------------------------------------- writing
 
 
+def format_of_suffix(path: str | os.PathLike) -> str | None:
+    """The image format a file name's extension names ('png', 'tiff', 'webp', 'bmp', 'jpeg'), or None."""
+    return _EXTENSIONS.get(Path(path).suffix.lower())
+
+
 def format_from_path(path: str | os.PathLike) -> str:
     """Output format from the file extension: 'png', 'tiff', 'webp', 'bmp' or 'jpeg'."""
-    fmt = _EXTENSIONS.get(Path(path).suffix.lower())
+    fmt = format_of_suffix(path)
     if fmt is None:
         raise VQCodecError(f"cannot tell the image format of {os.fspath(path)!r}: "
                            "use a .png, .tif/.tiff, .webp, .bmp or .jpg/.jpeg name")
@@ -330,8 +347,7 @@ def encode_image(image: ImageData, fmt: str) -> bytes:
     if fmt not in FORMATS:
         raise VQCodecError(f"unknown image format {fmt!r}; use one of {', '.join(FORMATS)}")
     pixels = _checked_pixels(image)
-    if image.bit_depth == 16 and fmt not in ("png", "tiff"):
-        raise VQCodecError(f"{fmt.upper()} cannot store 16-bit images; only PNG and TIFF keep 16 bits")
+    check_encodable(fmt, pixels.shape[1], pixels.shape[0], image.bit_depth)
     icc = _matching_icc(image.icc_profile, pixels.shape[2])
     try:
         if fmt == "png":
@@ -342,6 +358,19 @@ def encode_image(image: ImageData, fmt: str) -> bytes:
     except Exception as e:  # e.g. WebP's 16383-pixel limit
         height, width = pixels.shape[:2]
         raise VQCodecError(f"cannot encode a {width}x{height} image as {fmt.upper()}: {e}") from e
+
+
+_MAX_SIDES = {"webp": 16383, "jpeg": 65535}  # what the formats themselves can store
+
+
+def check_encodable(fmt: str, width: int, height: int, bit_depth: int) -> None:
+    """Refuse, before any decoding, an image that ``fmt`` cannot store (16 bits, or too large)."""
+    fmt = {"jpg": "jpeg", "tif": "tiff"}.get(fmt.lower(), fmt.lower())
+    if bit_depth == 16 and fmt not in ("png", "tiff"):
+        raise VQCodecError(f"{fmt.upper()} cannot store 16-bit images; only PNG and TIFF keep 16 bits")
+    side = _MAX_SIDES.get(fmt)
+    if side is not None and max(width, height) > side:
+        raise VQCodecError(f"{fmt.upper()} cannot store a {width}x{height} image (at most {side} pixels a side)")
 
 
 def _checked_pixels(image: ImageData) -> np.ndarray:

@@ -23,7 +23,7 @@ from vqcodec.priors.contract import IntegerPrior
 from vqcodec.priors.pixelcnn import PixelCNNPrior, PriorConfig
 from vqcodec.priors.registry import integer_twin
 from vqcodec.sampling import sample_codes
-from vqcodec.vqvae import VQVAE, VQVAEConfig
+from vqcodec.vqvae import BOTTOM_STRIDE, VQVAE, VQVAEConfig
 from vqcodec.zoo.codec_model import CodecModel, codec_model_from
 from vqcodec.zoo.files import save_model
 
@@ -228,12 +228,86 @@ def with_header_crc(data: bytearray, end: int) -> bytes:
     return bytes(data)
 
 
+def tile_count(width: int, height: int, levels: int, tile_size: int) -> int:
+    """How many tiles the codec expects for an image of this size (4 pixels per bottom code, the image
+    padded to the top level's stride): what a consistent header must record."""
+    stride = BOTTOM_STRIDE << (levels - 1)
+    rows = -(-height // stride) * stride // BOTTOM_STRIDE
+    cols = -(-width // stride) * stride // BOTTOM_STRIDE
+    return -(-rows // tile_size) * -(-cols // tile_size)
+
+
+def huge_claim(data: bytes, width: int, height: int, tile_size: int = 256, payload: bytes = b"\0" * 4) -> bytes:
+    """A valid container (every checksum right, the tile count consistent) with ``data``'s model and
+    levels that claims a ``width`` x ``height`` image whose every tile payload is ``payload``: the
+    shape of a crafted file that aims to make a decoder allocate far more than the file's size."""
+    head = unpack(data).header
+    head = dataclasses.replace(head, width=width, height=height, tile_size=tile_size, icc_profile=None)
+    n = tile_count(width, height, head.levels, tile_size)
+    return pack(Bitstream(head, (payload,) * n))
+
+
+def huge_header_mutation(rng: random.Random, data: bytes) -> bytes:
+    """A header that claims a huge image: above the decoder's default limit (about 179 MP), or below
+    it with payloads too short for the claimed codes. Either must be refused before allocating."""
+    levels = unpack(data).header.levels
+    if rng.random() < 0.5:  # over the limit, up to the format's 2**30 pixels
+        width = rng.randint(14_000, 1 << 15)
+        height = rng.randint(-(-180_000_000 // width), (1 << 30) // width)
+        return huge_claim(data, width, height, 256, bytes(4 * rng.randint(0, 1)))
+    width, height = rng.randint(2_000, 13_000), rng.randint(2_000, 13_000)
+    tile, payload = rng.choice([(256, b""), (256, bytes(4)), (128, b""), (64, b"")])
+    if tile_count(width, height, levels, tile) > 4096:
+        tile, payload = 256, b""
+    return huge_claim(data, width, height, tile, payload)
+
+
+def pack_with_lengths(stream: Bitstream, lengths: list[int]) -> bytes:
+    """``pack``, but with a tile-length table of one's choosing (payloads and checksums as they are,
+    the header CRC right): a file whose lengths disagree with its payloads."""
+    from vqcodec.coding import bitstream as bs
+
+    h = stream.header
+    head = bytearray(bs.MAGIC) + bytes((h.version, bs.FLAG_ICC if h.icc_profile is not None else 0))
+    head += h.model_fingerprint + bs._varint(h.width) + bs._varint(h.height)
+    head += bytes((h.channels, h.bit_depth, h.levels, h.tile_size.bit_length() - 1))
+    head += bs._varint(len(stream.tiles)) + b"".join(bs._varint(n) for n in lengths)
+    head += b"".join(bs.tile_checksum(t).to_bytes(2, "little") for t in stream.tiles)
+    if h.icc_profile is not None:
+        head += bs._varint(len(h.icc_profile)) + h.icc_profile
+    return bytes(head) + zlib.crc32(head).to_bytes(4, "little") + b"".join(stream.tiles)
+
+
+def lengths_mutation(rng: random.Random, data: bytes) -> bytes:
+    """Tile lengths that disagree with the payloads: a boundary between two tiles moved (checksums
+    repaired, so the container is consistent but the tiles are misaligned), or one length changed
+    with the header CRC repaired (the lengths then disagree with the file's size, by a byte or by
+    up to 2**40)."""
+    stream = unpack(data)
+    tiles = list(stream.tiles)
+    if len(tiles) > 1 and rng.random() < 0.5:
+        k = rng.randrange(len(tiles) - 1)
+        joined = tiles[k] + tiles[k + 1]
+        cut = rng.randrange(len(joined) + 1)
+        tiles[k], tiles[k + 1] = joined[:cut], joined[cut:]
+        return pack(Bitstream(stream.header, tuple(tiles)))
+    lengths = [len(t) for t in tiles]
+    k = rng.randrange(len(tiles))
+    lengths[k] = max(0, lengths[k] + rng.choice([-4, -1, 1, 4, 1000, 1 << 20, 1 << 40]))
+    return pack_with_lengths(stream, lengths)
+
+
 def mutate(rng: random.Random, data: bytes, hend: int) -> tuple[str, bytes]:
     """One random mutation; the ones that fix the checksums reach the codec layer and the range decoder."""
     kind = rng.choices(
-        ["flip", "byte", "truncate", "insert", "append", "header_crc", "payload_crc", "tiles", "fields"],
-        weights=[25, 15, 15, 10, 5, 10, 10, 6, 4],
+        ["flip", "byte", "truncate", "insert", "append", "header_crc", "payload_crc", "tiles", "fields", "huge",
+         "lengths"],
+        weights=[25, 15, 15, 10, 5, 10, 10, 6, 4, 4, 4],
     )[0]
+    if kind == "huge":
+        return kind, huge_header_mutation(rng, data)
+    if kind == "lengths":
+        return kind, lengths_mutation(rng, data)
     buf = bytearray(data)
     if kind == "flip":
         for _ in range(rng.randint(1, 3)):

@@ -179,8 +179,10 @@ class _Reader:
         raise VQCodecError(f"the {what} is a varint longer than {_MAX_VARINT_BYTES} bytes.")
 
 
-def _parse(data: bytes) -> tuple[Header, list[int], list[int]]:
-    """Validate the whole file; return the header, tile lengths and damaged tiles (checksum mismatch)."""
+def _parse(data: bytes, salvage: bool = False) -> tuple[Header, list[int], list[int], int]:
+    """Validate the whole file; return the header, tile lengths, damaged tiles (checksum mismatch)
+    and where the payloads start. With ``salvage`` a file cut off inside its payloads is accepted:
+    the tiles it cuts are damaged."""
     if not isinstance(data, bytes):
         data = bytes(data)
     if data[: len(MAGIC)] != MAGIC[: len(data)]:
@@ -231,7 +233,7 @@ def _parse(data: bytes) -> tuple[Header, list[int], list[int]]:
 
     payload_start = r.pos
     expected = payload_start + sum(lengths)
-    if expected > len(data):
+    if expected > len(data) and not salvage:
         raise VQCodecError(
             f"file is truncated: the tile lengths need {expected} bytes but the file has {len(data)}."
         )
@@ -241,10 +243,10 @@ def _parse(data: bytes) -> tuple[Header, list[int], list[int]]:
     pos = payload_start
     view = memoryview(data)
     for k, (n, crc) in enumerate(zip(lengths, checksums)):
-        if binascii.crc_hqx(view[pos : pos + n], 0) != crc:
+        if pos + n > len(data) or binascii.crc_hqx(view[pos : pos + n], 0) != crc:
             damaged.append(k)
         pos += n
-    return header, lengths, damaged
+    return header, lengths, damaged, payload_start
 
 
 def _damage_error(damaged: list[int]) -> VQCodecError:
@@ -258,14 +260,15 @@ def unpack(data: bytes, *, salvage: bool = False) -> Bitstream:
     """Parse and fully validate a `.vqc` file; raises VQCodecError on any defect.
 
     A tile payload that fails its checksum is an error too, unless ``salvage``: then the stream is
-    returned with those tiles' indices in ``damaged`` (their bytes as found, not to be decoded).
-    Header and structure defects are errors either way."""
+    returned with those tiles' indices in ``damaged`` (their bytes as found, not to be decoded). A
+    file cut off inside its payloads is truncated, unless ``salvage``: then the tiles it cuts are
+    damaged too (a file missing only its last bytes keeps every earlier tile). Header and other
+    structure defects are errors either way."""
     if not isinstance(data, bytes):
         data = bytes(data)
-    header, lengths, damaged = _parse(data)
+    header, lengths, damaged, pos = _parse(data, salvage)
     if damaged and not salvage:
         raise _damage_error(damaged)
-    pos = len(data) - sum(lengths)
     tiles = []
     for n in lengths:
         tiles.append(data[pos : pos + n])
@@ -274,9 +277,10 @@ def unpack(data: bytes, *, salvage: bool = False) -> Bitstream:
 
 
 def read_header(data: bytes) -> Header:
-    """The header of a complete `.vqc` file, validated exactly as unpack does (for `vqcodec info`);
-    a damaged tile payload is an error here as in unpack's strict mode."""
-    header, _, damaged = _parse(data)
+    """The header of a complete `.vqc` file, validated exactly as unpack does; a damaged tile
+    payload is an error here as in unpack's strict mode (``unpack(data, salvage=True)`` gives the
+    header of a file with damaged or cut-off tiles, and names them)."""
+    header, _, damaged, _ = _parse(data)
     if damaged:
         raise _damage_error(damaged)
     return header

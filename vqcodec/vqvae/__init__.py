@@ -7,9 +7,11 @@ from vqcodec.vqvae.model import (
     VQVAE,
     VQVAEConfig,
     crop_codes,
+    decode_part,
     decode_windowed,
+    decode_windows,
     encode_windowed,
 )
 
-__all__ = ["BOTTOM_STRIDE", "DECODER_REACH", "LEVEL_NAMES", "VQVAE", "VQVAEConfig", "crop_codes", "decode_windowed",
-           "encode_windowed"]
+__all__ = ["BOTTOM_STRIDE", "DECODER_REACH", "LEVEL_NAMES", "VQVAE", "VQVAEConfig", "crop_codes", "decode_part",
+           "decode_windowed", "decode_windows", "encode_windowed"]

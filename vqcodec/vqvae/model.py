@@ -52,6 +52,27 @@ class VQVAEConfig:
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
 
+class PointwiseConv(nn.Conv2d):
+    """A 1x1 convolution computed as one matrix product (weights x channels) per image.
+
+    Same parameters, initialisation and state-dict keys as ``nn.Conv2d(cin, cout, 1)`` (and, for the
+    shipped model's shapes, the same bits as its single-threaded result). oneDNN's multi-threaded 1x1
+    convolution sums in an order that depends on the thread count, which moved a code near a tie
+    between two codebook vectors when compressing with 1 or 2 threads; the matrix product sums in an
+    order that does not, except for maps of a few dozen positions, where MKL may split even a matrix
+    product across threads (so the codec also runs the VQ-VAE on one thread)."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__(cin, cout, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, _, h, w = x.shape
+        out = torch.matmul(self.weight[:, :, 0, 0], x.reshape(b, self.in_channels, h * w))
+        if self.bias is not None:
+            out = out + self.bias[:, None]
+        return out.reshape(b, self.out_channels, h, w)
+
+
 class ResBlock(nn.Module):
     def __init__(self, channels: int, res_channels: int) -> None:
         super().__init__()
@@ -59,7 +80,7 @@ class ResBlock(nn.Module):
             nn.ReLU(),
             nn.Conv2d(channels, res_channels, 3, padding=1),
             nn.ReLU(),
-            nn.Conv2d(res_channels, channels, 1),
+            PointwiseConv(res_channels, channels),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -143,7 +164,7 @@ class VQVAE(nn.Module):
         )
         # Level l's quantizer sees its features plus (below the top) the conditioning from above.
         self.pre_quant = nn.ModuleList(
-            [nn.Conv2d(h + (d if lvl < c.levels - 1 else 0), d, 1) for lvl in range(c.levels)]
+            [PointwiseConv(h + (d if lvl < c.levels - 1 else 0), d) for lvl in range(c.levels)]
         )
         # cond[l] decodes level l+1 (its codes and its own conditioning) to level l's resolution.
         self.cond_decoders = nn.ModuleList(
@@ -245,22 +266,50 @@ def encode_windowed(
     return codes
 
 
+def decode_windows(
+    model: VQVAE, height: int, width: int, window: int = 1024, margin: int = DECODER_REACH
+) -> list[tuple[int, int, int, int, int, int, int, int]]:
+    """The windows ``decode_windowed`` decodes for a padded image of ``height`` x ``width`` pixels:
+    (core y0, y1, window y0, y1, core x0, x1, window x0, x1), each a multiple of the stride."""
+    s = model.config.stride
+    window, margin = -(-window // s) * s, -(-margin // s) * s
+    return [(ys, ye, ylo, yhi, xs, xe, xlo, xhi)
+            for ys, ye, ylo, yhi in _spans(height, window, margin)
+            for xs, xe, xlo, xhi in _spans(width, window, margin)]
+
+
 @torch.no_grad()
 def decode_windowed(
     model: VQVAE, codes: list[torch.Tensor], height: int, width: int, window: int = 1024,
     margin: int = DECODER_REACH,
 ) -> torch.Tensor:
     """``model.decode`` in overlapping windows (pixels), keeping each window's core: bounded memory."""
-    s = model.config.stride
-    window, margin = -(-window // s) * s, -(-margin // s) * s
     hp, wp = codes[0].shape[1] * BOTTOM_STRIDE, codes[0].shape[2] * BOTTOM_STRIDE
     out = torch.zeros((codes[0].shape[0], model.config.in_channels, hp, wp), device=codes[0].device)
-    for ys, ye, ylo, yhi in _spans(hp, window, margin):
-        for xs, xe, xlo, xhi in _spans(wp, window, margin):
-            part = crop_codes(model, codes, ylo, yhi, xlo, xhi)
-            img = model.decode(part, yhi - ylo, xhi - xlo)
-            out[:, :, ys:ye, xs:xe] = img[:, :, ys - ylo : ye - ylo, xs - xlo : xe - xlo]
+    for ys, ye, ylo, yhi, xs, xe, xlo, xhi in decode_windows(model, hp, wp, window, margin):
+        part = crop_codes(model, codes, ylo, yhi, xlo, xhi)
+        img = model.decode(part, yhi - ylo, xhi - xlo)
+        out[:, :, ys:ye, xs:xe] = img[:, :, ys - ylo : ye - ylo, xs - xlo : xe - xlo]
     return out[:, :, :height, :width]
+
+
+@torch.no_grad()
+def decode_part(
+    model: VQVAE, codes: list[torch.Tensor], ref: tuple[int, int, int, int], rows: tuple[int, int]
+) -> torch.Tensor:
+    """The decoder's output (B, C, y1 - y0, x1 - x0), unclamped, for the pixel rows ``rows`` =
+    (y0, y1) of the window ``ref`` = (y0, y1, x0, x1) that ``decode`` (whole image) or
+    ``decode_windowed`` (one of its windows) decodes in one piece; all multiples of the stride, in
+    pixels of the padded image.
+
+    Away from the strip's top and bottom edges (by DECODER_REACH, unless an edge is one of
+    ``ref``'s) the pixels are bit for bit those of decoding all of ``ref``, on one CPU thread: a
+    convolution there (oneDNN) gives each output the same bits whatever the number of rows of its
+    input, but not whatever its width, so the strip keeps ``ref``'s full width. So a region decodes
+    to exactly the pixels of the full image, at the cost of decoding a strip across it."""
+    y0, y1 = rows
+    _, _, x0, x1 = ref
+    return model.decode(crop_codes(model, codes, y0, y1, x0, x1), y1 - y0, x1 - x0)
 
 
 def crop_codes(model: VQVAE, codes: list[torch.Tensor], y0: int, y1: int, x0: int, x1: int) -> list[torch.Tensor]:

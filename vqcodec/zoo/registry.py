@@ -79,7 +79,7 @@ def _entry(path: Path, shipped: bool) -> ModelEntry:
 
 def _metadata(path: Path) -> dict[str, str]:
     try:
-        with safe_open(str(path), framework="pt") as f:
+        with safe_open(str(path), framework="numpy") as f:  # metadata only: no need to import torch
             return f.metadata() or {}
     except (SafetensorError, OSError) as err:
         raise VQCodecError(f"{path} is not a vqcodec model file ({err})") from None
