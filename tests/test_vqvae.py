@@ -263,3 +263,28 @@ def test_pointwise_conv_is_a_drop_in_nn_conv2d():
     assert torch.allclose(ours(x), theirs(x), atol=1e-6)
     ours(x).sum().backward()  # trains like one
     assert ours.weight.grad is not None and ours.weight.grad.shape == ours.weight.shape
+
+
+@pytest.mark.parametrize("levels", [2, 3])
+def test_split_convolutions_give_the_same_codes_on_any_thread_count(levels):
+    """The codec encodes with every convolution split into fixed output-channel groups, each on one thread:
+    the codes must not depend on how many threads share the groups (thin images included, where oneDNN and
+    MKL split their sums across threads), and outside the context the model is an ordinary one."""
+    from vqcodec.imageio import to_model_input
+    from vqcodec.priors.autoregress import one_thread
+    from vqcodec.testing import smooth_image, tiny_codec_model
+    from vqcodec.vqvae import split_convolutions
+
+    vqvae = tiny_codec_model(levels=levels, tile=16).vqvae
+    for height, width in [(8, 88), (96, 128), (64, 520)]:
+        x = to_model_input(smooth_image(height, width, seed=height), 8)
+        codes = {}
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)  # the conftest fixture puts it back
+            with split_convolutions(threads), one_thread():
+                codes[threads] = vqvae.encode(x)
+        for threads in (2, 3):
+            for level, (a, b) in enumerate(zip(codes[1], codes[threads])):
+                assert torch.equal(a, b), f"{height}x{width}, level {level}: {threads} threads differ from 1"
+    plain = vqvae.encode(x)  # no context: the ordinary convolutions
+    assert [c.shape for c in plain] == [c.shape for c in codes[1]]

@@ -11,8 +11,10 @@ Untrusted files are bounded before anything is allocated from them: an image lar
 encoder's own limit (``default_max_pixels``) is refused unless the caller raises ``max_pixels``, a
 tile whose payload is too short for its codes is refused (a range coder cannot code a code in less
 than ``min_bits_per_code`` bits), and so is any image, to compress or to decode, that cannot fit in
-the memory actually available (``check_memory``). The VQ-VAE runs on one CPU thread, so the codes
-of an image (and the pixels of a file) never depend on the thread count.
+the memory actually available (``check_memory``). The VQ-VAE's float arithmetic never depends on
+the thread count: the encoder computes every convolution as fixed halves, each on one thread
+(``vqvae.split_convolutions``), the decoder runs on one thread; so an image always gives the same
+codes, and a file the same pixels.
 """
 
 from __future__ import annotations
@@ -33,7 +35,14 @@ from vqcodec.coding.tiles import check_tile, tile_grid
 from vqcodec.errors import VQCodecError, VQCodecWarning
 from vqcodec.imageio import ImageData, from_array, from_model_output, from_pil, read_image, to_model_input
 from vqcodec.priors.autoregress import one_thread
-from vqcodec.vqvae import DECODER_REACH, decode_part, decode_windowed, decode_windows, encode_windowed
+from vqcodec.vqvae import (
+    DECODER_REACH,
+    decode_part,
+    decode_windowed,
+    decode_windows,
+    encode_windowed,
+    split_convolutions,
+)
 from vqcodec.zoo.codec_model import CodecModel, check_device, load_codec_model
 from vqcodec.zoo.registry import find_by_fingerprint
 
@@ -43,9 +52,9 @@ RANGE_CODER_PRECISION = 24  # constriction's default range coder quantizes proba
 # Peak memory (issue 12, /usr/bin/time -v, shipped model): a fixed part (process, torch, the model:
 # 0.29 GB measured), bytes per pixel of the whole image (pixels, the model's float input or output
 # and their copies), and the VQ-VAE's activations over what it runs on at once: the whole image up to
-# WINDOW_ABOVE pixels, else one window (1152 x 1152). Measured peaks: compress 2.09 GB for 2048 x 2048
-# and 2.41 GB for 9000 x 9000; decompress 1.25 GB for 2048 x 2048. These constants overestimate them
-# by about a third, so only what really cannot fit is refused.
+# WINDOW_ABOVE pixels, else one window (1152 x 1152). Measured peaks: compress 2.17 GB for 2048 x 2048
+# and 2.41 GB for 9000 x 9000; decompress 1.25 GB for 2048 x 2048 and 4.58 GB for 9000 x 9000. These
+# constants overestimate them by a fifth to a third, so only what really cannot fit is refused.
 FIXED_BYTES = 400 << 20
 COMPRESS_BYTES_PER_PIXEL = 24
 DECOMPRESS_BYTES_PER_PIXEL = 60
@@ -196,7 +205,8 @@ def compress(image: Any, model: ModelSpec = None, device: str | None = None, til
     h, w, channels = img.pixels.shape
     check_memory(w, h, decode=False)
     x = to_model_input(img.pixels, img.bit_depth).to(m.device)
-    with one_thread():  # float convolutions: the same codes whatever the thread count
+    # every convolution split the same way, each part on one thread: the same codes whatever the thread count
+    with split_convolutions(torch.get_num_threads()), one_thread():
         codes = encode_windowed(m.vqvae, x) if h * w > WINDOW_ABOVE else m.vqvae.encode(x)
     del x
     header = Header(m.fingerprint, w, h, channels, img.bit_depth, m.levels, tile, img.icc_profile or None)

@@ -11,7 +11,8 @@ from vqcodec.vqvae.model import (
     decode_windowed,
     decode_windows,
     encode_windowed,
+    split_convolutions,
 )
 
-__all__ = ["BOTTOM_STRIDE", "DECODER_REACH", "LEVEL_NAMES", "VQVAE", "VQVAEConfig", "crop_codes", "decode_part",
-           "decode_windowed", "decode_windows", "encode_windowed"]
+__all__ = ["BOTTOM_STRIDE", "DECODER_REACH", "LEVEL_NAMES", "VQVAE", "VQVAEConfig", "crop_codes",
+           "decode_part", "decode_windowed", "decode_windows", "encode_windowed", "split_convolutions"]

@@ -8,6 +8,10 @@ codes only carry what the top does not. The decoder is feed-forward and takes ev
 
 from __future__ import annotations
 
+import contextlib
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
 import torch
@@ -52,25 +56,89 @@ class VQVAEConfig:
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
 
+SPLIT = 2  # output-channel groups of every convolution inside split_convolutions(), whatever the thread count
+_split = threading.local()  # .pool: the thread pool of split_convolutions(); unset outside it
+
+
+@contextlib.contextmanager
+def split_convolutions(workers: int) -> Iterator[None]:
+    """Inside this context every convolution of the VQ-VAE computes its output channels as SPLIT
+    fixed groups, each an ordinary convolution, up to ``workers`` of them at once in Python threads.
+
+    Run under ``priors.autoregress.one_thread()``, every group is computed on one CPU thread, so the
+    bits depend only on the image: oneDNN and MKL sum in an order that depends on the thread count
+    (it moved a code that lay near a tie between two codebook vectors when compressing with 1 or 2
+    threads), and a fixed split runs on several cores without that. The codec encodes this way."""
+    pool = ThreadPoolExecutor(max_workers=max(1, min(workers, SPLIT)))
+    _split.pool = pool
+    try:
+        yield
+    finally:
+        _split.pool = None
+        pool.shutdown()
+
+
+def _in_groups(layer: nn.Module, x: torch.Tensor, part) -> torch.Tensor | None:
+    """``part(a, b)`` (output channels a..b) for each group of ``layer``, concatenated; None outside
+    ``split_convolutions`` (or for a layer too narrow to split), to run the layer whole."""
+    pool = getattr(_split, "pool", None)
+    cout = layer.out_channels
+    if pool is None or cout < 2 * SPLIT:
+        return None
+    bounds = [cout * g // SPLIT for g in range(SPLIT + 1)]
+    return torch.cat(list(pool.map(lambda g: part(bounds[g], bounds[g + 1]), range(SPLIT))), 1)
+
+
+class Conv2d(nn.Conv2d):
+    """``nn.Conv2d`` (same parameters, initialisation and state-dict keys) that can run split
+    (``split_convolutions``)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        def part(a: int, b: int) -> torch.Tensor:
+            bias = self.bias[a:b] if self.bias is not None else None
+            return F.conv2d(x, self.weight[a:b], bias, self.stride, self.padding, self.dilation, self.groups)
+
+        out = _in_groups(self, x, part)
+        return super().forward(x) if out is None else out
+
+
+class ConvTranspose2d(nn.ConvTranspose2d):
+    """``nn.ConvTranspose2d`` that can run split (``split_convolutions``)."""
+
+    def forward(self, x: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
+        def part(a: int, b: int) -> torch.Tensor:
+            bias = self.bias[a:b] if self.bias is not None else None
+            return F.conv_transpose2d(x, self.weight[:, a:b], bias, self.stride, self.padding, self.output_padding,
+                                      self.groups, self.dilation)
+
+        out = _in_groups(self, x, part) if output_size is None else None
+        return super().forward(x, output_size) if out is None else out
+
+
 class PointwiseConv(nn.Conv2d):
     """A 1x1 convolution computed as one matrix product (weights x channels) per image.
 
     Same parameters, initialisation and state-dict keys as ``nn.Conv2d(cin, cout, 1)`` (and, for the
     shipped model's shapes, the same bits as its single-threaded result). oneDNN's multi-threaded 1x1
-    convolution sums in an order that depends on the thread count, which moved a code near a tie
-    between two codebook vectors when compressing with 1 or 2 threads; the matrix product sums in an
-    order that does not, except for maps of a few dozen positions, where MKL may split even a matrix
-    product across threads (so the codec also runs the VQ-VAE on one thread)."""
+    convolution sums in an order that depends on the thread count; the matrix product does not,
+    except for maps of a few dozen positions, where MKL may split even a matrix product across
+    threads (so the codec runs the VQ-VAE's convolutions on one thread each, ``split_convolutions``)."""
 
     def __init__(self, cin: int, cout: int) -> None:
         super().__init__(cin, cout, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, _, h, w = x.shape
-        out = torch.matmul(self.weight[:, :, 0, 0], x.reshape(b, self.in_channels, h * w))
-        if self.bias is not None:
-            out = out + self.bias[:, None]
-        return out.reshape(b, self.out_channels, h, w)
+        flat = x.reshape(b, self.in_channels, h * w)
+
+        def part(lo: int, hi: int) -> torch.Tensor:
+            out = torch.matmul(self.weight[lo:hi, :, 0, 0], flat)
+            if self.bias is not None:
+                out = out + self.bias[lo:hi, None]
+            return out.reshape(b, hi - lo, h, w)
+
+        out = _in_groups(self, x, part)
+        return part(0, self.out_channels) if out is None else out
 
 
 class ResBlock(nn.Module):
@@ -78,7 +146,7 @@ class ResBlock(nn.Module):
         super().__init__()
         self.body = nn.Sequential(
             nn.ReLU(),
-            nn.Conv2d(channels, res_channels, 3, padding=1),
+            Conv2d(channels, res_channels, 3, padding=1),
             nn.ReLU(),
             PointwiseConv(res_channels, channels),
         )
@@ -98,17 +166,17 @@ class Encoder(nn.Module):
         super().__init__()
         if stride == 4:
             layers = [
-                nn.Conv2d(cin, hidden // 2, 4, stride=2, padding=1),
+                Conv2d(cin, hidden // 2, 4, stride=2, padding=1),
                 nn.ReLU(),
-                nn.Conv2d(hidden // 2, hidden, 4, stride=2, padding=1),
+                Conv2d(hidden // 2, hidden, 4, stride=2, padding=1),
                 nn.ReLU(),
-                nn.Conv2d(hidden, hidden, 3, padding=1),
+                Conv2d(hidden, hidden, 3, padding=1),
             ]
         else:
             layers = [
-                nn.Conv2d(cin, hidden // 2, 4, stride=2, padding=1),
+                Conv2d(cin, hidden // 2, 4, stride=2, padding=1),
                 nn.ReLU(),
-                nn.Conv2d(hidden // 2, hidden, 3, padding=1),
+                Conv2d(hidden // 2, hidden, 3, padding=1),
             ]
         self.net = nn.Sequential(*layers, *_res_stack(hidden, res_channels, res_blocks))
 
@@ -123,15 +191,15 @@ class Decoder(nn.Module):
         self, cin: int, cout: int, hidden: int, res_channels: int, res_blocks: int, stride: int
     ) -> None:
         super().__init__()
-        layers = [nn.Conv2d(cin, hidden, 3, padding=1), *_res_stack(hidden, res_channels, res_blocks)]
+        layers = [Conv2d(cin, hidden, 3, padding=1), *_res_stack(hidden, res_channels, res_blocks)]
         if stride == 4:
             layers += [
-                nn.ConvTranspose2d(hidden, hidden // 2, 4, stride=2, padding=1),
+                ConvTranspose2d(hidden, hidden // 2, 4, stride=2, padding=1),
                 nn.ReLU(),
-                nn.ConvTranspose2d(hidden // 2, cout, 4, stride=2, padding=1),
+                ConvTranspose2d(hidden // 2, cout, 4, stride=2, padding=1),
             ]
         else:
-            layers += [nn.ConvTranspose2d(hidden, cout, 4, stride=2, padding=1)]
+            layers += [ConvTranspose2d(hidden, cout, 4, stride=2, padding=1)]
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -144,7 +212,7 @@ def _upsampler(dim: int, factor_log2: int) -> nn.Module:
         return nn.Identity()
     layers: list[nn.Module] = []
     for i in range(factor_log2):
-        layers.append(nn.ConvTranspose2d(dim, dim, 4, stride=2, padding=1))
+        layers.append(ConvTranspose2d(dim, dim, 4, stride=2, padding=1))
         if i < factor_log2 - 1:
             layers.append(nn.ReLU())
     return nn.Sequential(*layers)
