@@ -20,7 +20,7 @@ from tqdm import tqdm
 from vqcodec.errors import VQCodecError
 
 from .main import friendly_errors, main
-from .options import DEVICE, FORCE, MODEL, MODEL_DIR
+from .options import DEVICE, FORCE, MODEL, MODEL_DIR, QUALITY, THREADS, use_threads
 
 STDIN = "-"
 VQC = ".vqc"
@@ -270,19 +270,23 @@ def _run(jobs: list[Job], skipped: list[Job], what: str, work, fail_fast: bool) 
 @click.option("--tile", type=int, default=None,
               help="Tile side in bottom codes (power of two; default: the model's, 32). Bigger tiles save a "
                    "few percent of bits and decode slower.")
+@QUALITY
 @MODEL
 @MODEL_DIR
 @DEVICE
+@THREADS
 @FORCE
 @SKIP_EXISTING
 @FAIL_FAST
 @friendly_errors
-def compress(inputs: tuple[str, ...], output: str | None, tile: int | None, model: str | None,
-             model_dirs: tuple[Path, ...], device: str, force: bool, skip_existing: bool, fail_fast: bool) -> None:
+def compress(inputs: tuple[str, ...], output: str | None, tile: int | None, quality: str | None, model: str | None,
+             model_dirs: tuple[Path, ...], device: str, threads: int | None, force: bool, skip_existing: bool,
+             fail_fast: bool) -> None:
     """Compress images (PNG, JPEG, TIFF, WebP, BMP, GIF; '-' reads stdin) to .vqc files.
 
     \b
     vqcodec compress photo.png -o photo.vqc
+    vqcodec compress photo.png -o small.vqc --quality 1
     vqcodec compress photos/ -o compressed/
     cat photo.png | vqcodec compress - -o - > photo.vqc
 
@@ -297,6 +301,12 @@ def compress(inputs: tuple[str, ...], output: str | None, tile: int | None, mode
 
     if len(inputs) == 2 and output is None and not Path(inputs[1]).is_dir() and Path(inputs[1]).suffix == VQC:
         inputs, output = inputs[:1], inputs[1]
+    if quality is not None:
+        from vqcodec.zoo.registry import model_for_quality
+
+        if model is not None:
+            raise VQCodecError("give --quality or --model, not both")
+        model = model_for_quality(quality)
     jobs, skipped = _plan(inputs, output, VQC, IMAGE_SUFFIXES, force, skip_existing)
     if not jobs:
         _run(jobs, skipped, "compress", None, fail_fast)
@@ -305,6 +315,7 @@ def compress(inputs: tuple[str, ...], output: str | None, tile: int | None, mode
     from vqcodec.imageio import read_image
     from vqcodec.zoo.codec_model import load_codec_model
 
+    use_threads(threads)
     codec_model = load_codec_model(model, device, model_dirs)
 
     def work(job: Job) -> None:
@@ -337,13 +348,14 @@ def compress(inputs: tuple[str, ...], output: str | None, tile: int | None, mode
 @MODEL
 @MODEL_DIR
 @DEVICE
+@THREADS
 @FORCE
 @SKIP_EXISTING
 @FAIL_FAST
 @friendly_errors
 def decompress(inputs: tuple[str, ...], output: str | None, fmt: str | None, region: str | None,
                salvage: bool, max_pixels: int | None, model: str | None, model_dirs: tuple[Path, ...], device: str,
-               force: bool, skip_existing: bool, fail_fast: bool) -> None:
+               threads: int | None, force: bool, skip_existing: bool, fail_fast: bool) -> None:
     """Decompress .vqc files to images.
 
     \b
@@ -377,6 +389,9 @@ def decompress(inputs: tuple[str, ...], output: str | None, fmt: str | None, reg
     from vqcodec.codec import damage_message, decompress_image
     from vqcodec.coding.bitstream import unpack
     from vqcodec.imageio import check_encodable, encode_image
+
+    if jobs:
+        use_threads(threads)
 
     def work(job: Job) -> None:
         data = _read_input(job.src)
@@ -434,13 +449,17 @@ def info(file: str, model: str | None, model_dirs: tuple[Path, ...]) -> None:
     }
     if stream.damaged:
         lines["damaged tiles"] = f"{len(stream.damaged)} ({', '.join(map(str, stream.damaged))})"
-    known = {e.fingerprint: e.name for e in list_models(model_dirs)}
+    entries = list_models(model_dirs)
+    known = {e.fingerprint: e.name for e in entries}
+    rungs = [e for e in entries if e.shipped and e.quality is not None]
     if model is not None:
         from vqcodec.zoo.codec_model import load_codec_model
 
         given = load_codec_model(model, "cpu", model_dirs)
         known[given.fingerprint.hex()] = given.name
     lines["model"] = known.get(head.model_fingerprint.hex(), "not installed (see 'vqcodec models')")
+    rung = next((e for e in rungs if e.fingerprint == head.model_fingerprint.hex()), None)
+    lines["quality"] = f"{rung.quality} of {len(rungs)}" if rung else "- (not a model of the quality ladder)"
     for key, value in lines.items():
         click.echo(f"{key:>18}: {value}")
     if stream.damaged:

@@ -31,11 +31,29 @@ def common_options(fn):
         click.option("--resume", is_flag=True, help="Continue the run in --out exactly where it stopped."),
         click.option("--stop-at", type=int, default=None, hidden=False,
                      help="end after this step as if interrupted (for testing resume)"),
+        click.option("--preset", default=None,
+                     help="Start from a named setting (the one behind a shipped model, docs/models.md); options "
+                          "given on the command line still win."),
         DEVICE,
     ]
     for opt in reversed(opts):
         fn = opt(fn)
     return fn
+
+
+def apply_preset(kw: dict, stage: str) -> None:
+    """Fill ``kw`` with the preset's options wherever the command line left the default."""
+    name = kw.pop("preset")
+    if name is None:
+        return
+    from vqcodec.train.presets import preset_options
+
+    ctx = click.get_current_context()
+    for key, value in preset_options(name, stage).items():
+        if key not in kw:
+            raise click.UsageError(f"preset '{name}' sets --{key.replace('_', '-')}, which this command lacks")
+        if ctx.get_parameter_source(key) in (click.core.ParameterSource.DEFAULT, None):
+            kw[key] = value
 
 
 def settings_from(kw: dict):
@@ -57,17 +75,34 @@ def settings_from(kw: dict):
 @click.option("--code-dim", type=int, default=64, show_default=True, help="Code vector size D.")
 @click.option("--levels", type=click.Choice(["2", "3"]), default="2", show_default=True)
 @click.option("--val-images", type=int, default=24, show_default=True)
+@click.option("--refit", default=None, metavar="NAME|FILE",
+              help="Train only the decoder of this codec model (or VQ-VAE file): its codes, and so its priors "
+                   "and bits, stay as they are; the size options are then taken from it.")
+@click.option("--extra-blocks", type=int, default=0, show_default=True,
+              help="With --refit: residual blocks added to the decoder (starting as the identity).")
+@click.option("--drop-levels", type=int, default=None,
+              help="With --refit: leave out this many of the lowest code levels (a lower rate); the decoder "
+                   "learns to do without them.")
 @common_options
 @friendly_errors
 def train_vqvae_cmd(**kw) -> None:
     """Train the hierarchical VQ-VAE on a folder of images (random crops and flips)."""
+    from vqcodec.errors import VQCodecError
     from vqcodec.train.vqvae import train_vqvae
     from vqcodec.vqvae import VQVAEConfig
 
+    apply_preset(kw, "vqvae")
     settings = settings_from(kw)
+    if (kw["extra_blocks"] or kw["drop_levels"] is not None) and kw["refit"] is None:
+        raise VQCodecError("--extra-blocks and --drop-levels change a --refit model")
     config = VQVAEConfig(hidden=kw["hidden"], res_channels=kw["res_channels"], res_blocks=kw["res_blocks"],
                          num_codes=kw["num_codes"], code_dim=kw["code_dim"], levels=int(kw["levels"]))
-    train_vqvae(kw["data"], settings, config, crop=kw["crop"], val=kw["val"], val_images=kw["val_images"])
+    from vqcodec.zoo.registry import resolve_model
+
+    refit = resolve_model(kw["refit"]) if kw["refit"] else None
+    train_vqvae(kw["data"], settings, None if refit else config, crop=kw["crop"], val=kw["val"],
+                val_images=kw["val_images"], refit=refit, extra_blocks=kw["extra_blocks"],
+                dropped_levels=kw["drop_levels"])
 
 
 @train.command("prior")
@@ -92,6 +127,7 @@ def train_prior_cmd(**kw) -> None:
     """Train the PixelCNN prior of one level on a code dataset."""
     from vqcodec.train.prior import train_prior
 
+    apply_preset(kw, f"prior-{kw['level']}")
     settings = settings_from(kw)
     train_prior(kw.pop("codes"), kw.pop("level"), settings, tile=kw.pop("tile"), val_codes=kw.pop("val_codes"),
                 val_tiles=kw.pop("val_tiles"), **kw)

@@ -36,7 +36,8 @@ from vqcodec.testing import (
 from vqcodec.train.evaluation import unigram_entropy
 from vqcodec.vqvae import VQVAE, VQVAEConfig
 from vqcodec.zoo.codec_model import load_codec_model
-from vqcodec.zoo.files import save_model
+from vqcodec.zoo.files import load_model, save_model
+from vqcodec.zoo.registry import default_model_name, ladder
 
 # -- helpers ------------------------------------------------------------------------------------------------
 
@@ -253,6 +254,31 @@ def test_train_stop_at_then_resume(tiny_images, tmp_path):
     assert [r["step"] for r in read_log(out)[0]] == [1, 2, 3, 4, 5, 6]
 
 
+def test_every_preset_sets_options_its_command_has() -> None:
+    from vqcodec_cli.train import train_prior_cmd, train_vqvae_cmd
+
+    from vqcodec.train.presets import PRESETS
+
+    params = {"vqvae": {p.name for p in train_vqvae_cmd.params}, "prior": {p.name for p in train_prior_cmd.params}}
+    for name, stages in PRESETS.items():
+        for stage, options in stages.items():
+            assert set(options) <= params[stage.split("-")[0]], (name, stage)
+
+
+def test_train_preset_refit_with_the_command_line_winning(tiny_images, tmp_path):
+    out = tmp_path / "run"
+    args = ["train", "vqvae", "--data", str(tiny_images), "--out", str(out), "--workers", "0", "--preset", "top-only",
+            "--steps", "2", "--batch", "2", "--crop", "32"]
+    res = CliRunner().invoke(cli_main, args)
+    assert res.exit_code == 0, res.output
+    assert [r["step"] for r in read_log(out)[0]] == [1, 2]  # --steps and friends beat the preset's
+    kind, config, _ = load_model(out / "model.safetensors")
+    assert kind == "vqvae" and config["dropped_levels"] == 1 and config["decoder_extra_blocks"] == 2
+    assert config["num_codes"] == 512  # the paper model's sizes, from the preset's --refit
+    res = CliRunner().invoke(cli_main, [*args[:-6], "--preset", "nope"])
+    assert res.exit_code == 1 and "unknown preset 'nope' (known: paper" in res.output
+
+
 # -- eval -----------------------------------------------------------------------------------------------------
 
 
@@ -428,11 +454,14 @@ def test_models_lists_shipped_and_user_models_and_decompress_finds_them(tmp_path
     runner = CliRunner()
     res = runner.invoke(cli_main, ["models", "--model-dir", str(folder)])
     assert res.exit_code == 0, res.output
-    lines = {line.split()[0]: line for line in res.output.splitlines()[2:]}
+    lines = {line.split()[1]: line for line in res.output.splitlines()[2:-1]}
     tiny_fp = load_codec_model(folder / "tiny.safetensors").fingerprint.hex()
-    assert tiny_fp in lines["tiny"] and str(folder) in lines["tiny"]
-    assert "57a57c49cb30abd2344d4222711e75d9" in lines["default"] and "28.74 dB" in lines["default"]
-    assert re.search(r"\s2\s+10\.9MB", lines["default"])  # levels and size
+    assert tiny_fp in lines["tiny"] and str(folder) in lines["tiny"] and lines["tiny"].startswith("- ")
+    assert "57a57c49cb30abd2344d4222711e75d9" in lines["paper"] and "28.74 dB" in lines["paper"]
+    assert re.search(r"\s2\s+10\.9MB", lines["paper"])  # levels and size
+    for e in ladder():  # the ladder first, quality 1 first, the default one starred
+        star = "*" if e.name == default_model_name() else ""
+        assert res.output.splitlines()[1 + e.quality].startswith(f"{e.quality}{star} "), res.output
     Image.fromarray(smooth_image(24, 32, 3)).save(tmp_path / "a.png")
     base = ["--model-dir", str(folder)]
     assert runner.invoke(cli_main, ["compress", str(tmp_path / "a.png"), "-o", str(tmp_path / "a.vqc"),
@@ -446,6 +475,26 @@ def test_models_lists_shipped_and_user_models_and_decompress_finds_them(tmp_path
     res = runner.invoke(cli_main, ["compress", str(tmp_path / "a.png"), "-o", str(tmp_path / "d.vqc"),
                                    "--model", "nope"])
     assert res.exit_code == 1 and "no model named 'nope'" in res.output
+
+
+def test_quality_option(tmp_path: Path) -> None:
+    """--quality Q or NAME picks a ladder model, info shows it; a bad one is one error line, exit 1."""
+    Image.fromarray(smooth_image(24, 32, 3)).save(tmp_path / "a.png")
+    steps = ladder()
+    cases = [str(len(steps) + 1), "0", "nope", "1.5"]
+    for q in cases:
+        res = cli("compress", "a.png", "-o", "q.vqc", "--quality", q, cwd=tmp_path)
+        assert res.returncode == 1 and res.stdout == b"", (q, res)
+        assert res.stderr.decode().count("\n") == 1 and res.stderr.startswith(b"vqcodec: error: "), res.stderr
+        assert b"quality" in res.stderr and not (tmp_path / "q.vqc").exists()
+    res = cli("compress", "a.png", "-o", "q.vqc", "--quality", "1", "--model", steps[0].name, cwd=tmp_path)
+    assert res.returncode == 1 and b"not both" in res.stderr
+    for e in {s.name: s for s in (steps[0], steps[-1])}.values():
+        for q in (str(e.quality), e.name):
+            res = cli("compress", "a.png", "-o", f"{q}.vqc", "-q", q, cwd=tmp_path)
+            assert res.returncode == 0, res.stderr
+            info = run("info", str(tmp_path / f"{q}.vqc"))
+            assert re.search(rf"^ +model: {e.name}$", info, re.M) and f"quality: {e.quality} of {len(steps)}" in info
 
 
 # -- hostile inputs and the user's own file system (issue 12) -------------------------------------------------
@@ -790,3 +839,17 @@ def test_decompress_max_pixels_refuses_a_huge_claim_and_can_be_raised(model, tmp
     assert "over the limit of 100 pixels" in refused("decompress", str(tmp_path / "x.vqc"), "-o",
                                                      str(tmp_path / "x.png"), "--max-pixels", "100", *m)
     assert "--max-pixels" in invoke("decompress", "--help").output
+
+
+def test_threads_option_changes_nothing_in_the_output(tmp_path: Path) -> None:
+    Image.fromarray(smooth_image(24, 40, 6)).save(tmp_path / "a.png")
+    files = {}
+    for t in ("1", "2"):
+        res = cli("compress", "a.png", "-o", f"{t}.vqc", "--threads", t, cwd=tmp_path)
+        assert res.returncode == 0, res.stderr
+        res = cli("decompress", f"{t}.vqc", "-o", f"{t}.png", "--threads", t, cwd=tmp_path)
+        assert res.returncode == 0, res.stderr
+        files[t] = ((tmp_path / f"{t}.vqc").read_bytes(), np.asarray(Image.open(tmp_path / f"{t}.png")))
+    assert files["1"][0] == files["2"][0] and np.array_equal(files["1"][1], files["2"][1])
+    res = cli("compress", "a.png", "-o", "0.vqc", "--threads", "0", cwd=tmp_path)
+    assert res.returncode != 0 and b"--threads" in res.stderr and not (tmp_path / "0.vqc").exists()

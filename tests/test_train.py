@@ -173,3 +173,66 @@ def test_code_grid_covers_every_code(h: int, w: int) -> None:
     assert len(grid) == 3 * -(-h // 4) * -(-w // 4)
     with pytest.raises(IndexError):
         grid[len(grid)]
+
+
+# -- refitting a shipped model's decoder ---------------------------------------------------------------
+
+
+def _codes_part(model) -> dict[str, torch.Tensor]:
+    keep = ("encoders.", "pre_quant.", "cond_decoders.", "quantizers.")
+    return {k: v.clone() for k, v in model.state_dict().items() if k.startswith(keep)}
+
+
+@pytest.mark.parametrize("extra, dropped", [(2, None), (0, 1)])
+def test_refit_trains_the_decoder_and_keeps_the_codes(tiny_images, tmp_path, extra, dropped):
+    """A refit (``train vqvae --refit``) starts from a codec model, grown by identity blocks or with
+    its bottom level dropped; training changes the decoder and never how an image becomes codes,
+    so the export reuses the base model's priors and the result codes images exactly."""
+    from vqcodec.codec import compress, decompress
+    from vqcodec.testing import smooth_image, write_tiny_codec_model
+    from vqcodec.train.export import build_refit_codec_model
+    from vqcodec.train.vqvae import refit_model
+    from vqcodec.zoo.codec_model import load_codec_model
+
+    base = write_tiny_codec_model(tmp_path / "base.safetensors")
+    before = refit_model(base, extra, dropped)
+    base_vq = load_codec_model(base).vqvae
+    x = torch.from_numpy(smooth_image(32, 32, 5)).permute(2, 0, 1)[None] / 255.0
+    with torch.no_grad():
+        if extra:  # identity-initialised blocks: the same pixels as the base before training
+            codes = base_vq.encode(x)
+            assert torch.equal(before.eval().decode(codes, 32, 32), base_vq.decode(codes, 32, 32))
+        start = {k: v.clone() for k, v in before.state_dict().items()}
+    run = tmp_path / "refit"
+    model = train_vqvae(tiny_images, settings(run, 30, batch=4, lr=3e-3, warmup=2), None, crop=16,
+                        refit=base, extra_blocks=extra, dropped_levels=dropped)
+    trained = model.state_dict()
+    assert all(torch.equal(trained[k], v) for k, v in _codes_part(before).items()
+               if not (dropped and k.startswith(("pre_quant.0.", "cond_decoders.0."))))
+    assert any(not torch.equal(trained[k], start[k]) for k in trained if k.startswith("decoder."))
+    assert model.config.decoder_extra_blocks == extra and model.config.dropped_levels == (dropped or 0)
+    out = build_refit_codec_model(base, run / "model.safetensors", tmp_path / "refit.safetensors", "refit")
+    pixels = smooth_image(40, 48, 9)
+    data = compress(pixels, out)
+    with torch.no_grad():
+        want = out.vqvae.decode(out.vqvae.encode(torch.from_numpy(pixels).permute(2, 0, 1)[None] / 255.0), 40, 48)
+    got = decompress(data, out)
+    assert np.array_equal(got, (want[0].clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy())
+    if dropped:  # only the top level is written: a much smaller file than the base model's
+        assert len(data) < 0.6 * len(compress(pixels, load_codec_model(base)))
+
+
+def test_refit_export_refuses_a_model_whose_codes_changed(tmp_path):
+    from vqcodec.testing import write_tiny_codec_model
+    from vqcodec.train.export import build_refit_codec_model
+    from vqcodec.train.vqvae import refit_model
+    from vqcodec.zoo.files import save_model
+
+    base = write_tiny_codec_model(tmp_path / "base.safetensors")
+    other = write_tiny_codec_model(tmp_path / "other.safetensors", seed=3)
+    model = refit_model(other, 1)
+    save_model(tmp_path / "vq.safetensors", model.state_dict(), "vqvae", model.config.to_dict())
+    with pytest.raises(VQCodecError, match="was not refit from it"):
+        build_refit_codec_model(base, tmp_path / "vq.safetensors", tmp_path / "out.safetensors", "x")
+    with pytest.raises(VQCodecError, match="--drop-levels must be"):
+        refit_model(base, 0, 2)

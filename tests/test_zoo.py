@@ -5,16 +5,22 @@ models by name and by fingerprint, and prior architectures found by the ``arch``
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 import vqcodec
 from vqcodec.codec import compress, decompress
 from vqcodec.coding.bitstream import Bitstream, pack, unpack
 from vqcodec.errors import VQCodecError
+from vqcodec.metrics import psnr
 from vqcodec.priors import registry as prior_registry
 from vqcodec.priors.int_pixelcnn import IntPixelCNN
 from vqcodec.priors.pixelcnn import PixelCNNPrior, PriorConfig
@@ -62,7 +68,7 @@ def user_models(tmp_path, monkeypatch):
 
 def test_shipped_manifest_fingerprints_are_the_files_fingerprints() -> None:
     entries = [e for e in registry.list_models() if e.shipped]
-    assert {e.name for e in entries} >= {registry.DEFAULT_MODEL}
+    assert {e.name for e in entries} >= {registry.default_model_name()}
     for e in entries:
         _, _, tensors = load_model(e.path)
         assert fingerprint(tensors).hex() == e.fingerprint, e.name
@@ -71,9 +77,9 @@ def test_shipped_manifest_fingerprints_are_the_files_fingerprints() -> None:
 
 def test_models_found_by_name_and_by_fingerprint(user_models) -> None:
     names = {e.name: e for e in registry.list_models()}
-    assert "tiny" in names and registry.DEFAULT_MODEL in names
+    assert "tiny" in names and registry.default_model_name() in names
     assert registry.resolve_model("tiny") == user_models / "tiny.safetensors"
-    assert registry.resolve_model(None).name == "default.safetensors"
+    assert registry.resolve_model(None).stem == registry.default_model_name() == registry.resolve_model("default").stem
     fp = bytes.fromhex(names["tiny"].fingerprint)
     assert registry.find_by_fingerprint(fp) == user_models / "tiny.safetensors"
     assert registry.find_by_fingerprint(bytes(16)) is None
@@ -173,3 +179,96 @@ def test_a_new_architecture_is_one_registry_line(tmp_path, monkeypatch) -> None:
     assert twin.fingerprint == plain.fingerprint  # the fingerprint covers the tensors only
     pixels = smooth_image(16, 24, 3)
     assert vqcodec.compress(pixels, model=twin) == vqcodec.compress(pixels, model=plain)
+
+
+# -- the quality ladder and every shipped model ----------------------------------------------------------
+
+SHIPPED = sorted(e.name for e in registry.list_models() if e.shipped)
+GUARD = Path(__file__).resolve().parent / "data" / "guard.png"
+GUARD_FIGURES = GUARD.with_name("quality_guard.json")
+
+
+def test_the_ladder_is_ranked_by_rate_and_holds_the_default() -> None:
+    steps = registry.ladder()
+    assert [e.quality for e in steps] == list(range(1, len(steps) + 1))
+    rates = [e.kodak["bpp"] for e in steps]
+    assert rates == sorted(rates), "quality 1 must give the smallest files"
+    assert registry.default_model_name() in {e.name for e in steps}
+    assert registry.model_for_quality(registry.default_quality()) == registry.default_model_name()
+    for e in steps:
+        assert registry.model_for_quality(e.quality) == registry.model_for_quality(str(e.quality)) == e.name
+        assert registry.model_for_quality(e.name) == e.name
+    assert registry.model_for_quality("default") == registry.default_model_name()
+
+
+@pytest.mark.parametrize("bad", [0, -1, "99", "nope", "1.5"])
+def test_a_quality_off_the_ladder_is_refused(bad) -> None:
+    with pytest.raises(VQCodecError, match="quality"):
+        registry.model_for_quality(bad)
+    with pytest.raises(VQCodecError, match="quality"):
+        vqcodec.compress(smooth_image(16, 16, 1), quality=bad)
+
+
+def test_quality_picks_the_ladder_model(model) -> None:
+    pixels = smooth_image(24, 32, 4)
+    for e in registry.ladder():
+        data = vqcodec.compress(pixels, quality=e.quality)
+        assert unpack(data).header.model_fingerprint.hex() == e.fingerprint
+    with pytest.raises(VQCodecError, match="not both"):
+        vqcodec.compress(pixels, quality=1, model=model)
+
+
+_THREADS = """
+import sys
+import numpy as np
+import torch
+
+torch.set_num_threads(int(sys.argv[1]))
+from vqcodec import compress, decompress
+
+data = compress(sys.argv[2], model=sys.argv[3])
+open(sys.argv[4], "wb").write(data)
+np.save(sys.argv[5], decompress(data))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", SHIPPED)
+def test_every_shipped_model_is_bit_exact_on_1_and_2_threads(name, tmp_path) -> None:
+    """Each shipped model, in fresh processes of 1 and 2 threads: the same bytes, the same pixels,
+    and those of this process."""
+    (tmp_path / "w.py").write_text(_THREADS)
+    procs = {t: subprocess.Popen([sys.executable, str(tmp_path / "w.py"), str(t), str(GUARD), name,
+                                  str(tmp_path / f"{t}.vqc"), str(tmp_path / f"{t}.npy")],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE) for t in (1, 2)}
+    for t, proc in procs.items():
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, f"{name}, {t} threads: {err.decode()}"
+    one = (tmp_path / "1.vqc").read_bytes()
+    assert one == (tmp_path / "2.vqc").read_bytes()
+    assert one == vqcodec.compress(GUARD, model=name)
+    pixels = vqcodec.decompress(one)
+    assert np.array_equal(np.load(tmp_path / "1.npy"), pixels) and np.array_equal(np.load(tmp_path / "2.npy"), pixels)
+
+
+def _guard_figures(name: str) -> dict[str, float]:
+    data = vqcodec.compress(GUARD, model=name)
+    original = np.asarray(Image.open(GUARD).convert("RGB"))
+    decoded = vqcodec.decompress(data)
+    bpp = 8 * len(data) / (original.shape[0] * original.shape[1])
+    return {"bpp": round(bpp, 5), "psnr": round(psnr(original, decoded), 3)}
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_quality_guard(name, regen_golden) -> None:
+    """Each shipped model on a small photo kept in tests/data stays within 0.3 dB and 2% of the bits
+    recorded (``pytest --regen-golden`` records them anew, for a new model)."""
+    got = _guard_figures(name)
+    recorded = json.loads(GUARD_FIGURES.read_text()) if GUARD_FIGURES.exists() else {}
+    if regen_golden:
+        recorded[name] = got
+        GUARD_FIGURES.write_text(json.dumps(recorded, indent=2, sort_keys=True) + "\n")
+    assert name in recorded, f"no figures recorded for {name}: run pytest --regen-golden"
+    want = recorded[name]
+    assert abs(got["psnr"] - want["psnr"]) <= 0.3, (name, got, want)
+    assert abs(got["bpp"] - want["bpp"]) <= 0.02 * want["bpp"], (name, got, want)

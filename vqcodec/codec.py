@@ -44,7 +44,7 @@ from vqcodec.vqvae import (
     split_convolutions,
 )
 from vqcodec.zoo.codec_model import CodecModel, check_device, load_codec_model
-from vqcodec.zoo.registry import find_by_fingerprint
+from vqcodec.zoo.registry import find_by_fingerprint, model_for_quality
 
 WINDOW_ABOVE = 2048 * 2048  # images with more pixels run the VQ-VAE in overlapping windows (bounded memory)
 RANGE_CODER_PRECISION = 24  # constriction's default range coder quantizes probabilities to 24 bits
@@ -194,11 +194,18 @@ def short_payloads(m: CodecModel, head: Header, payloads: tuple[bytes, ...] | li
 
 
 @torch.no_grad()
-def compress(image: Any, model: ModelSpec = None, device: str | None = None, tile: int | None = None) -> bytes:
+def compress(image: Any, model: ModelSpec = None, device: str | None = None, tile: int | None = None,
+             quality: int | str | None = None) -> bytes:
     """Compress an image (path, bytes, open binary file, PIL image, uint8/uint16 array or ImageData)
-    to bytes. ``model`` is a codec model, its name or its file (default: the default model);
-    ``device`` is where to load it ("cpu" or "cuda"; default: cpu, or where the model given is);
-    ``tile`` overrides the model's tile size (in bottom-level codes)."""
+    to bytes. ``quality`` picks a shipped model from the quality ladder: 1 (smallest files) to N
+    (best pictures), or a ladder model's name (``vqcodec models``); ``model`` instead names any codec
+    model, or is one, or its file (default, with neither: the default model); ``device`` is where
+    to load it ("cpu" or "cuda"; default: cpu, or where the model given is); ``tile`` overrides the
+    model's tile size (in bottom-level codes)."""
+    if quality is not None:
+        if model is not None:
+            raise VQCodecError("give a quality or a model, not both")
+        model = model_for_quality(quality)
     m = _model(model, device)
     tile = check_tile(tile, m.levels) if tile is not None else m.tile
     img = as_image_data(image)

@@ -20,6 +20,7 @@ from vqcodec.coding.tiles import Tile, shape_groups, tile_grid
 from vqcodec.errors import VQCodecError
 from vqcodec.priors.autoregress import Pick, generate, levels_above, one_thread
 from vqcodec.priors.contract import IntegerPrior
+from vqcodec.priors.uncoded import is_uncoded
 from vqcodec.priors.wavefront import flat_positions
 
 BATCH_TILES = 32  # tiles coded together: big enough to amortise each step, small enough to bound memory
@@ -51,6 +52,8 @@ def tile_symbols(
         batch = _windows(codes, tiles, idx)
         parts: list[list] = [[] for _ in idx]
         for level in reversed(range(len(priors))):
+            if is_uncoded(priors[level]):
+                continue  # nothing to write: its codes are 0
             probs = priors[level].parallel_probs(batch[level], levels_above(batch, level))
             steps = priors[level].decode_order(probs.shape[1], probs.shape[2], order)
             rows, cols = (torch.from_numpy(a) for a in flat_positions(steps))
@@ -69,7 +72,12 @@ def encode_tiles(
 
 def _from_stream(decoders: TileDecoders) -> Pick:
     """Choose each code as the range decoder reads it under the prior's probabilities."""
-    return lambda level, probs, positions: torch.stack([decoders.decode(probs[:, p]) for p in range(probs.shape[1])], 1)
+    def pick(level: int, probs: torch.Tensor, positions: np.ndarray) -> torch.Tensor:
+        if probs.shape[-1] == 1:  # an uncoded level (priors.uncoded): nothing was written
+            return torch.zeros(probs.shape[:2], dtype=torch.long)
+        return torch.stack([decoders.decode(probs[:, p]) for p in range(probs.shape[1])], 1)
+
+    return pick
 
 
 @torch.no_grad()

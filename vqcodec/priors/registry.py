@@ -17,6 +17,8 @@ from vqcodec.errors import VQCodecError
 from vqcodec.priors.contract import IntegerPrior
 from vqcodec.priors.int_pixelcnn import IntPixelCNN
 from vqcodec.priors.pixelcnn import PixelCNNPrior, PriorConfig
+from vqcodec.priors.uncoded import ARCH as UNCODED
+from vqcodec.priors.uncoded import IntUncoded, UncodedConfig, UncodedPrior
 
 DEFAULT_ARCH = "gated-pixelcnn"
 
@@ -30,6 +32,7 @@ class PriorArch:
 
 ARCHS: dict[str, PriorArch] = {
     DEFAULT_ARCH: PriorArch(PriorConfig, PixelCNNPrior, IntPixelCNN),
+    UNCODED: PriorArch(UncodedConfig, UncodedPrior, IntUncoded),
 }
 
 

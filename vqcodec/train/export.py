@@ -8,10 +8,11 @@ import torch
 
 from vqcodec.errors import VQCodecError
 from vqcodec.priors.registry import integer_twin
+from vqcodec.priors.uncoded import UncodedConfig
 from vqcodec.train.code_datasets import CodeTiles, load_codes
 from vqcodec.vqvae import LEVEL_NAMES
 from vqcodec.zoo.codec_model import CodecModel, load_codec_model
-from vqcodec.zoo.files import load_prior, load_vqvae, save_model
+from vqcodec.zoo.files import load_model, load_prior, load_vqvae, save_model
 
 
 def calibration_batches(prior: torch.nn.Module, tiles: CodeTiles, count: int, batch: int = 32) -> list[tuple]:
@@ -57,3 +58,51 @@ def build_codec_model(
         config["description"] = description
     save_model(out, tensors, "codec", config)
     return load_codec_model(out)
+
+
+def _stage1_codes_part(tensors: dict[str, torch.Tensor], dropped: int) -> dict[str, torch.Tensor]:
+    """The tensors that decide the codes of the levels from ``dropped`` up: encoders, quantizer
+    inputs, conditioning, codebooks (a dropped level's own modules only predict it)."""
+    keep = ("encoders.", "pre_quant.", "cond_decoders.", "quantizers.")
+    skip = tuple(f"{m}.{lvl}." for m in ("pre_quant", "cond_decoders", "quantizers") for lvl in range(dropped))
+    return {k: v for k, v in tensors.items()
+            if k.startswith(keep) and not k.startswith(skip) and not k.endswith(("restarts", "initialized"))}
+
+
+def build_refit_codec_model(
+    base: str | Path, vqvae_path: str | Path, out: str | Path, name: str, description: str = ""
+) -> CodecModel:
+    """A codec model from a ``vqcodec train vqvae --refit base`` run: its VQ-VAE with ``base``'s
+    integer priors, which stay exact because the refit never changed how images become codes
+    (checked here, tensor by tensor); a level the refit dropped gets the uncoded prior."""
+    kind, base_cfg, base_tensors = load_model(base)
+    if kind != "codec":
+        raise VQCodecError(f"{base} is a '{kind}' file; --refit-of needs the codec model the decoder was refit from")
+    vqvae = load_vqvae(vqvae_path)
+    new = vqvae.state_dict()
+    old = _sub_prefix(base_tensors, "vqvae.")
+    cfg = vqvae.config
+    old_codes, new_codes = _stage1_codes_part(old, cfg.dropped_levels), _stage1_codes_part(new, cfg.dropped_levels)
+    same = old_codes.keys() == new_codes.keys() and all(torch.equal(old_codes[k], new_codes[k]) for k in old_codes)
+    base_vq = base_cfg["vqvae"]
+    if not same or any(base_vq.get(k) != getattr(cfg, k) for k in ("levels", "num_codes", "code_dim", "hidden")):
+        raise VQCodecError(f"{vqvae_path} does not code images as {base} does: it was not refit from it")
+    if cfg.dropped_levels < base_vq.get("dropped_levels", 0):
+        raise VQCodecError(f"{vqvae_path} codes a level that {base} does not")
+    tensors = {f"vqvae.{k}": v for k, v in new.items()}
+    prior_cfgs = []
+    for level, prior_cfg in enumerate(base_cfg["priors"]):
+        if level < cfg.dropped_levels:
+            prior_cfgs.append(UncodedConfig().to_dict())
+            continue
+        prior_cfgs.append(prior_cfg)
+        tensors.update({k: v for k, v in base_tensors.items() if k.startswith(f"prior{level}.")})
+    config = {"name": name, "tile": base_cfg["tile"], "vqvae": cfg.to_dict(), "priors": prior_cfgs}
+    if description:
+        config["description"] = description
+    save_model(out, tensors, "codec", config)
+    return load_codec_model(out)
+
+
+def _sub_prefix(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}

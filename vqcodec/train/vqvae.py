@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from vqcodec.errors import VQCodecError
 from vqcodec.imageio import list_images
 from vqcodec.train.crops import RandomCrops
 from vqcodec.train.evaluation import evaluate_images, psnr_from_mse
 from vqcodec.train.loop import TrainSettings, train
 from vqcodec.vqvae import VQVAE, VQVAEConfig
 from vqcodec.vqvae.quantizer import usage_stats
+from vqcodec.zoo.files import load_model
 
 
 def vqvae_loss(model: torch.nn.Module, batch: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
@@ -25,18 +28,58 @@ def vqvae_loss(model: torch.nn.Module, batch: torch.Tensor) -> tuple[torch.Tenso
     return loss, metrics
 
 
+def stage1_of(path: str | Path) -> tuple[VQVAEConfig, dict[str, torch.Tensor]]:
+    """(config, tensors) of the VQ-VAE in a vqvae model file or a codec model file."""
+    kind, config, tensors = load_model(path)
+    if kind == "codec":
+        return VQVAEConfig.from_dict(config["vqvae"]), {k[6:]: v for k, v in tensors.items() if k.startswith("vqvae.")}
+    if kind == "vqvae":
+        return VQVAEConfig.from_dict(config), tensors
+    raise VQCodecError(f"{path} holds a '{kind}' model, not a VQ-VAE or a codec model")
+
+
+def refit_model(base: str | Path, extra_blocks: int = 0, dropped_levels: int | None = None) -> VQVAE:
+    """The VQ-VAE of ``base`` with ``extra_blocks`` more (identity-initialised) decoder blocks and its
+    codes frozen: fine-tuning it improves the pixels of the very same codes, so ``base``'s priors
+    (and their bits) stay valid. With ``dropped_levels``, that many of the lowest levels are left
+    out (code 0 everywhere) and the decoder learns to do without them: a lower rate."""
+    config, tensors = stage1_of(base)
+    config = replace(config, decoder_extra_blocks=config.decoder_extra_blocks + extra_blocks)
+    if dropped_levels is not None:
+        if dropped_levels < config.dropped_levels or dropped_levels >= config.levels:
+            raise VQCodecError(f"--drop-levels must be {config.dropped_levels} to {config.levels - 1} for {base}")
+        config = replace(config, dropped_levels=dropped_levels)
+    model = VQVAE(config)
+    missing, unexpected = model.load_state_dict(tensors, strict=False)
+    if unexpected or any(not k.startswith("decoder.extra.") for k in missing):
+        raise VQCodecError(f"{base}: its VQ-VAE does not match its configuration")
+    model.freeze_codes()
+    return model
+
+
 def train_vqvae(
     data: str | Path,
     settings: TrainSettings,
-    config: VQVAEConfig,
+    config: VQVAEConfig | None,
     crop: int = 64,
     val: str | Path | None = None,
     val_images: int = 24,
+    refit: str | Path | None = None,
+    extra_blocks: int = 0,
+    dropped_levels: int | None = None,
 ) -> VQVAE:
+    """Train a VQ-VAE of ``config`` from scratch, or (``refit``: a codec model or VQ-VAE file) only
+    the decoder of an existing one, grown by ``extra_blocks`` residual blocks."""
     files = list_images(data)
     val_files = list_images(val)[:val_images] if val else None
     torch.manual_seed(settings.seed)  # the initial weights are part of the run: --seed decides them
-    model = VQVAE(config)
+    if refit is not None:
+        model = refit_model(refit, extra_blocks, dropped_levels)
+        config = model.config
+    elif config is None:
+        raise VQCodecError("train_vqvae needs a configuration or a model to refit")
+    else:
+        model = VQVAE(config)
 
     def validate(m: torch.nn.Module) -> dict[str, float]:
         return evaluate_images(m, val_files, next(m.parameters()).device)  # type: ignore[arg-type]

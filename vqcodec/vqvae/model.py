@@ -38,6 +38,8 @@ class VQVAEConfig:
     levels: int = 2
     beta: float = 0.25
     decay: float = 0.99
+    decoder_extra_blocks: int = 0  # residual blocks the decoder adds to the paper's (``vqcodec train --refit``)
+    dropped_levels: int = 0  # lowest levels not coded (a lower rate): their codes are always 0
 
     def level_stride(self, level: int) -> int:
         """Pixels per code of ``level`` (0 = bottom)."""
@@ -185,12 +187,24 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    """Residual blocks, then transposed 4x4 convolutions up by ``stride`` (2 or 4)."""
+    """Residual blocks, then transposed 4x4 convolutions up by ``stride`` (2 or 4).
+
+    ``extra_blocks`` more residual blocks (``extra``) run after the paper's, before its last ReLU.
+    They start as the identity (their last convolution is zero), so a decoder grown from a trained
+    one computes the same images until fine-tuning improves them; with none, the module and its
+    tensors are the paper's."""
 
     def __init__(
-        self, cin: int, cout: int, hidden: int, res_channels: int, res_blocks: int, stride: int
+        self, cin: int, cout: int, hidden: int, res_channels: int, res_blocks: int, stride: int,
+        extra_blocks: int = 0,
     ) -> None:
         super().__init__()
+        self.split = 1 + res_blocks  # layers of ``net`` before the residual stack's last ReLU
+        if extra_blocks:
+            self.extra = nn.Sequential(*[ResBlock(hidden, res_channels) for _ in range(extra_blocks)])
+            for block in self.extra:
+                nn.init.zeros_(block.body[-1].weight)
+                nn.init.zeros_(block.body[-1].bias)
         layers = [Conv2d(cin, hidden, 3, padding=1), *_res_stack(hidden, res_channels, res_blocks)]
         if stride == 4:
             layers += [
@@ -203,7 +217,9 @@ class Decoder(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        if not hasattr(self, "extra"):
+            return self.net(x)
+        return self.net[self.split :](self.extra(self.net[: self.split](x)))
 
 
 def _upsampler(dim: int, factor_log2: int) -> nn.Module:
@@ -226,6 +242,8 @@ class VQVAE(nn.Module):
         c = self.config = config or VQVAEConfig()
         if c.levels not in (2, 3):
             raise ValueError("levels must be 2 or 3")
+        if not 0 <= c.dropped_levels < c.levels:
+            raise ValueError("dropped_levels must leave at least the top level")
         h, r, n, d = c.hidden, c.res_channels, c.res_blocks, c.code_dim
         self.encoders = nn.ModuleList(
             [Encoder(c.in_channels, h, r, n, BOTTOM_STRIDE)] + [Encoder(h, h, r, n, 2) for _ in range(c.levels - 1)]
@@ -245,7 +263,25 @@ class VQVAE(nn.Module):
             [VectorQuantizerEMA(c.num_codes, d, c.decay) for _ in range(c.levels)]
         )
         self.upsamplers = nn.ModuleList([_upsampler(d, lvl) for lvl in range(c.levels)])
-        self.decoder = Decoder(d * c.levels, c.in_channels, h, r, n, BOTTOM_STRIDE)
+        self.decoder = Decoder(d * c.levels, c.in_channels, h, r, n, BOTTOM_STRIDE, c.decoder_extra_blocks)
+        self.frozen_codes = False  # see freeze_codes
+
+    def freeze_codes(self) -> None:
+        """Fix the encoder and the codebooks, so the codes of every image stay what they are and the
+        priors trained on them stay valid: only the decoder (and the upsamplers feeding it) learns."""
+        self.frozen_codes = True
+        for module in (self.encoders, self.pre_quant, self.cond_decoders, self.quantizers):
+            module.requires_grad_(False)
+        for lvl in range(self.config.dropped_levels):  # they only predict a dropped level
+            self.pre_quant[lvl].requires_grad_(True)
+            self.cond_decoders[lvl].requires_grad_(True)
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> VQVAE:
+        super().train(mode)
+        if self.frozen_codes:  # no EMA codebook updates, no restarts
+            self.quantizers.train(False)
+        return self
 
     # -- padding: any input size works; the model sees a multiple of its stride ------------
     def pad(self, x: torch.Tensor) -> torch.Tensor:
@@ -267,15 +303,38 @@ class VQVAE(nn.Module):
         codes: list[torch.Tensor] = [None] * self.config.levels  # type: ignore[list-item]
         loss = x.new_zeros(())
         cond = None
-        for lvl in reversed(range(self.config.levels)):
+        dropped = self.config.dropped_levels
+        for lvl in reversed(range(dropped, self.config.levels)):
             inp = feats[lvl] if cond is None else torch.cat([feats[lvl], cond], 1)
             q, commit, idx = self.quantizers[lvl](self.pre_quant[lvl](inp))
             quant[lvl], codes[lvl] = q, idx
             loss = loss + commit
-            if lvl > 0:
+            if lvl > dropped:
                 up_in = q if cond is None else torch.cat([q, cond], 1)
                 cond = self.cond_decoders[lvl - 1](up_in)
+        if dropped:
+            quant[:dropped] = self.predict_dropped(quant)
+            codes[:dropped] = [torch.zeros(q.shape[0:1] + q.shape[2:], dtype=torch.long, device=q.device)
+                               for q in quant[:dropped]]
         return quant, codes, loss
+
+    def predict_dropped(self, quant: list[torch.Tensor | None]) -> list[torch.Tensor]:
+        """The decoder's input in place of each dropped level (bottom first): predicted from the coded
+        levels above by that level's conditioning decoder and quantizer input, fed no encoder features
+        (the decoder has none). Those two modules serve nothing else in a model that drops the level,
+        so they are trained for this (``freeze_codes`` leaves them free)."""
+        c = self.config
+        cond = None
+        out: list[torch.Tensor] = []
+        for lvl in reversed(range(1, c.levels)):
+            q = quant[lvl] if lvl >= c.dropped_levels else out[-1]
+            up_in = q if cond is None else torch.cat([q, cond], 1)
+            cond = self.cond_decoders[lvl - 1](up_in)
+            if lvl - 1 < c.dropped_levels:
+                b, _, h, w = cond.shape
+                blank = cond.new_zeros((b, c.hidden, h, w))
+                out.append(self.pre_quant[lvl - 1](torch.cat([blank, cond], 1)))
+        return out[::-1]
 
     def decode_quantized(self, quant: list[torch.Tensor]) -> torch.Tensor:
         ups = [up(q) for up, q in zip(self.upsamplers, quant)]
@@ -284,7 +343,14 @@ class VQVAE(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
         """``x`` in [0, 1]; any size. Returns reconstruction in [0,1] scale, beta*commitment, codes."""
         h, w = x.shape[2:]
-        quant, codes, commit = self._quantize_all(self.pad(x) - 0.5)
+        if self.frozen_codes:
+            with torch.no_grad():
+                quant, codes, _ = self._quantize_all(self.pad(x) - 0.5)
+            if self.config.dropped_levels:  # the prediction of a dropped level learns
+                quant[: self.config.dropped_levels] = self.predict_dropped(quant)
+            commit = x.new_zeros(())
+        else:
+            quant, codes, commit = self._quantize_all(self.pad(x) - 0.5)
         recon = self.decode_quantized(quant)[:, :, :h, :w] + 0.5
         return recon, self.config.beta * commit, codes
 
@@ -296,7 +362,11 @@ class VQVAE(nn.Module):
     @torch.no_grad()
     def decode(self, codes: list[torch.Tensor], height: int, width: int) -> torch.Tensor:
         """Images in [0, 1] (unclamped) from code maps, cropped to ``height`` x ``width``."""
-        quant = [q.lookup(c).permute(0, 3, 1, 2) for q, c in zip(self.quantizers, codes)]
+        dropped = self.config.dropped_levels
+        quant = [None] * dropped + [q.lookup(c).permute(0, 3, 1, 2)
+                                    for q, c in zip(self.quantizers[dropped:], codes[dropped:])]
+        if dropped:
+            quant[:dropped] = self.predict_dropped(quant)
         return self.decode_quantized(quant)[:, :, :height, :width] + 0.5
 
 

@@ -1,7 +1,10 @@
 """Finding codec models by name or by fingerprint: the shipped ones and the user's folders.
 
 Shipped models live in ``vqcodec/zoo/weights`` and are described by ``models.json`` there (name,
-fingerprint, one-line description, Kodak figures). A user adds models by putting codec-model files
+fingerprint, one-line description, Kodak figures, and for the quality ladder its rank). The ladder
+is what ``--quality`` picks from: quality 1 is the smallest file, N the best picture; the manifest
+names the default one. A model that left the ladder stays shipped, so files it wrote still decode.
+A user adds models by putting codec-model files
 in a folder named by ``$VQCODEC_MODELS`` (several folders separated by ``os.pathsep``) or passed
 as ``--model-dir``; a model's name is its file stem. Names are looked up in the given folders
 first, then ``$VQCODEC_MODELS``, then the shipped models. A file's fingerprint finds the model
@@ -23,7 +26,7 @@ from vqcodec.errors import VQCodecError
 
 SHIPPED_DIR = Path(__file__).parent / "weights"
 MANIFEST = SHIPPED_DIR / "models.json"
-DEFAULT_MODEL = "default"
+DEFAULT_MODEL = "default"  # a name that always means the manifest's default model
 ENV_VAR = "VQCODEC_MODELS"
 SUFFIX = ".safetensors"
 
@@ -40,6 +43,7 @@ class ModelEntry:
     description: str
     shipped: bool
     kodak: dict | None = None  # {"bpp", "psnr", "ms_ssim"} measured on Kodak, for shipped models
+    quality: int | None = None  # rank on the shipped quality ladder (1 = smallest), None when not on it
 
 
 def model_dirs(extra: Sequence[str | os.PathLike] = ()) -> list[Path]:
@@ -49,8 +53,48 @@ def model_dirs(extra: Sequence[str | os.PathLike] = ()) -> list[Path]:
 
 
 @functools.lru_cache(maxsize=1)
+def _manifest_file() -> dict:
+    return json.loads(MANIFEST.read_text())
+
+
 def _manifest() -> dict[str, dict]:
-    return json.loads(MANIFEST.read_text())["models"]
+    return _manifest_file()["models"]
+
+
+def default_model_name() -> str:
+    """The shipped model that compresses when no model or quality is asked for."""
+    return str(_manifest_file()["default"])
+
+
+def ladder() -> list[ModelEntry]:
+    """The shipped quality ladder, quality 1 (smallest files) first."""
+    entries = [e for e in list_models() if e.shipped and e.quality is not None]
+    return sorted(entries, key=lambda e: e.quality)  # type: ignore[arg-type,return-value]
+
+
+def default_quality() -> int:
+    """The quality of the default model on the ladder."""
+    name = default_model_name()
+    return next(e.quality for e in ladder() if e.name == name)  # type: ignore[return-value]
+
+
+def model_for_quality(quality: int | str) -> str:
+    """The shipped model's name for a quality: 1..N on the ladder, or a ladder model's name."""
+    steps = ladder()
+    names = ", ".join(e.name for e in steps)
+    text = str(quality).strip()
+    if text.lstrip("-").isdigit():
+        q = int(text)
+        if not 1 <= q <= len(steps):
+            raise VQCodecError(f"quality must be 1 (smallest files) to {len(steps)} (best pictures), not {q}; "
+                               f"or one of the names {names}")
+        return steps[q - 1].name
+    if text == DEFAULT_MODEL:
+        return default_model_name()
+    if text not in {e.name for e in steps}:
+        raise VQCodecError(f"unknown quality '{text}': give 1 to {len(steps)} or one of {names} "
+                           "(any other model: --model)")
+    return text
 
 
 @functools.lru_cache(maxsize=256)
@@ -72,7 +116,7 @@ def _entry(path: Path, shipped: bool) -> ModelEntry:
         meta = _metadata(path)
         levels = int(json.loads(meta.get("config", "{}")).get("vqvae", {}).get("levels", 0))
         return ModelEntry(path.stem, path, info["fingerprint"], levels, stat.st_size, info["description"], True,
-                          info.get("kodak"))
+                          info.get("kodak"), info.get("quality"))
     fp, levels, description = _describe(str(path.resolve()), stat.st_mtime_ns, stat.st_size)
     return ModelEntry(path.stem, path, fp, levels, stat.st_size, description, shipped)
 
@@ -110,8 +154,8 @@ def find_by_fingerprint(fp: bytes, extra_dirs: Sequence[str | os.PathLike] = ())
 
 def resolve_model(model: str | os.PathLike | None, extra_dirs: Sequence[str | os.PathLike] = ()) -> Path:
     """The file for ``model``: a path to a file, a model name, or None for the default model."""
-    if model is None:
-        model = DEFAULT_MODEL
+    if model is None or os.fspath(model) == DEFAULT_MODEL:
+        model = default_model_name()
     path = Path(model)
     if path.is_file():
         return path

@@ -1,0 +1,41 @@
+"""Named training settings: the exact options behind each shipped model (docs/models.md).
+
+``vqcodec train vqvae --preset NAME`` (and ``train prior --preset NAME --level L``) starts from the
+preset's options; an option given on the command line still wins. A preset is plain data, so the
+commands that made a shipped model can be read here, rerun, and changed one option at a time.
+"""
+
+from __future__ import annotations
+
+from vqcodec.errors import VQCodecError
+
+# stage -> options, by preset. Option names are the command's (``--res-blocks`` -> "res_blocks").
+PRESETS: dict[str, dict[str, dict[str, object]]] = {
+    # The first shipped model: VQ-VAE-2 paper sizes; stage 1 was trained on one GPU.
+    "paper": {
+        "vqvae": dict(hidden=128, res_channels=64, res_blocks=2, num_codes=512, code_dim=64, levels="2",
+                      crop=128, batch=64, steps=8000, lr=3e-4),
+        "prior-top": dict(channels=64, layers=6, attention_every=3, heads=2, dropout=0.1, out_blocks=2, tile=32),
+        "prior-bottom": dict(channels=48, layers=5, attention_every=0, cond_channels=64, cond_blocks=3,
+                             dropout=0.1, out_blocks=2, tile=32),
+    },
+    # The paper model's decoder grown by two residual blocks and fine-tuned; its codes, priors and
+    # bits are the paper model's (export --refit-of paper).
+    "paper-refit": {
+        "vqvae": dict(refit="paper", extra_blocks=2, crop=128, batch=16, steps=6000, lr=2e-4),
+    },
+    # Only the paper model's top level (1/8 resolution): the decoder learns to do without the bottom.
+    "top-only": {
+        "vqvae": dict(refit="paper", drop_levels=1, extra_blocks=2, crop=128, batch=16, steps=6000, lr=3e-4),
+    },
+}
+
+
+def preset_options(name: str, stage: str) -> dict[str, object]:
+    """The options of preset ``name`` for ``stage`` ("vqvae", "prior-top", "prior-middle", "prior-bottom")."""
+    if name not in PRESETS:
+        raise VQCodecError(f"unknown preset '{name}' (known: {', '.join(PRESETS)})")
+    if stage not in PRESETS[name]:
+        have = ", ".join(PRESETS[name])
+        raise VQCodecError(f"preset '{name}' has no settings for {stage} (it has: {have})")
+    return dict(PRESETS[name][stage])
