@@ -26,7 +26,7 @@ from .options import FORCE, MODEL_DIR
               help="Threads for torch, libavif and libjxl (times are per image with this many threads).")
 @click.option("--model", "models", multiple=True, metavar="NAME|FILE",
               help="A vqcodec model to run, by name or file: one operating point each (repeatable; default: "
-                   "every shipped model).")
+                   "every model of the shipped quality ladder).")
 @MODEL_DIR
 @FORCE
 @friendly_errors

@@ -262,6 +262,14 @@ def _run(jobs: list[Job], skipped: list[Job], what: str, work, fail_fast: bool) 
 # -- commands -------------------------------------------------------------------------------------------------
 
 
+def coding_options(fn):
+    """The options compress and decompress share (and their error handling)."""
+    for option in reversed([MODEL, MODEL_DIR, DEVICE, THREADS, FORCE, SKIP_EXISTING, FAIL_FAST]):
+        fn = option(fn)
+    return friendly_errors(fn)
+
+
+
 @main.command()
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("--out", "-o", "output", default=None,
@@ -271,14 +279,7 @@ def _run(jobs: list[Job], skipped: list[Job], what: str, work, fail_fast: bool) 
               help="Tile side in bottom codes (power of two; default: the model's, 32). Bigger tiles save a "
                    "few percent of bits and decode slower.")
 @QUALITY
-@MODEL
-@MODEL_DIR
-@DEVICE
-@THREADS
-@FORCE
-@SKIP_EXISTING
-@FAIL_FAST
-@friendly_errors
+@coding_options
 def compress(inputs: tuple[str, ...], output: str | None, tile: int | None, quality: str | None, model: str | None,
              model_dirs: tuple[Path, ...], device: str, threads: int | None, force: bool, skip_existing: bool,
              fail_fast: bool) -> None:
@@ -345,14 +346,7 @@ def compress(inputs: tuple[str, ...], output: str | None, tile: int | None, qual
 @click.option("--max-pixels", type=click.IntRange(min=1), default=None, metavar="N",
               help="Refuse files that claim more pixels than N (default: the encoder's limit, twice Pillow's "
                    "MAX_IMAGE_PIXELS: 178,956,970). Raise it only for files you trust.")
-@MODEL
-@MODEL_DIR
-@DEVICE
-@THREADS
-@FORCE
-@SKIP_EXISTING
-@FAIL_FAST
-@friendly_errors
+@coding_options
 def decompress(inputs: tuple[str, ...], output: str | None, fmt: str | None, region: str | None,
                salvage: bool, max_pixels: int | None, model: str | None, model_dirs: tuple[Path, ...], device: str,
                threads: int | None, force: bool, skip_existing: bool, fail_fast: bool) -> None:

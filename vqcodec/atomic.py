@@ -89,10 +89,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, force: bool = Fa
     except OSError as e:
         raise VQCodecError(f"cannot write {target}: {e.strerror or e}") from e
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        _write_fd(fd, data, sync=True)
         if kind == "replace":
             os.replace(tmp, target)
         else:
@@ -141,11 +138,18 @@ def _write_through(target: Path, data: bytes) -> None:
     except OSError as e:
         raise VQCodecError(f"cannot write {target}: {e.strerror or e}") from e
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
+        _write_fd(fd, data, sync=False)
     except OSError as e:
         raise VQCodecError(f"cannot write {target}: {e.strerror or e}") from e
+
+
+def _write_fd(fd: int, data: bytes, sync: bool) -> None:
+    """Write all of ``data`` to the open descriptor and close it (``sync``: to the disk first)."""
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+        f.flush()
+        if sync:
+            os.fsync(f.fileno())
 
 
 def _fsync_dir(directory: Path) -> None:

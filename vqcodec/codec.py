@@ -33,7 +33,15 @@ from vqcodec.coding.bitstream import MAX_PIXELS, Bitstream, Header, pack, unpack
 from vqcodec.coding.tile_codec import decode_tiles, encode_tiles
 from vqcodec.coding.tiles import check_tile, tile_grid
 from vqcodec.errors import VQCodecError, VQCodecWarning
-from vqcodec.imageio import ImageData, from_array, from_model_output, from_pil, read_image, to_model_input
+from vqcodec.imageio import (
+    ImageData,
+    from_array,
+    from_model_output,
+    from_pil,
+    read_image,
+    read_source,
+    to_model_input,
+)
 from vqcodec.priors.autoregress import one_thread
 from vqcodec.vqvae import (
     DECODER_REACH,
@@ -226,27 +234,8 @@ def compress(image: Any, model: ModelSpec = None, device: str | None = None, til
 def vqc_bytes(data: Any) -> bytes:
     """The bytes of a `.vqc` file given as bytes, a bytearray or memoryview, a path or an open
     binary file."""
-    if isinstance(data, (bytes, bytearray, memoryview)):
-        return bytes(data)
-    if isinstance(data, (str, os.PathLike)):
-        path = Path(data)
-        if path.is_dir():
-            raise VQCodecError(f"{path} is a directory, not a .vqc file")
-        try:
-            return path.read_bytes()
-        except FileNotFoundError:
-            raise VQCodecError(f"{path}: no such file") from None
-        except OSError as e:
-            raise VQCodecError(f"cannot read {path}: {e.strerror or e}") from None
-    if hasattr(data, "read"):
-        name = str(getattr(data, "name", "<stream>"))
-        try:
-            out = data.read()
-        except (OSError, ValueError) as e:
-            raise VQCodecError(f"cannot read {name}: {e}") from None
-        if not isinstance(out, (bytes, bytearray)):
-            raise VQCodecError(f"{name} is not a binary stream (open it with 'rb')")
-        return bytes(out)
+    if isinstance(data, (bytes, bytearray, memoryview, str, os.PathLike)) or hasattr(data, "read"):
+        return read_source(data, "a .vqc file")[0]
     raise VQCodecError(
         f"decompress takes the bytes of a .vqc file, its path or an open binary file, not {type(data).__name__}"
     )

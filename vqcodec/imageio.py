@@ -79,7 +79,7 @@ class ImageData:
 
 def read_image(source: str | os.PathLike | bytes | BinaryIO) -> ImageData:
     """Decode a file, bytes or binary stream into gray/RGB pixels, following the module's policy."""
-    data, name = _read_source(source)
+    data, name = read_source(source)
     if not data:
         raise VQCodecError(f"{name} is empty (0 bytes)")
     fmt = _sniff(data)
@@ -113,14 +113,15 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
     return files
 
 
-def _read_source(source: str | os.PathLike | bytes | BinaryIO) -> tuple[bytes, str]:
-    """Get all bytes up front: simpler decoding, and one place to turn I/O failures into VQCodecError."""
+def read_source(source: str | os.PathLike | bytes | BinaryIO, what: str = "an image file") -> tuple[bytes, str]:
+    """(all the bytes, a name for messages) of bytes, a path or an open binary file: one place to
+    turn I/O failures into VQCodecError, for images and .vqc files (``what`` names the expected kind)."""
     if isinstance(source, (bytes, bytearray, memoryview)):
         return bytes(source), "<bytes>"
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         if path.is_dir():
-            raise VQCodecError(f"{path} is a directory, not an image file")
+            raise VQCodecError(f"{path} is a directory, not {what}")
         try:
             return path.read_bytes(), str(path)
         except FileNotFoundError as e:
@@ -133,7 +134,7 @@ def _read_source(source: str | os.PathLike | bytes | BinaryIO) -> tuple[bytes, s
     except (OSError, ValueError) as e:
         raise VQCodecError(f"cannot read {name}: {e}") from e
     if not isinstance(data, (bytes, bytearray)):
-        raise VQCodecError(f"{name} is not a binary stream")
+        raise VQCodecError(f"{name} is not a binary stream (open it with 'rb')")
     return bytes(data), name
 
 

@@ -55,12 +55,13 @@ def parse_codecs(text: str) -> list[str]:
 
 
 def _model_specs(models: Sequence[str], model_dirs: Sequence[os.PathLike]) -> list[tuple[str, str]]:
-    """(label, spec) of the vqcodec models to run: the ones given, or every shipped model."""
+    """(label, spec) of the vqcodec models to run: the ones given, or the shipped quality ladder
+    (models kept only to decode old files are off the curve)."""
     if models:
         return [(Path(m).stem if Path(m).suffix else m, m) for m in dict.fromkeys(models)]
-    from vqcodec.zoo.registry import list_models
+    from vqcodec.zoo.registry import ladder
 
-    return [(e.name, e.name) for e in list_models(model_dirs) if e.shipped]
+    return [(e.name, e.name) for e in ladder()]
 
 
 def benchmark(
