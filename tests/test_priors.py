@@ -293,3 +293,30 @@ def test_registry_builds_the_integer_twin_and_rebuilds_it_from_its_tensors() -> 
     assert all(torch.equal(mine[k], direct[k]) for k in mine)
     rebuilt = build_integer_prior(prior.config.to_dict(), mine)
     assert torch.equal(rebuilt.parallel_probs(codes, [above], label), twin.parallel_probs(codes, [above], label))
+
+
+def test_the_uncoded_prior_fulfils_the_contract() -> None:
+    """A level a model does not code: one code (0) with probability 1, one decoding step, nothing
+    to store; any other code is refused rather than silently coded."""
+    from vqcodec.errors import VQCodecError
+    from vqcodec.priors.registry import build_integer_prior
+    from vqcodec.priors.uncoded import UncodedConfig, is_uncoded
+
+    prior = build_integer_prior(UncodedConfig().to_dict(), {})
+    assert is_uncoded(prior) and prior.state() == {}
+    codes = torch.zeros((2, 3, 5), dtype=torch.long)
+    probs = prior.parallel_probs(codes, [torch.zeros((2, 2, 3), dtype=torch.long)])
+    assert probs.shape == (2, 3, 5, 1) and bool((probs == 1).all())
+    order = prior.decode_order(3, 5)
+    assert len(order) == 1 and sorted(map(tuple, order[0])) == [(r, c) for r in range(3) for c in range(5)]
+    stepper = prior.stepper(2, 3, 5)
+    assert torch.equal(stepper.probs(0), probs.reshape(2, 15, 1))
+    stepper.record(0, torch.zeros((2, 15), dtype=torch.long))
+    with pytest.raises(VQCodecError, match="only hold the code 0"):
+        stepper.record(0, torch.ones((2, 15), dtype=torch.long))
+    with pytest.raises(VQCodecError, match="only hold the code 0"):
+        prior.parallel_probs(codes + 1)
+    with pytest.raises(VQCodecError, match="no tensors"):
+        build_integer_prior(UncodedConfig().to_dict(), {"w": torch.zeros(1)})
+    with pytest.raises(ValueError):
+        UncodedConfig.from_dict({"arch": "uncoded", "num_codes": 4})

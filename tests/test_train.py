@@ -218,6 +218,7 @@ def test_refit_trains_the_decoder_and_keeps_the_codes(tiny_images, tmp_path, ext
         want = out.vqvae.decode(out.vqvae.encode(torch.from_numpy(pixels).permute(2, 0, 1)[None] / 255.0), 40, 48)
     got = decompress(data, out)
     assert np.array_equal(got, (want[0].clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy())
+    assert np.array_equal(decompress(data, out, region=(8, 4, 20, 30)), got[4:34, 8:28])
     if dropped:  # only the top level is written: a much smaller file than the base model's
         assert len(data) < 0.6 * len(compress(pixels, load_codec_model(base)))
 

@@ -22,11 +22,11 @@ PRESETS: dict[str, dict[str, dict[str, object]]] = {
     # The paper model's decoder grown by two residual blocks and fine-tuned; its codes, priors and
     # bits are the paper model's (export --refit-of paper).
     "paper-refit": {
-        "vqvae": dict(refit="paper", extra_blocks=2, crop=128, batch=16, steps=6000, lr=2e-4),
+        "vqvae": dict(refit="paper", extra_blocks=2, crop=128, batch=16, steps=3200, lr=2e-4),
     },
     # Only the paper model's top level (1/8 resolution): the decoder learns to do without the bottom.
     "top-only": {
-        "vqvae": dict(refit="paper", drop_levels=1, extra_blocks=2, crop=128, batch=16, steps=6000, lr=3e-4),
+        "vqvae": dict(refit="paper", drop_levels=1, extra_blocks=2, crop=128, batch=16, steps=2500, lr=5e-4),
     },
 }
 
