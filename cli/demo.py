@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from .main import friendly_errors, main
+from .options import use_threads
 
 # found without importing vqcodec (and torch), so `vqcodec --help` stays quick
 SAMPLE = Path(importlib.util.find_spec("vqcodec").origin).parent / "samples" / "endeavour.png"
@@ -27,6 +28,7 @@ def demo(image: Path, out_dir: Path) -> None:
     from vqcodec.metrics import psnr
     from vqcodec.zoo.codec_model import load_codec_model
 
+    use_threads(None)  # the free cores, as compress and decompress choose them
     model = load_codec_model()
     original = read_image(image)
     h, w = original.pixels.shape[:2]
