@@ -23,6 +23,7 @@ from vqcodec_cli.main import main as cli_main
 
 from vqcodec.codec import compress, decompress, decompress_image
 from vqcodec.coding.bitstream import unpack
+from vqcodec.metrics import psnr
 from vqcodec.priors.pixelcnn import PixelCNNPrior
 from vqcodec.sampling import image_grid, sample_images
 from vqcodec.testing import (
@@ -853,3 +854,18 @@ def test_threads_option_changes_nothing_in_the_output(tmp_path: Path) -> None:
     assert files["1"][0] == files["2"][0] and np.array_equal(files["1"][1], files["2"][1])
     res = cli("compress", "a.png", "-o", "0.vqc", "--threads", "0", cwd=tmp_path)
     assert res.returncode != 0 and b"--threads" in res.stderr and not (tmp_path / "0.vqc").exists()
+
+
+def test_demo_prints_what_it_wrote(tmp_path: Path) -> None:
+    """The demo's figures are those of the files it leaves: the .vqc's size and the decoded PNG's PSNR."""
+    pixels = smooth_image(40, 56, 12)
+    Image.fromarray(pixels).save(tmp_path / "s.png")
+    res = cli("demo", "--image", "s.png", "--out-dir", "out", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    lines = {k.strip(): v.strip() for k, v in (line.split(":", 1) for line in res.stdout.decode().splitlines())}
+    assert lines["model"].startswith(default_model_name() + " (")
+    data = (tmp_path / "out" / "s.vqc").read_bytes()
+    assert lines["bpp"] == f"{8 * len(data) / (40 * 56):.4f}"
+    decoded = np.asarray(Image.open(tmp_path / "out" / "s.decoded.png"))
+    assert np.array_equal(decoded, decompress(data))
+    assert lines["PSNR"] == f"{psnr(pixels, decoded):.2f} dB"
