@@ -302,12 +302,9 @@ def compress(inputs: tuple[str, ...], output: str | None, tile: int | None, qual
 
     if len(inputs) == 2 and output is None and not Path(inputs[1]).is_dir() and Path(inputs[1]).suffix == VQC:
         inputs, output = inputs[:1], inputs[1]
-    if quality is not None:
-        from vqcodec.zoo.registry import model_for_quality
+    from vqcodec.zoo.registry import choose_model
 
-        if model is not None:
-            raise VQCodecError("give --quality or --model, not both")
-        model = model_for_quality(quality)
+    model = choose_model(model, quality)
     jobs, skipped = _plan(inputs, output, VQC, IMAGE_SUFFIXES, force, skip_existing)
     if not jobs:
         _run(jobs, skipped, "compress", None, fail_fast)

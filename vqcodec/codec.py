@@ -52,7 +52,7 @@ from vqcodec.vqvae import (
     split_convolutions,
 )
 from vqcodec.zoo.codec_model import CodecModel, check_device, load_codec_model
-from vqcodec.zoo.registry import find_by_fingerprint, model_for_quality
+from vqcodec.zoo.registry import choose_model, find_by_fingerprint
 
 WINDOW_ABOVE = 2048 * 2048  # images with more pixels run the VQ-VAE in overlapping windows (bounded memory)
 RANGE_CODER_PRECISION = 24  # constriction's default range coder quantizes probabilities to 24 bits
@@ -210,11 +210,7 @@ def compress(image: Any, model: ModelSpec = None, device: str | None = None, til
     model, or is one, or its file (default, with neither: the default model); ``device`` is where
     to load it ("cpu" or "cuda"; default: cpu, or where the model given is); ``tile`` overrides the
     model's tile size (in bottom-level codes)."""
-    if quality is not None:
-        if model is not None:
-            raise VQCodecError("give a quality or a model, not both")
-        model = model_for_quality(quality)
-    m = _model(model, device)
+    m = _model(choose_model(model, quality), device)
     tile = check_tile(tile, m.levels) if tile is not None else m.tile
     img = as_image_data(image)
     h, w, channels = img.pixels.shape

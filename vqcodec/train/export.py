@@ -11,7 +11,7 @@ from vqcodec.priors.registry import integer_twin
 from vqcodec.priors.uncoded import UncodedConfig
 from vqcodec.train.code_datasets import CodeTiles, load_codes
 from vqcodec.vqvae import LEVEL_NAMES
-from vqcodec.zoo.codec_model import CodecModel, load_codec_model
+from vqcodec.zoo.codec_model import CodecModel, load_codec_model, sub_tensors
 from vqcodec.zoo.files import load_model, load_prior, load_vqvae, save_model
 
 
@@ -80,7 +80,7 @@ def build_refit_codec_model(
         raise VQCodecError(f"{base} is a '{kind}' file; --refit-of needs the codec model the decoder was refit from")
     vqvae = load_vqvae(vqvae_path)
     new = vqvae.state_dict()
-    old = _sub_prefix(base_tensors, "vqvae.")
+    old = sub_tensors(base_tensors, "vqvae.")
     cfg = vqvae.config
     old_codes, new_codes = _stage1_codes_part(old, cfg.dropped_levels), _stage1_codes_part(new, cfg.dropped_levels)
     same = old_codes.keys() == new_codes.keys() and all(torch.equal(old_codes[k], new_codes[k]) for k in old_codes)
@@ -103,6 +103,3 @@ def build_refit_codec_model(
     save_model(out, tensors, "codec", config)
     return load_codec_model(out)
 
-
-def _sub_prefix(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
-    return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}

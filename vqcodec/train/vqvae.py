@@ -15,6 +15,7 @@ from vqcodec.train.evaluation import evaluate_images, psnr_from_mse
 from vqcodec.train.loop import TrainSettings, train
 from vqcodec.vqvae import VQVAE, VQVAEConfig
 from vqcodec.vqvae.quantizer import usage_stats
+from vqcodec.zoo.codec_model import sub_tensors
 from vqcodec.zoo.files import load_model
 
 
@@ -32,7 +33,7 @@ def stage1_of(path: str | Path) -> tuple[VQVAEConfig, dict[str, torch.Tensor]]:
     """(config, tensors) of the VQ-VAE in a vqvae model file or a codec model file."""
     kind, config, tensors = load_model(path)
     if kind == "codec":
-        return VQVAEConfig.from_dict(config["vqvae"]), {k[6:]: v for k, v in tensors.items() if k.startswith("vqvae.")}
+        return VQVAEConfig.from_dict(config["vqvae"]), sub_tensors(tensors, "vqvae.")
     if kind == "vqvae":
         return VQVAEConfig.from_dict(config), tensors
     raise VQCodecError(f"{path} holds a '{kind}' model, not a VQ-VAE or a codec model")

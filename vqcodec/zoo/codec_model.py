@@ -41,7 +41,8 @@ class CodecModel:
         return self.vqvae.config.levels
 
 
-def _sub(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+def sub_tensors(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """The tensors named ``prefix...``, without the prefix (one part of a codec-model file)."""
     return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
 
 
@@ -59,7 +60,7 @@ def codec_model_from(path: str, config: dict, tensors: dict[str, torch.Tensor], 
     except (KeyError, TypeError, ValueError, AttributeError) as err:
         raise VQCodecError(f"{path} is not a valid codec model (bad configuration: {err!r})") from None
     try:
-        vqvae.load_state_dict(_sub(tensors, "vqvae."))
+        vqvae.load_state_dict(sub_tensors(tensors, "vqvae."))
     except RuntimeError as err:
         detail = str(err).strip().splitlines()[-1].strip()
         raise VQCodecError(f"{path}: the VQ-VAE's tensors do not match its configuration ({detail})") from None
@@ -68,7 +69,7 @@ def codec_model_from(path: str, config: dict, tensors: dict[str, torch.Tensor], 
         if not isinstance(cfg, dict):
             raise VQCodecError(f"{path}: the configuration of prior {level} is not a dictionary")
         try:
-            priors.append(build_integer_prior(cfg, _sub(tensors, f"prior{level}."), device=device))
+            priors.append(build_integer_prior(cfg, sub_tensors(tensors, f"prior{level}."), device=device))
         except VQCodecError as err:
             raise VQCodecError(f"{path}: prior{level}: {err}") from None
         except (TypeError, ValueError) as err:

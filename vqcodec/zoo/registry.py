@@ -78,6 +78,16 @@ def default_quality() -> int:
     return next(e.quality for e in ladder() if e.name == name)  # type: ignore[return-value]
 
 
+def choose_model(model, quality: int | str | None):
+    """What to compress with: ``model`` (any spec, None for the default), or the ladder model of
+    ``quality``; never both."""
+    if quality is None:
+        return model
+    if model is not None:
+        raise VQCodecError("give a quality or a model, not both")
+    return model_for_quality(quality)
+
+
 def model_for_quality(quality: int | str) -> str:
     """The shipped model's name for a quality: 1..N on the ladder, or a ladder model's name."""
     steps = ladder()
