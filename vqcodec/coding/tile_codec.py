@@ -23,15 +23,16 @@ from vqcodec.priors.contract import IntegerPrior
 from vqcodec.priors.uncoded import is_uncoded
 from vqcodec.priors.wavefront import flat_positions
 
-BATCH_TILES = 32  # tiles coded together: big enough to amortise each step, small enough to bound memory
+BATCH_TILES = 32  # tiles decoded together: big enough to amortise each step, small enough to bound memory
+ENCODE_BATCH_TILES = 8  # tiles the encoder's parallel pass holds at once (its cost hardly depends on it)
 
 
-def _batches(tiles: list[Tile], only: set[int] | None = None) -> list[list[int]]:
-    """Tile indices in batches of one shape and at most BATCH_TILES (memory stays bounded at any size)."""
+def _batches(tiles: list[Tile], only: set[int] | None = None, size: int = BATCH_TILES) -> list[list[int]]:
+    """Tile indices in batches of one shape and at most ``size`` (memory stays bounded at any size)."""
     out = []
     for idx in shape_groups(tiles):
         idx = [k for k in idx if only is None or k in only]
-        out += [idx[s : s + BATCH_TILES] for s in range(0, len(idx), BATCH_TILES)]
+        out += [idx[s : s + size] for s in range(0, len(idx), size)]
     return out
 
 
@@ -48,7 +49,7 @@ def tile_symbols(
     probability rows (N, K) in decoding order), one batch of tiles at a time, so the probability
     rows of only one batch are ever held (they are 4 KB per code)."""
     tiles = tile_grid(codes[0].shape[1], codes[0].shape[2], tile)
-    for idx in _batches(tiles):
+    for idx in _batches(tiles, size=ENCODE_BATCH_TILES):
         batch = _windows(codes, tiles, idx)
         parts: list[list] = [[] for _ in idx]
         for level in reversed(range(len(priors))):
