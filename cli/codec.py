@@ -417,7 +417,7 @@ def info(file: str, model: str | None, model_dirs: tuple[Path, ...]) -> None:
 
     Reads only the header and the checksums: no model is loaded unless --model names one."""
     from vqcodec.coding.bitstream import unpack
-    from vqcodec.zoo.registry import list_models
+    from vqcodec.zoo.registry import ladder, list_models
 
     data = _read_input(file)
     try:
@@ -440,9 +440,8 @@ def info(file: str, model: str | None, model_dirs: tuple[Path, ...]) -> None:
     }
     if stream.damaged:
         lines["damaged tiles"] = f"{len(stream.damaged)} ({', '.join(map(str, stream.damaged))})"
-    entries = list_models(model_dirs)
-    known = {e.fingerprint: e.name for e in entries}
-    rungs = [e for e in entries if e.shipped and e.quality is not None]
+    known = {e.fingerprint: e.name for e in list_models(model_dirs)}
+    rungs = ladder()
     if model is not None:
         from vqcodec.zoo.codec_model import load_codec_model
 
