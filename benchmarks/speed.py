@@ -1,7 +1,10 @@
 """Encode/decode time of a codec model on a folder of images (median and max per image).
 
-Usage: python benchmarks/speed.py --data ../shared/datasets/kodak [--model PATH] [--device cpu|cuda]
-       [--threads 2] [--max-images N]
+Usage: python benchmarks/speed.py --data ../shared/datasets/kodak [--model PATH] [--scale S]
+       [--device cpu|cuda] [--threads 2] [--max-images N]
+
+``--scale`` codes every image at that fraction of its size, as a rung of the quality ladder does
+(``vqcodec models`` lists the rungs' scales).
 
 Every image is compressed and decompressed once after one warm-up image; the decoded image is
 checked against a second decode for determinism. Prints a Markdown table and the medians.
@@ -27,20 +30,22 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", required=True, type=Path)
     ap.add_argument("--model", default=None)
+    ap.add_argument("--scale", type=float, default=None)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--max-images", type=int, default=None)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     model = load_codec_model(args.model, args.device)
+    how = {"scale": args.scale} if args.scale is not None else {}  # code older than scales runs without it
     files = list_images(args.data)[: args.max_images]
     warm = read_image(files[0]).pixels[:64, :64]
-    decompress(compress(warm, model), model)
+    decompress(compress(warm, model, **how), model)
     rows, enc_t, dec_t = [], [], []
     for f in files:
         pix = read_image(f).pixels
         t0 = time.perf_counter()
-        data = compress(pix, model)
+        data = compress(pix, model, **how)
         t1 = time.perf_counter()
         out = decompress(data, model)
         t2 = time.perf_counter()
@@ -50,7 +55,8 @@ def main() -> None:
         quality = psnr(pix, out.reshape(pix.shape))
         rows.append((f.name, f"{pix.shape[1]}x{pix.shape[0]}", bpp, quality, t1 - t0, t2 - t1))
         print(f"{f.name}: {bpp:.4f} bpp, encode {t1 - t0:.2f} s, decode {t2 - t1:.2f} s", flush=True)
-    print(f"\nmodel {model.name} ({model.fingerprint.hex()}), device {args.device}, {args.threads} thread(s)\n")
+    print(f"\nmodel {model.name} ({model.fingerprint.hex()}), scale {args.scale or 1:g}, device {args.device}, "
+          f"{args.threads} thread(s)\n")
     print("| image | size | bpp | PSNR dB | encode s | decode s |\n|---|---|---|---|---|---|")
     for name, size, bpp, p, te, td in rows:
         print(f"| {name} | {size} | {bpp:.4f} | {p:.2f} | {te:.2f} | {td:.2f} |")

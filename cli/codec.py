@@ -302,9 +302,9 @@ def compress(inputs: tuple[str, ...], output: str | None, tile: int | None, qual
 
     if len(inputs) == 2 and output is None and not Path(inputs[1]).is_dir() and Path(inputs[1]).suffix == VQC:
         inputs, output = inputs[:1], inputs[1]
-    from vqcodec.zoo.registry import choose_model
+    from vqcodec.zoo.registry import choose_rung
 
-    model = choose_model(model, quality)
+    model, scale = choose_rung(model, quality)
     jobs, skipped = _plan(inputs, output, VQC, IMAGE_SUFFIXES, force, skip_existing)
     if not jobs:
         _run(jobs, skipped, "compress", None, fail_fast)
@@ -318,7 +318,7 @@ def compress(inputs: tuple[str, ...], output: str | None, tile: int | None, qual
 
     def work(job: Job) -> None:
         image = read_image(_named(_read_input(job.src), job.src))
-        data = compress_image(image, codec_model, tile=tile)
+        data = compress_image(image, codec_model, tile=tile, scale=scale)
         _write_output(job.dst, data, force)
         if job.dst != "-" and len(jobs) == 1:
             click.echo(f"{job.src} -> {job.dst}: {len(data)} bytes", err=True)
@@ -417,7 +417,7 @@ def info(file: str, model: str | None, model_dirs: tuple[Path, ...]) -> None:
 
     Reads only the header and the checksums: no model is loaded unless --model names one."""
     from vqcodec.coding.bitstream import unpack
-    from vqcodec.zoo.registry import ladder, list_models
+    from vqcodec.zoo.registry import ladder, list_models, rung_of
 
     data = _read_input(file)
     try:
@@ -428,6 +428,7 @@ def info(file: str, model: str | None, model_dirs: tuple[Path, ...]) -> None:
     lines = {
         "format version": head.version,
         "size": f"{head.width} x {head.height}",
+        **({"coded at": f"{head.coded_width} x {head.coded_height}"} if head.coded_size else {}),
         "channels": f"{head.channels} ({'gray' if head.channels == 1 else 'RGB'})",
         "bit depth": head.bit_depth,
         "bytes": len(data),
@@ -448,8 +449,9 @@ def info(file: str, model: str | None, model_dirs: tuple[Path, ...]) -> None:
         given = load_codec_model(model, "cpu", model_dirs)
         known[given.fingerprint.hex()] = given.name
     lines["model"] = known.get(head.model_fingerprint.hex(), "not installed (see 'vqcodec models')")
-    rung = next((e for e in rungs if e.fingerprint == head.model_fingerprint.hex()), None)
-    lines["quality"] = f"{rung.quality} of {len(rungs)}" if rung else "- (not a model of the quality ladder)"
+    rung = rung_of(head.model_fingerprint.hex(), head.width, head.height, head.coded_size)
+    lines["quality"] = (f"{rung.quality} of {len(rungs)} ({rung.name})" if rung
+                        else "- (not a rung of the quality ladder)")
     for key, value in lines.items():
         click.echo(f"{key:>18}: {value}")
     if stream.damaged:

@@ -14,7 +14,7 @@ MODEL = click.option(
 QUALITY = click.option(
     "--quality", "-q", default=None, metavar="Q|NAME",
     help="Quality 1 (smallest files) to N (best pictures) of the shipped ladder ('vqcodec models' lists it), "
-         "or a ladder model's name; default: the default model's quality.",
+         "or a rung's name; default: the default model's rung.",
 )
 MODEL_DIR = click.option(
     "--model-dir", "model_dirs", multiple=True, type=click.Path(file_okay=False, path_type=Path),

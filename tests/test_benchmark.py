@@ -199,6 +199,18 @@ def test_summary_bd_cells_with_multi_point_curves() -> None:
     assert summary.count("## At vqcodec's bitrate") == 4 and "¹" not in summary
 
 
+def test_points_table_gives_each_points_margins_and_times() -> None:
+    jpeg = Curve("jpeg", "", [0.2, 0.4, 0.8], [25.0, 28.0, 31.0], [0.90, 0.94, 0.97])
+    vq = Curve("vqcodec", "", [0.1, 0.3], [26.0, 28.5], [0.92, 0.96], encoding_time=[1.5, 2.5],
+               decoding_time=[3.25, 6.5], settings=["model=a@0.5", "model=a"])
+    lines = markdown_summary([vq, jpeg]).splitlines()
+    at = lines.index("## vqcodec's points against the others")
+    assert lines[at + 4] == "| point | bpp | PSNR | MS-SSIM | PSNR − JPEG | MS-SSIM dB − JPEG | encode s | decode s |"
+    assert lines[at + 6] == "| model=a@0.5 | 0.100 | 26.00 | 0.9200 | – | – | 1.50 | 3.25 |"  # below JPEG's range
+    ms = -10 * np.log10(1 - 0.96) + 10 * np.log10(1 - 0.92)  # JPEG's MS-SSIM at 0.3 bpp: 0.92
+    assert lines[at + 7] == f"| model=a | 0.300 | 28.50 | 0.9600 | +2.00 | {ms:+.2f} | 2.50 | 6.50 |"
+
+
 # -- coding statistics ---------------------------------------------------------------------------------------
 
 

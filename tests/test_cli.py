@@ -455,14 +455,16 @@ def test_models_lists_shipped_and_user_models_and_decompress_finds_them(tmp_path
     runner = CliRunner()
     res = runner.invoke(cli_main, ["models", "--model-dir", str(folder)])
     assert res.exit_code == 0, res.output
-    lines = {line.split()[1]: line for line in res.output.splitlines()[2:-1]}
+    out = res.output.splitlines()
+    steps = ladder()
+    for r in steps:  # the ladder first, quality 1 first, the default one starred
+        star = "*" if r.name == default_model_name() else ""
+        assert out[1 + r.quality].split()[:4] == [f"{r.quality}{star}", r.name, r.model, f"{r.scale:g}"], out
+    lines = {line.split()[0]: line for line in out[len(steps) + 6 :]}
     tiny_fp = load_codec_model(folder / "tiny.safetensors").fingerprint.hex()
-    assert tiny_fp in lines["tiny"] and str(folder) in lines["tiny"] and lines["tiny"].startswith("- ")
+    assert tiny_fp in lines["tiny"] and str(folder) in lines["tiny"]
     assert "57a57c49cb30abd2344d4222711e75d9" in lines["paper"] and "28.74 dB" in lines["paper"]
     assert re.search(r"\s2\s+10\.9MB", lines["paper"])  # levels and size
-    for e in ladder():  # the ladder first, quality 1 first, the default one starred
-        star = "*" if e.name == default_model_name() else ""
-        assert res.output.splitlines()[1 + e.quality].startswith(f"{e.quality}{star} "), res.output
     Image.fromarray(smooth_image(24, 32, 3)).save(tmp_path / "a.png")
     base = ["--model-dir", str(folder)]
     assert runner.invoke(cli_main, ["compress", str(tmp_path / "a.png"), "-o", str(tmp_path / "a.vqc"),
@@ -479,7 +481,7 @@ def test_models_lists_shipped_and_user_models_and_decompress_finds_them(tmp_path
 
 
 def test_quality_option(tmp_path: Path) -> None:
-    """--quality Q or NAME picks a ladder model, info shows it; a bad one is one error line, exit 1."""
+    """--quality Q or NAME picks a rung, info shows it; a bad one is one error line, exit 1."""
     Image.fromarray(smooth_image(24, 32, 3)).save(tmp_path / "a.png")
     steps = ladder()
     cases = [str(len(steps) + 1), "0", "nope", "1.5"]
@@ -488,14 +490,18 @@ def test_quality_option(tmp_path: Path) -> None:
         assert res.returncode == 1 and res.stdout == b"", (q, res)
         assert res.stderr.decode().count("\n") == 1 and res.stderr.startswith(b"vqcodec: error: "), res.stderr
         assert b"quality" in res.stderr and not (tmp_path / "q.vqc").exists()
-    res = cli("compress", "a.png", "-o", "q.vqc", "--quality", "1", "--model", steps[0].name, cwd=tmp_path)
+    res = cli("compress", "a.png", "-o", "q.vqc", "--quality", "1", "--model", steps[0].model, cwd=tmp_path)
     assert res.returncode == 1 and b"not both" in res.stderr
-    for e in {s.name: s for s in (steps[0], steps[-1])}.values():
-        for q in (str(e.quality), e.name):
+    for r in {s.name: s for s in (steps[0], steps[-1])}.values():
+        for q in (str(r.quality), r.name):
             res = cli("compress", "a.png", "-o", f"{q}.vqc", "-q", q, cwd=tmp_path)
             assert res.returncode == 0, res.stderr
             info = run("info", str(tmp_path / f"{q}.vqc"))
-            assert re.search(rf"^ +model: {e.name}$", info, re.M) and f"quality: {e.quality} of {len(steps)}" in info
+            assert re.search(rf"^ +model: {r.model}$", info, re.M), info
+            assert f"quality: {r.quality} of {len(steps)} ({r.name})" in info, info
+            assert ("coded at:" in info) == (r.scale != 1)
+            res = cli("decompress", f"{q}.vqc", "-o", f"{q}.png", cwd=tmp_path)
+            assert res.returncode == 0 and Image.open(tmp_path / f"{q}.png").size == (32, 24), res.stderr
 
 
 # -- hostile inputs and the user's own file system (issue 12) -------------------------------------------------

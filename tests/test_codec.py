@@ -3,16 +3,18 @@ trips with the default and a 3-level model, bit-exactness across processes and t
 inputs the API accepts and refuses, the tile size, regions, salvaging damaged tiles, fuzzing of whole
 files and the golden file.
 
-Golden files (tests/data/golden.png, golden_v2.vqc, golden.vqc, golden.sha256) pin the format and the
-default model's coding: golden_v2.vqc is what compress writes today (format version 2), golden.vqc the
+Golden files (tests/data/golden.png, golden_v3.vqc, golden_v2.vqc, golden.vqc, golden.sha256) pin the format
+and the default model's coding: golden_v3.vqc is what compress writes for an image coded at another size
+(format version 3), golden_v2.vqc what it writes otherwise (format version 2), golden.vqc the
 same image as format version 1 wrote it (symbols in raster order), which must keep decoding. When the
 model or the format changes on purpose, regenerate them from the repository root with
 
     .venv/bin/python -m pytest tests/test_codec.py -k golden --regen-golden
 
-which writes golden_image() to tests/data/golden.png, compresses that PNG with the default model to
-golden_v2.vqc (and as version 1 to golden.vqc) and writes the SHA-256 of the decoded pixel bytes
-(decompress(...).tobytes()) to golden.sha256, then checks the new files as usual; review and commit them.
+which writes golden_image() to tests/data/golden.png, compresses that PNG with GOLDEN_MODEL to
+golden_v2.vqc (as version 1 to golden.vqc, and at scale 0.75 to golden_v3.vqc) and writes the SHA-256
+of each file's decoded pixel bytes (decompress(...).tobytes()) to golden.sha256, then checks the new
+files as usual; review and commit them.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from vqcodec.coding.tile_codec import decode_tiles, encode_tiles
 from vqcodec.coding.tiles import tile_grid
 from vqcodec.errors import VQCodecError, VQCodecWarning
 from vqcodec.imageio import from_tensor
+from vqcodec.resample import coded_size
 from vqcodec.testing import (
     assert_codes_equal,
     file_with_damaged_tile,
@@ -218,8 +221,15 @@ def golden_image() -> np.ndarray:
     return np.stack([r, g, b], -1).astype(np.uint8)
 
 
-GOLDEN = {1: "golden.vqc", 2: "golden_v2.vqc"}  # a file of every format version this vqcodec reads
+GOLDEN = {1: "golden.vqc", 2: "golden_v2.vqc", 3: "golden_v3.vqc"}  # a file of every format version read
 GOLDEN_MODEL = "paper"  # the first shipped model: the files it wrote must decode forever
+GOLDEN_SCALE = {3: 0.75}  # version 3: the image coded at three quarters of its size
+
+
+def golden_digests() -> dict[str, str]:
+    """File name -> SHA-256 of its decoded pixel bytes, from golden.sha256 (sha256sum's format)."""
+    lines = (DATA / "golden.sha256").read_text().splitlines()
+    return {name: digest for digest, name in (line.split() for line in lines if line.strip())}
 
 
 def version_1(model, pixels: np.ndarray) -> bytes:
@@ -235,16 +245,17 @@ def write_golden_files(folder: Path = DATA) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     Image.fromarray(golden_image()).save(folder / "golden.png")
     model = load_codec_model(GOLDEN_MODEL)
-    data = compress(folder / "golden.png", model)
-    (folder / GOLDEN[2]).write_bytes(data)
     (folder / GOLDEN[1]).write_bytes(version_1(model, golden_image()))
-    digest = hashlib.sha256(decompress(data).tobytes()).hexdigest()
-    (folder / "golden.sha256").write_text(digest + "\n")
+    (folder / GOLDEN[2]).write_bytes(compress(folder / "golden.png", model))
+    (folder / GOLDEN[3]).write_bytes(compress(folder / "golden.png", model, scale=GOLDEN_SCALE[3]))
+    digests = [hashlib.sha256(decompress(folder / name).tobytes()).hexdigest() + "  " + name
+               for name in GOLDEN.values()]
+    (folder / "golden.sha256").write_text("\n".join(digests) + "\n")
 
 
 @pytest.mark.parametrize("version", sorted(GOLDEN))
 def test_golden_file(regen_golden, version):
-    if regen_golden and version == max(GOLDEN):
+    if regen_golden and version == min(GOLDEN):
         write_golden_files()
     model = load_codec_model(GOLDEN_MODEL)
     png, vqc = DATA / "golden.png", DATA / GOLDEN[version]
@@ -258,18 +269,21 @@ def test_golden_file(regen_golden, version):
     assert pixels.shape == (40, 48, 3) and pixels.dtype == np.uint8
     # the code maps must decode exactly (integer prior + range coder: platform-independent) ...
     stream = unpack(data)
-    codes = decode_tiles(model.priors, model.vqvae.code_shapes(40, 48), list(stream.tiles), head.tile_size,
-                         order=head.symbol_order)
-    assert_codes_equal(codes, image_codes(model, golden_image()))
+    size = (head.coded_width, head.coded_height)
+    assert size == coded_size(48, 40, GOLDEN_SCALE.get(version, 1.0))
+    codes = decode_tiles(model.priors, model.vqvae.code_shapes(size[1], size[0]), list(stream.tiles),
+                         head.tile_size, order=head.symbol_order)
+    assert_codes_equal(codes, image_codes(model, golden_image(), size))
     # ... and the pixels must be the ones recorded (this also pins the float VQ-VAE decoder's output)
-    want = (DATA / "golden.sha256").read_text().split()[0]
+    want = golden_digests()[vqc.name]
     assert hashlib.sha256(pixels.tobytes()).hexdigest() == want, (
         f"{vqc.name} decodes to different pixels than recorded although its codes decode exactly: the "
         "VQ-VAE decoder's float arithmetic differs here (torch version / CPU), or the model changed"
     )
-    if version == max(GOLDEN):
-        assert compress(png, model) == data, f"re-encoding golden.png no longer gives {vqc.name}"
-        assert compress(golden_image(), model) == data
+    if version > 1:
+        scale = GOLDEN_SCALE.get(version, 1.0)
+        assert compress(png, model, scale=scale) == data, f"re-encoding golden.png no longer gives {vqc.name}"
+        assert compress(golden_image(), model, scale=scale) == data
     else:
         assert version_1(model, golden_image()) == data, f"the version-{version} layout of the codes changed"
 

@@ -196,13 +196,49 @@ def test_bad_magic(data: bytes) -> None:
 
 
 def test_newer_version() -> None:
-    refused(raw(version=3), r"^written by a newer vqcodec \(format version 3\); this one reads versions 1 and 2\.$")
+    refused(raw(version=4), r"^written by a newer vqcodec \(format version 4\); this one reads versions 1, 2 and 3\.$")
 
 
-def test_both_readable_versions_parse_and_others_cannot_be_written() -> None:
-    for version in (1, 2):
+def test_version_3_adds_the_coded_size() -> None:
+    """Flag bit 1 (version 3 only): two varints after the height, the size the codes describe. A
+    header without it is written as version 2, so every older vqcodec reads it."""
+    plain = Bitstream(header(width=300, height=3), (b"ab",))
+    assert plain.header.version == 2 and plain.header.coded_width == 300 and plain.header.coded_height == 3
+    stream = Bitstream(header(width=300, height=3, coded_size=(150, 2)), (b"ab",))
+    assert stream.header.version == 3 and (stream.header.coded_width, stream.header.coded_height) == (150, 2)
+    data = pack(stream)
+    expected = raw(version=3, flags=0x02, width=leb128(300) + leb128(3) + leb128(150), height=leb128(2),
+                   fields=bytes((3, 8, 2, 4)), tiles=(b"ab",))
+    assert data == expected and data[5] == 0x02 and data[22:27] == bytes.fromhex("ac 02 03 96 01")
+    assert unpack(data) == stream and pack(unpack(data)) == data
+    with_icc = Bitstream(header(coded_size=(1, 1), icc_profile=b"ICC"), (b"",))
+    assert unpack(pack(with_icc)) == with_icc and pack(with_icc)[5] == 0x03
+
+
+@pytest.mark.parametrize(("overrides", "match"), [
+    (dict(coded_size=(768, 512)), "equals the image size"),
+    (dict(coded_size=(0, 5)), "coded width"),
+    (dict(coded_size=(5, MAX_SIDE + 1)), "coded height"),
+    (dict(coded_size=(MAX_SIDE, MAX_SIDE)), "exceeds"),
+    (dict(coded_size=(5, 5), version=2), "needs format version 3"),
+    (dict(coded_size=[5, 5]), "coded size must be"),
+])
+def test_bad_coded_size_is_refused(overrides, match) -> None:
+    with pytest.raises(VQCodecError, match=match):
+        header(**overrides)
+
+
+def test_coded_size_flag_is_unknown_before_version_3() -> None:
+    refused(raw(version=2, flags=0x02), "unknown flags 0x02; the file is not valid version 2")
+    refused(raw(version=3, flags=0x04), "unknown flags 0x04; the file is not valid version 3")
+    refused(raw(version=3, flags=0x02, width=leb128(64) + leb128(48) + leb128(64), height=leb128(48)),
+            "equals the image size")
+
+
+def test_readable_versions_parse_and_others_cannot_be_written() -> None:
+    for version in (1, 2, 3):
         assert unpack(raw(version=version)).header.version == version
-    for version in (0, 3, True):
+    for version in (0, 4, True):
         with pytest.raises(VQCodecError, match="format version must be one of"):
             header(version=version)
 

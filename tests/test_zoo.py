@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 
 import vqcodec
+from vqcodec import resample
 from vqcodec.codec import compress, decompress
 from vqcodec.coding.bitstream import Bitstream, pack, unpack
 from vqcodec.errors import VQCodecError
@@ -184,41 +185,63 @@ def test_a_new_architecture_is_one_registry_line(tmp_path, monkeypatch) -> None:
 # -- the quality ladder and every shipped model ----------------------------------------------------------
 
 SHIPPED = sorted(e.name for e in registry.list_models() if e.shipped)
+RUNGS = {r.name for r in registry.ladder()}
+POINTS = sorted(set(SHIPPED) | RUNGS)  # every shipped model, and every rung of the ladder
+
+
+def _how(point: str) -> dict[str, str]:
+    """compress's keyword for a point: a rung by its quality name, a model off the ladder by name."""
+    return {"quality": point} if point in RUNGS else {"model": point}
 GUARD = Path(__file__).resolve().parent / "data" / "guard.png"
 GUARD_FIGURES = GUARD.with_name("quality_guard.json")
 
 
 def test_the_ladder_is_ranked_by_rate_and_holds_the_default() -> None:
     steps = registry.ladder()
-    assert [e.quality for e in steps] == list(range(1, len(steps) + 1))
-    rates = [e.kodak["bpp"] for e in steps]
+    assert len(steps) >= 5 and [r.quality for r in steps] == list(range(1, len(steps) + 1))
+    assert len({r.name for r in steps}) == len(steps)
+    shipped = {e.name for e in registry.list_models() if e.shipped}
+    assert {r.model for r in steps} <= shipped
+    rates = [r.kodak["bpp"] for r in steps]
     assert rates == sorted(rates), "quality 1 must give the smallest files"
-    assert registry.default_model_name() in {e.name for e in steps}
-    assert registry.model_for_quality(registry.default_quality()) == registry.default_model_name()
-    for e in steps:
-        assert registry.model_for_quality(e.quality) == registry.model_for_quality(str(e.quality)) == e.name
-        assert registry.model_for_quality(e.name) == e.name
-    assert registry.model_for_quality("default") == registry.default_model_name()
+    default = registry.rung_for_quality(registry.default_quality())
+    assert (default.name, default.model, default.scale) == (registry.default_model_name(),) * 2 + (1.0,)
+    for r in steps:
+        assert registry.rung_for_quality(r.quality) == registry.rung_for_quality(str(r.quality)) == r
+        assert registry.rung_for_quality(r.name) == r
+    assert registry.rung_for_quality("default") == default
 
 
-@pytest.mark.parametrize("bad", [0, -1, "99", "nope", "1.5"])
+@pytest.mark.parametrize("bad", [0, -1, "99", "nope", "1.5", "paper-refit@0.3"])
 def test_a_quality_off_the_ladder_is_refused(bad) -> None:
     with pytest.raises(VQCodecError, match="quality"):
-        registry.model_for_quality(bad)
+        registry.rung_for_quality(bad)
     with pytest.raises(VQCodecError, match="quality"):
         vqcodec.compress(smooth_image(16, 16, 1), quality=bad)
 
 
-def test_quality_picks_the_ladder_model(model) -> None:
-    pixels = smooth_image(24, 32, 4)
-    for e in registry.ladder():
-        data = vqcodec.compress(pixels, quality=e.quality)
-        assert unpack(data).header.model_fingerprint.hex() == e.fingerprint
+def test_quality_picks_the_rung_and_the_file_names_it(model) -> None:
+    pixels = smooth_image(40, 56, 4)
+    fingerprints = {e.name: e.fingerprint for e in registry.list_models()}
+    sizes = []
+    for r in registry.ladder():
+        data = vqcodec.compress(pixels, quality=r.quality)
+        head = unpack(data).header
+        assert head.model_fingerprint.hex() == fingerprints[r.model]
+        assert (head.coded_width, head.coded_height) == resample.coded_size(56, 40, r.scale)
+        assert (head.coded_size is None) == (r.scale == 1) and head.version == (2 if r.scale == 1 else 3)
+        assert registry.rung_of(head.model_fingerprint.hex(), 56, 40, head.coded_size) == r
+        assert vqcodec.decompress(data).shape == pixels.shape
+        sizes.append(len(data))
+    assert sizes[0] < sizes[-1]
     with pytest.raises(VQCodecError, match="not both"):
         vqcodec.compress(pixels, quality=1, model=model)
+    with pytest.raises(VQCodecError, match="not both"):
+        vqcodec.compress(pixels, quality=1, scale=0.5)
 
 
 _THREADS = """
+import json
 import sys
 import numpy as np
 import torch
@@ -226,19 +249,19 @@ import torch
 torch.set_num_threads(int(sys.argv[1]))
 from vqcodec import compress, decompress
 
-data = compress(sys.argv[2], model=sys.argv[3])
+data = compress(sys.argv[2], **json.loads(sys.argv[3]))
 open(sys.argv[4], "wb").write(data)
 np.save(sys.argv[5], decompress(data))
 """
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", SHIPPED)
+@pytest.mark.parametrize("name", POINTS)
 def test_every_shipped_model_is_bit_exact_on_1_and_2_threads(name, tmp_path) -> None:
-    """Each shipped model, in fresh processes of 1 and 2 threads: the same bytes, the same pixels,
-    and those of this process."""
+    """Each shipped model and rung, in fresh processes of 1 and 2 threads: the same bytes, the same
+    pixels, and those of this process."""
     (tmp_path / "w.py").write_text(_THREADS)
-    procs = {t: subprocess.Popen([sys.executable, str(tmp_path / "w.py"), str(t), str(GUARD), name,
+    procs = {t: subprocess.Popen([sys.executable, str(tmp_path / "w.py"), str(t), str(GUARD), json.dumps(_how(name)),
                                   str(tmp_path / f"{t}.vqc"), str(tmp_path / f"{t}.npy")],
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE) for t in (1, 2)}
     for t, proc in procs.items():
@@ -246,22 +269,22 @@ def test_every_shipped_model_is_bit_exact_on_1_and_2_threads(name, tmp_path) -> 
         assert proc.returncode == 0, f"{name}, {t} threads: {err.decode()}"
     one = (tmp_path / "1.vqc").read_bytes()
     assert one == (tmp_path / "2.vqc").read_bytes()
-    assert one == vqcodec.compress(GUARD, model=name)
+    assert one == vqcodec.compress(GUARD, **_how(name))
     pixels = vqcodec.decompress(one)
     assert np.array_equal(np.load(tmp_path / "1.npy"), pixels) and np.array_equal(np.load(tmp_path / "2.npy"), pixels)
 
 
 def _guard_figures(name: str) -> dict[str, float]:
-    data = vqcodec.compress(GUARD, model=name)
+    data = vqcodec.compress(GUARD, **_how(name))
     original = np.asarray(Image.open(GUARD).convert("RGB"))
     decoded = vqcodec.decompress(data)
     bpp = 8 * len(data) / (original.shape[0] * original.shape[1])
     return {"bpp": round(bpp, 5), "psnr": round(psnr(original, decoded), 3)}
 
 
-@pytest.mark.parametrize("name", SHIPPED)
+@pytest.mark.parametrize("name", POINTS)
 def test_quality_guard(name, regen_golden) -> None:
-    """Each shipped model on a small photo kept in tests/data stays within 0.3 dB and 2% of the bits
+    """Each shipped model and rung on a small photo kept in tests/data stays within 0.3 dB and 2% of the bits
     recorded (``pytest --regen-golden`` records them anew, for a new model)."""
     got = _guard_figures(name)
     recorded = json.loads(GUARD_FIGURES.read_text()) if GUARD_FIGURES.exists() else {}

@@ -43,6 +43,7 @@ from vqcodec.imageio import (
     to_model_input,
 )
 from vqcodec.priors.autoregress import one_thread
+from vqcodec.resample import check_scale, coded_size, resize
 from vqcodec.vqvae import (
     DECODER_REACH,
     decode_part,
@@ -52,7 +53,7 @@ from vqcodec.vqvae import (
     split_convolutions,
 )
 from vqcodec.zoo.codec_model import CodecModel, check_device, load_codec_model
-from vqcodec.zoo.registry import choose_model, find_by_fingerprint
+from vqcodec.zoo.registry import choose_rung, find_by_fingerprint
 
 WINDOW_ABOVE = 2048 * 2048  # images with more pixels run the VQ-VAE in overlapping windows (bounded memory)
 RANGE_CODER_PRECISION = 24  # constriction's default range coder quantizes probabilities to 24 bits
@@ -111,10 +112,11 @@ def check_decode_size(head: Header, max_pixels: int | None = None) -> None:
     limit = default_max_pixels() if max_pixels is None else max_pixels
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
         raise VQCodecError(f"max_pixels must be a positive integer, not {limit!r}")
-    pixels = head.width * head.height
+    width, height = max((head.width, head.height), (head.coded_width, head.coded_height), key=lambda s: s[0] * s[1])
+    pixels = width * height
     if pixels > limit:
         raise VQCodecError(
-            f"the file claims a {head.width}x{head.height} image ({pixels:,} pixels), over the limit of "
+            f"the file claims a {width}x{height} image ({pixels:,} pixels), over the limit of "
             f"{limit:,} pixels (the encoder's); if you trust the file, raise the limit (--max-pixels, "
             "or max_pixels= in Python)"
         )
@@ -185,7 +187,7 @@ def short_payloads(m: CodecModel, head: Header, payloads: tuple[bytes, ...] | li
     more than n * min_bits_per_code bits; measured with constriction, a tile of 45,000 of the most
     likely codes (31.6 bits) takes 2 words. A header that claims a huge image over a few bytes of
     payload is refused here, before anything is allocated for it."""
-    shapes = m.vqvae.code_shapes(head.height, head.width)
+    shapes = m.vqvae.code_shapes(head.coded_height, head.coded_width)
     tiles = tile_grid(shapes[0][0], shapes[0][1], head.tile_size)
     if len(tiles) != len(payloads):
         raise VQCodecError(f"the file holds {len(payloads)} tiles where its geometry needs {len(tiles)}")
@@ -203,25 +205,37 @@ def short_payloads(m: CodecModel, head: Header, payloads: tuple[bytes, ...] | li
 
 @torch.no_grad()
 def compress(image: Any, model: ModelSpec = None, device: str | None = None, tile: int | None = None,
-             quality: int | str | None = None) -> bytes:
+             quality: int | str | None = None, scale: float | None = None) -> bytes:
     """Compress an image (path, bytes, open binary file, PIL image, uint8/uint16 array or ImageData)
-    to bytes. ``quality`` picks a shipped model from the quality ladder: 1 (smallest files) to N
-    (best pictures), or a ladder model's name (``vqcodec models``); ``model`` instead names any codec
-    model, or is one, or its file (default, with neither: the default model); ``device`` is where
-    to load it ("cpu" or "cuda"; default: cpu, or where the model given is); ``tile`` overrides the
-    model's tile size (in bottom-level codes)."""
-    m = _model(choose_model(model, quality), device)
+    to bytes. ``quality`` picks a rung of the shipped quality ladder: 1 (smallest files) to N (best
+    pictures), or a rung's name (``vqcodec models``); ``model`` instead names any codec model, or is
+    one, or its file (default, with neither: the default rung); ``scale`` codes the image at that
+    fraction of its size (``vqcodec.resample``; a rung sets it, default 1); ``device`` is where to
+    load the model ("cpu" or "cuda"; default: cpu, or where the model given is); ``tile`` overrides
+    the model's tile size (in bottom-level codes)."""
+    spec, rung_scale = choose_rung(model, quality)
+    if scale is not None and quality is not None:
+        raise VQCodecError("give a quality or a scale, not both (a quality sets the scale)")
+    scale = check_scale(scale) if scale is not None else rung_scale
+    m = _model(spec, device)
     tile = check_tile(tile, m.levels) if tile is not None else m.tile
     img = as_image_data(image)
     h, w, channels = img.pixels.shape
-    check_memory(w, h, decode=False)
-    x = to_model_input(img.pixels, img.bit_depth).to(m.device)
+    cw, ch = coded_size(w, h, scale)
+    check_memory(w, h, decode=False, pixels=max(w * h, cw * ch))
+    codes = image_codes(m, img.pixels, img.bit_depth, (cw, ch))
+    header = Header(m.fingerprint, w, h, channels, img.bit_depth, m.levels, tile, img.icc_profile or None,
+                    coded_size=(cw, ch) if (cw, ch) != (w, h) else None)
+    return pack(Bitstream(header, tuple(encode_tiles(m.priors, codes, tile, header.symbol_order))))
+
+
+def image_codes(m: CodecModel, pixels: np.ndarray, bit_depth: int, size: tuple[int, int]) -> list[torch.Tensor]:
+    """The code maps (bottom first) that ``compress`` makes of pixels (H, W, C), coded at
+    ``size`` = (width, height)."""
+    x = resize(to_model_input(pixels, bit_depth).to(m.device), *size)
     # every convolution split the same way, each part on one thread: the same codes whatever the thread count
     with split_convolutions(torch.get_num_threads()), one_thread():
-        codes = encode_windowed(m.vqvae, x) if h * w > WINDOW_ABOVE else m.vqvae.encode(x)
-    del x
-    header = Header(m.fingerprint, w, h, channels, img.bit_depth, m.levels, tile, img.icc_profile or None)
-    return pack(Bitstream(header, tuple(encode_tiles(m.priors, codes, tile, header.symbol_order))))
+        return encode_windowed(m.vqvae, x) if size[0] * size[1] > WINDOW_ABOVE else m.vqvae.encode(x)
 
 
 # -- decompress -----------------------------------------------------------------------------------------------
@@ -278,8 +292,6 @@ def _decode_region(m: CodecModel, head: Header, payloads: list[bytes], region: t
     the VQ-VAE decodes a strip, as wide as the window a full decode uses, across the region
     (``decode_part``)."""
     x, y, w, h = region
-    if w < 1 or h < 1 or x < 0 or y < 0 or x + w > head.width or y + h > head.height:
-        raise VQCodecError(f"region {region} is not inside the {head.width}x{head.height} image")
     cfg = m.vqvae.config
     s, b = cfg.stride, cfg.level_stride(0)
     shapes = m.vqvae.code_shapes(head.height, head.width)
@@ -337,6 +349,10 @@ def decompress_image(
     box = check_region(region) if region is not None else None
     stream = unpack(vqc_bytes(data), salvage=salvage)
     head = stream.header
+    if box is not None:
+        x, y, w, h = box
+        if w < 1 or h < 1 or x < 0 or y < 0 or x + w > head.width or y + h > head.height:
+            raise VQCodecError(f"region {box} is not inside the {head.width}x{head.height} image")
     check_decode_size(head, max_pixels)
     m = model_for(head, model, device, model_dirs)
     payloads = list(stream.tiles)
@@ -351,24 +367,32 @@ def decompress_image(
     if damaged and len(damaged) == len(payloads):
         raise VQCodecError(f"nothing can be restored: all {len(payloads)} tiles are damaged")
     damaged_tiles = tuple(sorted(damaged))
-    if box is None:
-        check_memory(head.width, head.height, decode=True)
-    else:  # a strip across the region, and the code maps (8 bytes a bottom code: half a byte a pixel)
+    if box is not None and head.coded_size is None:
+        # a strip across the region, and the code maps (8 bytes a bottom code: half a byte a pixel)
         strip = head.width * min(head.height, box[3] + 2 * DECODER_REACH)
         check_memory(head.width, head.height, decode=True, pixels=strip + head.width * head.height // 32)
-    shapes = m.vqvae.code_shapes(head.height, head.width)
-    if box is not None:
         recon = _decode_region(m, head, payloads, box, frozenset(damaged))
     else:
-        only = set(range(len(payloads))) - damaged if damaged else None
-        maps = decode_tiles(m.priors, shapes, payloads, head.tile_size, only=only, order=head.symbol_order)
-        with one_thread():  # the same pixels whatever the thread count, and those a region decode gives
-            if head.height * head.width > WINDOW_ABOVE:
-                recon = decode_windowed(m.vqvae, maps, head.height, head.width)
-            else:
-                recon = m.vqvae.decode(maps, head.height, head.width)
+        check_memory(head.width, head.height, decode=True,
+                     pixels=max(head.width * head.height, head.coded_width * head.coded_height))
+        recon = _decode_whole(m, head, payloads, damaged)
+        if box is not None:  # a resampled file: every pixel depends on the whole coded image's resize
+            x, y, w, h = box
+            recon = recon[:, :, y : y + h, x : x + w]
     pixels = from_model_output(recon.cpu(), head.channels, head.bit_depth)
     return ImageData(pixels, head.bit_depth, head.icc_profile, damaged_tiles)
+
+
+def _decode_whole(m: CodecModel, head: Header, payloads: list[bytes], damaged: set[int]) -> torch.Tensor:
+    """Pixels (1, C, H, W) of the whole image: the codes decoded at the coded size, the VQ-VAE's
+    reconstruction resized to the image's size when the file was coded at another one."""
+    cw, ch = head.coded_width, head.coded_height
+    shapes = m.vqvae.code_shapes(ch, cw)
+    only = set(range(len(payloads))) - damaged if damaged else None
+    maps = decode_tiles(m.priors, shapes, payloads, head.tile_size, only=only, order=head.symbol_order)
+    with one_thread():  # the same pixels whatever the thread count, and those a region decode gives
+        recon = decode_windowed(m.vqvae, maps, ch, cw) if ch * cw > WINDOW_ABOVE else m.vqvae.decode(maps, ch, cw)
+        return resize(recon, head.width, head.height)
 
 
 def decompress(

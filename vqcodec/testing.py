@@ -60,13 +60,16 @@ def shapes_image(index: int, height: int = 32, width: int = 40) -> np.ndarray:
 
 
 # -- code maps ------------------------------------------------------------------------------------------
-def image_codes(model: CodecModel, pixels: np.ndarray) -> list[torch.Tensor]:
-    """Code maps (bottom first, each (1, H_l, W_l)) exactly as compress computes them (written out
-    here rather than calling the codec's own conversion, so tests compare against an independent path)."""
+def image_codes(model: CodecModel, pixels: np.ndarray, size: tuple[int, int] | None = None) -> list[torch.Tensor]:
+    """Code maps (bottom first, each (1, H_l, W_l)) exactly as compress computes them, the image
+    coded at ``size`` = (width, height) if given (written out here rather than calling the codec's
+    own conversion, so tests compare against an independent path)."""
     bits = 8 if pixels.dtype == np.uint8 else 16
     x = to_tensor(pixels, bits)
     if x.shape[1] == 1:
         x = x.repeat(1, 3, 1, 1)
+    if size is not None and size != (x.shape[3], x.shape[2]):
+        x = torch.nn.functional.interpolate(x, size=(size[1], size[0]), mode="bicubic", antialias=True)
     return model.vqvae.encode(x)
 
 

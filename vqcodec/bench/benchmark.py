@@ -54,14 +54,14 @@ def parse_codecs(text: str) -> list[str]:
     return names
 
 
-def _model_specs(models: Sequence[str], model_dirs: Sequence[os.PathLike]) -> list[tuple[str, str]]:
-    """(label, spec) of the vqcodec models to run: the ones given, or the shipped quality ladder
-    (models kept only to decode old files are off the curve)."""
+def _model_specs(models: Sequence[str], model_dirs: Sequence[os.PathLike]) -> list[tuple[str, str, float]]:
+    """(label, model spec, scale) of the vqcodec points to run: the models given (each at scale 1),
+    or the rungs of the shipped quality ladder (models kept only to decode old files are off it)."""
     if models:
-        return [(Path(m).stem if Path(m).suffix else m, m) for m in dict.fromkeys(models)]
+        return [(Path(m).stem if Path(m).suffix else m, m, 1.0) for m in dict.fromkeys(models)]
     from vqcodec.zoo.registry import ladder
 
-    return [(e.name, e.name) for e in ladder()]
+    return [(r.name, r.model, r.scale) for r in ladder()]
 
 
 def benchmark(
@@ -122,9 +122,9 @@ def benchmark(
             specs = _model_specs(models, model_dirs)
             if not specs:
                 raise VQCodecError("no vqcodec model to run: none is shipped; give one with --model")
-            loaded = [(label, load_codec_model(spec, "cpu", tuple(model_dirs))) for label, spec in specs]
-            points += [vqcodec_point(m, f"model={label}") for label, m in loaded]
-            models_text = ", ".join(f"{label} ({m.fingerprint.hex()[:12]})" for label, m in loaded)
+            loaded = {spec: load_codec_model(spec, "cpu", tuple(model_dirs)) for _, spec, _ in specs}
+            points += [vqcodec_point(loaded[spec], f"model={label}", scale=scale) for label, spec, scale in specs]
+            models_text = ", ".join(f"{label} ({loaded[spec].fingerprint.hex()[:12]})" for label, spec, _ in specs)
             descriptions[name] = ("vqcodec (VQ-VAE-2, integer PixelCNN priors, range coding), one point per model: "
                                   f"{models_text}; {threads} thread(s)")
         else:

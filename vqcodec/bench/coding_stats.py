@@ -23,12 +23,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from vqcodec.codec import WINDOW_ABOVE
+from vqcodec.codec import image_codes
 from vqcodec.coding.bitstream import unpack
 from vqcodec.coding.range_coder import encode_symbols
 from vqcodec.coding.tile_codec import encode_tiles, tile_symbols
-from vqcodec.imageio import to_model_input
-from vqcodec.vqvae import LEVEL_NAMES, encode_windowed
+from vqcodec.vqvae import LEVEL_NAMES
 from vqcodec.zoo.codec_model import CodecModel
 
 
@@ -97,11 +96,13 @@ class CodingStats:
 def coding_stats(model: CodecModel, pixels: np.ndarray, data: bytes | None = None, bit_depth: int = 8,
                  tile: int | None = None) -> CodingStats:
     """The bits of each level of one image (H, W, C) as ``vqcodec.compress`` codes it; ``data``,
-    the image's ``.vqc`` file when at hand, gives the payload without coding it again."""
-    tile = unpack(data).header.tile_size if data is not None else (tile or model.tile)
+    the image's ``.vqc`` file when at hand, gives the payload without coding it again (and the size
+    the image was coded at)."""
+    head = unpack(data).header if data is not None else None
+    tile = head.tile_size if head is not None else (tile or model.tile)
     h, w = pixels.shape[:2]
-    x = to_model_input(pixels if pixels.ndim == 3 else pixels[..., None], bit_depth).to(model.device)
-    codes = encode_windowed(model.vqvae, x) if h * w > WINDOW_ABOVE else model.vqvae.encode(x)
+    size = (head.coded_width, head.coded_height) if head is not None else (w, h)
+    codes = image_codes(model, pixels if pixels.ndim == 3 else pixels[..., None], bit_depth, size)
     levels = level_bits(model.priors, codes, tile)
     payloads = unpack(data).tiles if data is not None else encode_tiles(model.priors, codes, tile)
     return CodingStats(levels, 8 * sum(len(p) for p in payloads), h * w)

@@ -294,12 +294,42 @@ def markdown_summary(curves: Sequence[Curve], coding: dict[str, CodingStats] | N
         lines += ["", f"vqcodec has one operating point per model, so its PSNR at a fixed rate is {DASH} unless "
                       "that point lies on the rate; the table below compares at its own bitrate instead."]
     if vq is not None:
+        lines += _points_table(vq, [c for c in curves if c is not vq and not c.reference])
         lines += _side_by_side(vq, [c for c in curves if c is not vq])
     if coding:
         lines += _coding_table(coding, vq)
     if notes.texts:
         lines += ["", *notes.lines()]
     return "\n".join(lines) + "\n"
+
+
+def _points_table(vq: Curve, others: Sequence[Curve]) -> list[str]:
+    """One row per vqcodec point: its figures, its PSNR and MS-SSIM (dB) margins over every other
+    measured curve at its bpp, and its mean times (the quality ladder's targets in one table)."""
+    heads = [f"PSNR − {c.label}" for c in others] + [f"MS-SSIM dB − {c.label}" for c in others]
+    lines = [
+        "", "## vqcodec's points against the others", "",
+        "Margins at each vqcodec point's bpp (vqcodec minus the other curve, interpolated linearly; positive: "
+        f"vqcodec is better; {DASH}: outside that curve). Times: mean s per image at that point.",
+        "",
+        "| point | bpp | PSNR | MS-SSIM | " + " | ".join(heads) + " | encode s | decode s |",
+        "|---|---|---|---|" + "---|" * len(heads) + "---|---|",
+    ]
+    for i, rate in enumerate(vq.bpp):
+        margins = []
+        for c in others:
+            p = c.at(rate, "psnr")
+            margins.append(_num(None if p is None else vq.psnr[i] - p, 2, True))
+        for c in others:
+            m = c.at(rate, "ms_ssim")
+            ok = m is not None and math.isfinite(m) and math.isfinite(vq.ms_ssim[i])
+            margins.append(_num(ms_ssim_db(vq.ms_ssim[i]) - ms_ssim_db(m) if ok else None, 2, True))
+        setting = vq.settings[i] if i < len(vq.settings) else f"point {i + 1}"
+        enc = vq.encoding_time[i] if i < len(vq.encoding_time) else None
+        dec = vq.decoding_time[i] if i < len(vq.decoding_time) else None
+        lines.append(f"| {setting} | {rate:.3f} | {_num(vq.psnr[i], 2)} | {_num(vq.ms_ssim[i], 4)} | "
+                     + " | ".join(margins) + f" | {_num(enc, 2)} | {_num(dec, 2)} |")
+    return lines
 
 
 def _side_by_side(vq: Curve, others: Sequence[Curve]) -> list[str]:

@@ -72,13 +72,14 @@ def classical_points(codec: ClassicalCodec) -> list[OperatingPoint]:
     return [point(q) for q in codec.qualities]
 
 
-def vqcodec_point(model: CodecModel, setting: str, with_stats: bool = True) -> OperatingPoint:
-    """The operating point of one codec model (a loaded ``CodecModel``)."""
+def vqcodec_point(model: CodecModel, setting: str, with_stats: bool = True, scale: float = 1.0) -> OperatingPoint:
+    """The operating point of one codec model (a loaded ``CodecModel``) coding images at ``scale``
+    of their size (a rung of the quality ladder)."""
     from vqcodec.bench.coding_stats import coding_stats
     from vqcodec.codec import compress, decompress
 
     return OperatingPoint(
-        "vqcodec", setting, lambda a: compress(a, model), lambda d: np.asarray(decompress(d, model)),
+        "vqcodec", setting, lambda a: compress(a, model, scale=scale), lambda d: np.asarray(decompress(d, model)),
         (lambda a, data: coding_stats(model, a, data)) if with_stats else None)
 
 

@@ -18,14 +18,16 @@ from dataclasses import dataclass
 from vqcodec.errors import VQCodecError
 
 MAGIC = b"VQC\x89"  # the non-ASCII last byte makes the file non-text and exposes 7-bit mangling
-FORMAT_VERSION = 2  # what pack writes by default
-READABLE_VERSIONS = (1, 2)  # 1: symbols in raster order; 2: each level in its prior's decoding order
+FORMAT_VERSION = 2  # what a header without a coded size is written as (readable by every vqcodec since 0.1)
+RESAMPLED_VERSION = 3  # the first version with a coded size (a file coded at another resolution)
+READABLE_VERSIONS = (1, 2, 3)  # 1: raster order; 2: each level in its prior's order; 3: 2 + coded size
 MAX_PIXELS = 1 << 30  # refuse absurd sizes before anyone allocates width * height
 MAX_SIDE = 1 << 17
 
 FINGERPRINT_SIZE = 16
 FLAG_ICC = 0x01
-_KNOWN_FLAGS = FLAG_ICC
+FLAG_RESAMPLED = 0x02  # version 3: the codes describe the image at another size (coded width, height)
+_KNOWN_FLAGS = {1: FLAG_ICC, 2: FLAG_ICC, 3: FLAG_ICC | FLAG_RESAMPLED}
 _MAX_VARINT_BYTES = 10  # enough for any value below 2**64
 _CRC = struct.Struct("<I")
 _TILE_CRC = struct.Struct("<H")
@@ -44,7 +46,17 @@ class Header:
     levels: int  # 2 or 3 code-map levels
     tile_size: int  # tile side in bottom-level codes (a power of two, 4..256)
     icc_profile: bytes | None = None
-    version: int = FORMAT_VERSION  # decides the order of the symbols in the payloads
+    version: int | None = None  # decides the order of the symbols; None: the oldest that can say it all
+    coded_size: tuple[int, int] | None = None  # (width, height) the codes were made at, if not the image's
+
+    @property
+    def coded_width(self) -> int:
+        """Width of the image the code maps describe (the decoder resamples it to ``width``)."""
+        return self.coded_size[0] if self.coded_size else self.width
+
+    @property
+    def coded_height(self) -> int:
+        return self.coded_size[1] if self.coded_size else self.height
 
     @property
     def symbol_order(self) -> str:
@@ -52,6 +64,8 @@ class Header:
         return "raster" if self.version == 1 else "fast"
 
     def __post_init__(self) -> None:
+        if self.version is None:
+            object.__setattr__(self, "version", RESAMPLED_VERSION if self.coded_size else FORMAT_VERSION)
         _validate_header(self)
 
 
@@ -108,6 +122,23 @@ def _validate_header(h: Header) -> None:
         raise VQCodecError(f"tile size must be a power of two from 4 to 256, got {h.tile_size!r}.")
     if h.icc_profile is not None and (not isinstance(h.icc_profile, bytes) or not h.icc_profile):
         raise VQCodecError("ICC profile must be non-empty bytes, or None when there is none.")
+    if h.coded_size is not None:
+        _validate_coded_size(h)
+
+
+def _validate_coded_size(h: Header) -> None:
+    if h.version < RESAMPLED_VERSION:
+        raise VQCodecError(f"a coded size needs format version {RESAMPLED_VERSION} or later, not {h.version}.")
+    if not isinstance(h.coded_size, tuple) or len(h.coded_size) != 2:
+        raise VQCodecError(f"coded size must be (width, height), got {h.coded_size!r}.")
+    cw, ch = h.coded_size
+    for name, side in (("coded width", cw), ("coded height", ch)):
+        if not _is_int(side) or not 1 <= side <= MAX_SIDE:
+            raise VQCodecError(f"{name} must be an integer from 1 to {MAX_SIDE}, got {side!r}.")
+    if cw * ch > MAX_PIXELS:
+        raise VQCodecError(f"coded size {cw}x{ch} exceeds the maximum of {MAX_PIXELS} pixels.")
+    if (cw, ch) == (h.width, h.height):  # canonical: the flag only when the sizes differ
+        raise VQCodecError("the coded size equals the image size; leave it out.")
 
 
 def _varint(value: int) -> bytes:
@@ -123,11 +154,13 @@ def _varint(value: int) -> bytes:
 def pack(stream: Bitstream) -> bytes:
     """Serialize a bitstream; the header was validated when it was built."""
     h = stream.header
-    flags = FLAG_ICC if h.icc_profile is not None else 0
+    flags = (FLAG_ICC if h.icc_profile is not None else 0) | (FLAG_RESAMPLED if h.coded_size else 0)
     head = bytearray(MAGIC)
     head += bytes((h.version, flags))
     head += h.model_fingerprint
     head += _varint(h.width) + _varint(h.height)
+    if h.coded_size:
+        head += _varint(h.coded_size[0]) + _varint(h.coded_size[1])
     head += bytes((h.channels, h.bit_depth, h.levels, _TILE_SIZES[h.tile_size]))
     head += _varint(len(stream.tiles))
     for tile in stream.tiles:
@@ -190,20 +223,22 @@ def _parse(data: bytes, salvage: bool = False) -> tuple[Header, list[int], list[
     r = _Reader(data)
     r.take(len(MAGIC), "magic bytes")
     version = r.byte("format version")
-    readable = " and ".join(map(str, READABLE_VERSIONS))
-    if version > FORMAT_VERSION:
+    readable = ", ".join(map(str, READABLE_VERSIONS[:-1])) + f" and {READABLE_VERSIONS[-1]}"
+    if version > max(READABLE_VERSIONS):
         raise VQCodecError(
             f"written by a newer vqcodec (format version {version}); this one reads versions {readable}."
         )
     if version not in READABLE_VERSIONS:
         raise VQCodecError(f"unsupported format version {version}; this one reads versions {readable}.")
 
-    # Structure first (layout depends only on the ICC flag), then the CRC, then the meaning of
-    # the fields: a flipped bit is reported as corruption rather than as a strange field value.
+    # Structure first (layout depends only on the flags), then the CRC, then the meaning of the
+    # fields: a flipped bit is reported as corruption rather than as a strange field value.
     flags = r.byte("flags")
     fingerprint = r.take(FINGERPRINT_SIZE, "model fingerprint")
     width = r.varint("width")
     height = r.varint("height")
+    resampled = version >= RESAMPLED_VERSION and flags & FLAG_RESAMPLED
+    coded = (r.varint("coded width"), r.varint("coded height")) if resampled else None
     channels = r.byte("channel count")
     bit_depth = r.byte("bit depth")
     levels = r.byte("level count")
@@ -223,13 +258,13 @@ def _parse(data: bytes, salvage: bool = False) -> tuple[Header, list[int], list[
     if zlib.crc32(data[:header_end]) != stored_crc:
         raise VQCodecError("header is corrupted (checksum mismatch).")
 
-    if flags & ~_KNOWN_FLAGS:
+    if flags & ~_KNOWN_FLAGS[version]:
         raise VQCodecError(f"header sets unknown flags 0x{flags:02x}; the file is not valid version {version}.")
     if n_tiles == 0:
         raise VQCodecError("file has no tiles.")
     if log2_tile not in _TILE_SIZES.values():
         raise VQCodecError(f"tile size 2**{log2_tile} is not a power of two from 4 to 256.")
-    header = Header(fingerprint, width, height, channels, bit_depth, levels, 1 << log2_tile, icc, version)
+    header = Header(fingerprint, width, height, channels, bit_depth, levels, 1 << log2_tile, icc, version, coded)
 
     payload_start = r.pos
     expected = payload_start + sum(lengths)

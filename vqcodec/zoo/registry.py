@@ -1,9 +1,10 @@
 """Finding codec models by name or by fingerprint: the shipped ones and the user's folders.
 
 Shipped models live in ``vqcodec/zoo/weights`` and are described by ``models.json`` there (name,
-fingerprint, one-line description, Kodak figures, and for the quality ladder its rank). The ladder
-is what ``--quality`` picks from: quality 1 is the smallest file, N the best picture; the manifest
-names the default one. A model that left the ladder stays shipped, so files it wrote still decode.
+fingerprint, one-line description, Kodak figures) with the quality ladder: its rungs, each a model
+and the scale it codes images at (``vqcodec.resample``), with their Kodak figures. The ladder is
+what ``--quality`` picks from: quality 1 is the smallest file, N the best picture; the default rung
+is the default model at scale 1. A model off the ladder stays shipped, so files it wrote still decode.
 A user adds models by putting codec-model files
 in a folder named by ``$VQCODEC_MODELS`` (several folders separated by ``os.pathsep``) or passed
 as ``--model-dir``; a model's name is its file stem. Names are looked up in the given folders
@@ -42,8 +43,22 @@ class ModelEntry:
     size: int  # bytes of the file
     description: str
     shipped: bool
-    kodak: dict | None = None  # {"bpp", "psnr", "ms_ssim"} measured on Kodak, for shipped models
-    quality: int | None = None  # rank on the shipped quality ladder (1 = smallest), None when not on it
+    kodak: dict | None = None  # {"bpp", "psnr", "ms_ssim"} measured on Kodak at scale 1, for shipped models
+
+
+@dataclass(frozen=True)
+class Rung:
+    """One point of the quality ladder: a shipped model coding images at ``scale`` times their size."""
+
+    quality: int  # 1 = smallest files
+    model: str
+    scale: float
+    kodak: dict | None = None  # {"bpp", "psnr", "ms_ssim"} measured on Kodak
+
+    @property
+    def name(self) -> str:
+        """What ``--quality`` also accepts: the model's name, with ``@scale`` unless the scale is 1."""
+        return self.model if self.scale == 1 else f"{self.model}@{self.scale:g}"
 
 
 def model_dirs(extra: Sequence[str | os.PathLike] = ()) -> list[Path]:
@@ -66,45 +81,56 @@ def default_model_name() -> str:
     return str(_manifest_file()["default"])
 
 
-def ladder() -> list[ModelEntry]:
-    """The shipped quality ladder, quality 1 (smallest files) first."""
-    entries = [e for e in list_models() if e.shipped and e.quality is not None]
-    return sorted(entries, key=lambda e: e.quality)  # type: ignore[arg-type,return-value]
+def ladder() -> list[Rung]:
+    """The shipped quality ladder, quality 1 (smallest files) first: the manifest's rungs in order."""
+    return [Rung(q, str(r["model"]), float(r["scale"]), r.get("kodak"))
+            for q, r in enumerate(_manifest_file()["ladder"], start=1)]
 
 
 def default_quality() -> int:
-    """The quality of the default model on the ladder."""
+    """The quality of the default rung: the default model at scale 1."""
     name = default_model_name()
-    return next(e.quality for e in ladder() if e.name == name)  # type: ignore[return-value]
+    return next(r.quality for r in ladder() if r.name == name)
 
 
-def choose_model(model, quality: int | str | None):
-    """What to compress with: ``model`` (any spec, None for the default), or the ladder model of
-    ``quality``; never both."""
+def rung_of(model_fingerprint: str, width: int, height: int, coded: tuple[int, int] | None) -> Rung | None:
+    """The rung a file was written at: its model's (by fingerprint) whose scale gives its coded size."""
+    from vqcodec.resample import coded_size
+
+    fingerprints = {n: e["fingerprint"] for n, e in _manifest().items()}
+    return next((r for r in ladder() if fingerprints.get(r.model) == model_fingerprint
+                 and coded_size(width, height, r.scale) == (coded or (width, height))), None)
+
+
+def choose_rung(model, quality: int | str | None) -> tuple[object, float]:
+    """What to compress with, as (model spec, scale): ``model`` (any spec, None for the default) at
+    scale 1, or the rung of ``quality``; never both."""
     if quality is None:
-        return model
+        return model, 1.0
     if model is not None:
         raise VQCodecError("give a quality or a model, not both")
-    return model_for_quality(quality)
+    rung = rung_for_quality(quality)
+    return rung.model, rung.scale
 
 
-def model_for_quality(quality: int | str) -> str:
-    """The shipped model's name for a quality: 1..N on the ladder, or a ladder model's name."""
+def rung_for_quality(quality: int | str) -> Rung:
+    """The rung of a quality: 1..N on the ladder, or a rung's name (``"default"``: the default rung)."""
     steps = ladder()
-    names = ", ".join(e.name for e in steps)
+    names = ", ".join(r.name for r in steps)
     text = str(quality).strip()
     if text.lstrip("-").isdigit():
         q = int(text)
         if not 1 <= q <= len(steps):
             raise VQCodecError(f"quality must be 1 (smallest files) to {len(steps)} (best pictures), not {q}; "
                                f"or one of the names {names}")
-        return steps[q - 1].name
+        return steps[q - 1]
     if text == DEFAULT_MODEL:
-        return default_model_name()
-    if text not in {e.name for e in steps}:
+        text = default_model_name()
+    rung = next((r for r in steps if r.name == text), None)
+    if rung is None:
         raise VQCodecError(f"unknown quality '{text}': give 1 to {len(steps)} or one of {names} "
                            "(any other model: --model)")
-    return text
+    return rung
 
 
 @functools.lru_cache(maxsize=256)
@@ -126,7 +152,7 @@ def _entry(path: Path, shipped: bool) -> ModelEntry:
         meta = _metadata(path)
         levels = int(json.loads(meta.get("config", "{}")).get("vqvae", {}).get("levels", 0))
         return ModelEntry(path.stem, path, info["fingerprint"], levels, stat.st_size, info["description"], True,
-                          info.get("kodak"), info.get("quality"))
+                          info.get("kodak"))
     fp, levels, description = _describe(str(path.resolve()), stat.st_mtime_ns, stat.st_size)
     return ModelEntry(path.stem, path, fp, levels, stat.st_size, description, shipped)
 

@@ -1,0 +1,86 @@
+"""Coding at another resolution (``vqcodec.resample``, format version 3): sizes, round trips of every
+kind of image, regions, and refusals."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import vqcodec
+from vqcodec.coding.bitstream import unpack
+from vqcodec.errors import VQCodecError
+from vqcodec.metrics import psnr
+from vqcodec.resample import check_scale, coded_size, resize
+from vqcodec.testing import smooth_image
+
+
+def test_coded_size_rounds_and_never_reaches_zero() -> None:
+    assert coded_size(768, 512, 0.5) == (384, 256)
+    assert coded_size(101, 33, 0.625) == (63, 21)
+    assert coded_size(1, 3, 0.125) == (1, 1)
+    assert coded_size(480, 320, 1.75) == (840, 560)
+
+
+@pytest.mark.parametrize("bad", [0, 0.1, 2.5, -1, float("nan"), float("inf"), "half"])
+def test_a_bad_scale_is_refused(bad) -> None:
+    with pytest.raises(VQCodecError, match="scale"):
+        check_scale(bad)
+    with pytest.raises(VQCodecError, match="scale"):
+        vqcodec.compress(smooth_image(16, 16, 1), scale=bad)
+
+
+def test_resize_keeps_a_flat_image_flat_and_is_the_identity_at_its_size() -> None:
+    x = torch.full((1, 3, 20, 30), 0.25)
+    assert torch.allclose(resize(x, 45, 7), torch.full((1, 3, 7, 45), 0.25))
+    assert resize(x, 30, 20) is x
+
+
+@pytest.mark.parametrize(("shape", "dtype"), [((40, 56, 3), np.uint8), ((40, 56), np.uint8),
+                                              ((33, 47, 3), np.uint16), ((3, 5, 3), np.uint8)])
+@pytest.mark.parametrize("scale", [0.5, 1.5])
+def test_round_trip_at_a_scale(model, shape, dtype, scale) -> None:
+    """Every kind of image comes back at its own size, depth and channels; the file records the
+    coded size (or leaves it out when rounding gives the image's own size)."""
+    img = smooth_image(shape[0], shape[1], 3, channels=shape[2] if len(shape) == 3 else 1, dtype=dtype)
+    data = vqcodec.compress(img, model, scale=scale)
+    head = unpack(data).header
+    want = coded_size(shape[1], shape[0], scale)
+    assert (head.coded_width, head.coded_height) == want
+    assert head.version == (3 if want != (shape[1], shape[0]) else 2)
+    out = vqcodec.decompress(data)
+    assert out.shape == img.shape and out.dtype == img.dtype
+    assert np.array_equal(vqcodec.decompress(data), out)
+
+
+def test_a_smaller_scale_makes_smaller_files_and_a_larger_one_better_pictures(model) -> None:
+    img = smooth_image(96, 128, 5)
+    sizes, quality = [], []
+    for scale in (0.5, 1.0, 1.5):
+        data = vqcodec.compress(img, model, scale=scale)
+        sizes.append(len(data))
+        quality.append(psnr(img, vqcodec.decompress(data)))
+    assert sizes[0] < sizes[1] < sizes[2], sizes
+    assert quality[0] < quality[2], quality
+
+
+def test_a_region_of_a_resampled_file_is_that_region_of_the_whole(model) -> None:
+    img = smooth_image(60, 90, 7)
+    data = vqcodec.compress(img, model, scale=0.75)
+    whole = vqcodec.decompress(data)
+    assert np.array_equal(vqcodec.decompress(data, region=(17, 9, 40, 31)), whole[9:40, 17:57])
+    with pytest.raises(VQCodecError, match="not inside"):
+        vqcodec.decompress(data, region=(80, 0, 20, 10))
+
+
+def test_salvage_of_a_resampled_file_keeps_the_intact_tiles(model) -> None:
+    img = smooth_image(160, 300, 9)
+    data = vqcodec.compress(img, model, scale=0.75, tile=8)
+    tiles = unpack(data).tiles
+    assert len(tiles) > 1
+    at = len(data) - sum(map(len, tiles)) + len(tiles[0]) // 2  # the middle of tile 0's payload
+    damaged = data[:at] + bytes([data[at] ^ 0x10]) + data[at + 1 :]
+    with pytest.raises(VQCodecError, match="corrupted"):
+        vqcodec.decompress(damaged)
+    image = vqcodec.decompress_image(damaged, salvage=True)
+    assert image.damaged_tiles == (0,) and image.pixels.shape == (160, 300, 3)
