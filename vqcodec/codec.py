@@ -147,14 +147,14 @@ def memory_needed(pixels: int, decode: bool) -> int:
     return FIXED_BYTES + per_pixel * pixels + VQVAE_BYTES_PER_PIXEL[decode] * at_once
 
 
-def check_memory(width: int, height: int, decode: bool, pixels: int | None = None) -> None:
+def check_memory(width: int, height: int, decode: bool, pixels: int | None = None, region: bool = False) -> None:
     """Refuse, before the work starts, an image that cannot fit in the memory available, rather than
-    be killed by the kernel half-way. ``pixels`` (default: all of them) is what a region decode
-    touches."""
+    be killed by the kernel half-way. ``pixels`` (default: all of them) is what the work touches: a
+    region decode's strip, or the larger of the image and its coded size."""
     avail = available_memory()
     need = memory_needed(width * height if pixels is None else pixels, decode)
     if avail is not None and need > avail:
-        what = ("decoding a region of" if pixels is not None else "decoding") if decode else "compressing"
+        what = ("decoding a region of" if region else "decoding") if decode else "compressing"
         raise VQCodecError(
             f"{what} a {width}x{height} image needs about {need / 2**30:.1f} GiB of memory, but only "
             f"{avail / 2**30:.1f} GiB is available; free some memory or use a smaller image"
@@ -370,7 +370,7 @@ def decompress_image(
     if box is not None and head.coded_size is None:
         # a strip across the region, and the code maps (8 bytes a bottom code: half a byte a pixel)
         strip = head.width * min(head.height, box[3] + 2 * DECODER_REACH)
-        check_memory(head.width, head.height, decode=True, pixels=strip + head.width * head.height // 32)
+        check_memory(head.width, head.height, decode=True, pixels=strip + head.width * head.height // 32, region=True)
         recon = _decode_region(m, head, payloads, box, frozenset(damaged))
     else:
         check_memory(head.width, head.height, decode=True,

@@ -17,11 +17,12 @@ the same pixels whatever the thread count.
 from __future__ import annotations
 
 import math
-
-import torch
-import torch.nn.functional as F
+from typing import TYPE_CHECKING
 
 from vqcodec.errors import VQCodecError
+
+if TYPE_CHECKING:
+    import torch
 
 MIN_SCALE, MAX_SCALE = 0.125, 2.0
 
@@ -44,6 +45,8 @@ def coded_size(width: int, height: int, scale: float) -> tuple[int, int]:
 
 def resize(x: torch.Tensor, width: int, height: int) -> torch.Tensor:
     """A float image batch (N, C, H, W) resized to ``height`` x ``width`` (antialiased bicubic)."""
+    import torch.nn.functional as F  # here, so the sizes above serve `vqcodec info` without torch
+
     if x.shape[-2:] == (height, width):
         return x
     return F.interpolate(x, size=(height, width), mode="bicubic", antialias=True, align_corners=False)
