@@ -12,6 +12,7 @@ import torch
 from vqcodec.codec import compress, decompress
 from vqcodec.coding.bitstream import Bitstream, pack, unpack
 from vqcodec.coding.tile_codec import decode_tiles, encode_tiles
+from vqcodec.coding.tiles import tile_grid
 from vqcodec.errors import VQCodecError
 from vqcodec.imageio import read_image, to_model_input
 from vqcodec.priors.int_pixelcnn import IntPixelCNN
@@ -124,3 +125,75 @@ def test_sampling_gives_the_same_codes_in_every_order() -> None:
     raster = sample_codes(m, 3, 8, 12, label=1, seed=4, order="raster")
     naive = naive_sample_codes(m, 3, 8, 12, label=1, seed=4)
     assert all(torch.equal(a, b) and torch.equal(a, c) for a, b, c in zip(fast, raster, naive))
+
+
+@pytest.mark.parametrize("cfg", [
+    dict(layers=3, cond_levels=1, num_classes=2),
+    dict(layers=2, attention_every=1, cond_levels=1),
+    dict(layers=4, v_rows=3, v_cols=5, h_cols=2),
+])
+def test_maps_of_several_extents_step_as_if_each_were_alone(cfg) -> None:
+    """A batch padded to one frame (tiles cut by the image's edge ride with whole tiles) gives every
+    map, inside its extent, exactly the probabilities of the parallel pass on that map alone, even
+    with random codes recorded outside it."""
+    net, codes, cond, label = random_int_prior(len(cfg) + 7, **cfg)
+    extents = torch.tensor([[9, 13], [6, 13], [9, 5]])
+    alone = []
+    for b, (eh, ew) in enumerate(extents.tolist()):
+        part = [cond[0][b : b + 1, : -(-eh // 2), : -(-ew // 2)]] if cond else None
+        lab = label[b : b + 1] if label is not None else None
+        alone.append(net.parallel_probs(codes[b : b + 1, :eh, :ew], part, lab)[0])
+    stepper = net.stepper(3, 9, 13, cond, label, extents=extents)
+    noise = torch.randint(0, 16, codes.shape, generator=torch.Generator().manual_seed(1))
+    bad = []
+    for step, positions in enumerate(stepper.order):
+        probs, record = stepper.probs(step), codes[:, positions[:, 0], positions[:, 1]].clone()
+        for b, (eh, ew) in enumerate(extents.tolist()):
+            for p, (r, c) in enumerate(positions.tolist()):
+                if r < eh and c < ew:
+                    bad += [] if torch.equal(probs[b, p], alone[b][r, c]) else [(step, b, r, c)]
+                else:
+                    record[b, p] = noise[b, r, c]
+        stepper.record(step, record)
+    assert bad == []
+
+
+def test_edge_tiles_decode_in_the_batch_of_whole_tiles(monkeypatch) -> None:
+    """Tiles of 4 shapes decode in one batch, to the codes the encoder wrote."""
+    import vqcodec.coding.tile_codec as tile_codec
+
+    m = tiny_codec_model(levels=2, tile=8)
+    pixels = smooth_image(56, 88, 3)  # 14 x 22 bottom codes: 8x8, 8x6, 6x8 and 6x6 tiles
+    codes = m.vqvae.encode(to_model_input(pixels, 8))
+    payloads = encode_tiles(m.priors, codes, 8)
+    calls = []
+    real = tile_codec.generate
+    monkeypatch.setattr(tile_codec, "generate", lambda *a, **k: calls.append(k["extents"]) or real(*a, **k))
+    decoded = decode_tiles(m.priors, [tuple(c.shape[1:]) for c in codes], payloads, 8)
+    assert all(torch.equal(a, b) for a, b in zip(decoded, codes))
+    assert len(calls) == 1 and len(torch.unique(calls[0][0], dim=0)) == 4
+
+
+def test_batches_decoded_in_worker_processes_give_the_same_codes(monkeypatch) -> None:
+    """With two threads the batches go to two forked processes: the same codes as one process,
+    and a damaged tile still gives one clean VQCodecError."""
+    import vqcodec.coding.tile_codec as tile_codec
+
+    monkeypatch.setattr(tile_codec, "BATCH_TILES", 2)
+    m = tiny_codec_model(levels=2, tile=8)
+    codes = m.vqvae.encode(to_model_input(smooth_image(56, 88, 4), 8))
+    shapes = [tuple(c.shape[1:]) for c in codes]
+    payloads = encode_tiles(m.priors, codes, 8)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert tile_codec._workers(torch.device("cpu")) == 2
+        assert len(tile_codec._decode_batches(tile_grid(*shapes[0], 8), None, 2)) == 4  # 6 tiles: 3 batches, made even
+        decoded = decode_tiles(m.priors, shapes, payloads, 8)
+        assert all(torch.equal(a, b) for a, b in zip(decoded, codes))
+        bad = list(payloads)
+        bad[4] = b"\xff" * 3  # not whole 32-bit words: the worker refuses it
+        with pytest.raises(VQCodecError, match="whole number of 32-bit words"):
+            decode_tiles(m.priors, shapes, bad, 8)
+    finally:
+        torch.set_num_threads(before)

@@ -100,7 +100,7 @@ def _inverse_cdf(uniforms: list[torch.Tensor]) -> Pick:
     """Choose each code by ``draw`` with its own uniform number (uniforms by level, (B, H_l, W_l)),
     so the codes do not depend on the decoding order."""
 
-    def pick(level: int, probs: torch.Tensor, positions: np.ndarray) -> torch.Tensor:
+    def pick(level: int, probs: torch.Tensor, positions: np.ndarray, inside=None) -> torch.Tensor:
         u = uniforms[level][:, torch.from_numpy(positions[:, 0]), torch.from_numpy(positions[:, 1])]
         return draw(probs.reshape(-1, probs.shape[-1]), u.reshape(-1)).reshape(u.shape)
 

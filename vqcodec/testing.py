@@ -193,7 +193,9 @@ class RecomputingPrior:
         return self.net.decode_order(*args, **kwargs)
 
     def stepper(self, batch, height, width, cond=None, label=None, temperature=1.0,
-                order="fast") -> _RecomputingStepper:
+                order="fast", extents=None) -> _RecomputingStepper:
+        if extents is not None:
+            raise ValueError("the recomputing stepper runs maps of one size only")
         return _RecomputingStepper(self.net, batch, height, width, cond, label, temperature, order)
 
     def state(self) -> dict[str, torch.Tensor]:

@@ -42,13 +42,15 @@ class TileDecoders:
             words = np.frombuffer(data, dtype="<u4").astype(np.uint32)
             self.decoders.append(constriction.stream.queue.RangeDecoder(words))
 
-    def decode(self, probs: torch.Tensor) -> torch.Tensor:
-        """Decode one symbol per tile; ``probs`` is (tiles, K)."""
+    def decode(self, probs: torch.Tensor, inside: np.ndarray | None = None) -> torch.Tensor:
+        """Decode one symbol per tile; ``probs`` is (tiles, K). With ``inside`` (tiles,) bool, only
+        the tiles where it is true read a symbol (the others have no code there: 0)."""
         rows = _rows(probs)
-        out = np.empty(len(self.decoders), dtype=np.int64)
+        out = np.zeros(len(self.decoders), dtype=np.int64)
         try:
             for i, dec in enumerate(self.decoders):
-                out[i] = dec.decode(FAMILY, rows[i : i + 1])[0]
+                if inside is None or inside[i]:
+                    out[i] = dec.decode(FAMILY, rows[i : i + 1])[0]
         except (ValueError, KeyError, RuntimeError, AssertionError, OverflowError) as err:
             # constriction reports invalid compressed data with an AssertionError, among others
             raise VQCodecError(f"range decoding failed (corrupted file?): {err}") from None

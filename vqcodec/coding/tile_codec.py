@@ -5,11 +5,14 @@ each level's symbols in its prior's decoding order (``order``: "raster", as form
 wrote them, or "fast", the wavefront where a prior allows it) -- the order in which
 ``priors.autoregress.generate`` decodes them. The encoder computes every probability in one
 parallel pass per level; the decoder recomputes them step by step, and the integer priors
-guarantee both give the same numbers.
+guarantee both give the same numbers. The decoder runs up to ``BATCH_TILES`` tiles of any shapes
+as one batch, and its batches in as many forked processes as it has cores.
 """
 
 from __future__ import annotations
 
+import multiprocessing
+import warnings
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -27,13 +30,52 @@ BATCH_TILES = 32  # tiles decoded together: big enough to amortise each step, sm
 ENCODE_BATCH_TILES = 8  # tiles the encoder's parallel pass holds at once (its cost hardly depends on it)
 
 
-def _batches(tiles: list[Tile], only: set[int] | None = None, size: int = BATCH_TILES) -> list[list[int]]:
+def _batches(tiles: list[Tile], size: int) -> list[list[int]]:
     """Tile indices in batches of one shape and at most ``size`` (memory stays bounded at any size)."""
     out = []
     for idx in shape_groups(tiles):
-        idx = [k for k in idx if only is None or k in only]
         out += [idx[s : s + size] for s in range(0, len(idx), size)]
     return out
+
+
+def _decode_batches(tiles: list[Tile], only: set[int] | None = None, workers: int = 1) -> list[list[int]]:
+    """Tile indices in as few batches of at most ``BATCH_TILES`` as there can be, and a multiple of
+    ``workers`` where there are enough tiles, of even sizes: tiles of a shape stay together, and the
+    tiles cut by the map's edges ride along with the full ones (the stepper pads them), so an image
+    of any size takes about as many sequential steps as one of whole tiles."""
+    idx = [k for group in shape_groups(tiles) for k in group if only is None or k in only]
+    count = -(-len(idx) // BATCH_TILES)
+    count = min(len(idx), -(-count // workers) * workers)
+    bounds = [round(i * len(idx) / count) for i in range(count + 1)] if count else [0]
+    return [idx[a:b] for a, b in zip(bounds, bounds[1:])]
+
+
+_JOB: dict = {}  # what forked decoding workers inherit: priors, payloads, tiles, order
+
+
+def _workers(device: torch.device) -> int:
+    """Processes to decode batches of tiles in: as many as torch has threads (the caller's budget
+    of cores, ``vqcodec.threads``). A step is many tiny operations, so threads of one process only
+    wait on each other (measured 1.6x slower); forked processes each run a batch on one core. One
+    where fork is missing, on a GPU, or in a daemonic process (which may not have children)."""
+    if (device.type != "cpu" or "fork" not in multiprocessing.get_all_start_methods()
+            or multiprocessing.current_process().daemon):
+        return 1
+    return torch.get_num_threads()
+
+
+def _decode_batch(idx: list[int]) -> list[np.ndarray]:
+    """The code maps (by level, (len(idx), h, w)) of one batch of tiles, all shapes together."""
+    priors, payloads, tiles, order = _JOB["priors"], _JOB["payloads"], _JOB["tiles"], _JOB["order"]
+    with one_thread():
+        decoders = TileDecoders([payloads[k] for k in idx])
+        extents = [torch.tensor([[tiles[k].height >> lv, tiles[k].width >> lv] for k in idx])
+                   for lv in range(len(priors))]
+        frame = [(int(e[:, 0].max()), int(e[:, 1].max())) for e in extents]
+        mixed = any(bool((e != e[0]).any()) for e in extents)
+        decoded = generate(priors, frame, len(idx), _from_stream(decoders), order=order,
+                           extents=extents if mixed else None)
+    return [d.cpu().numpy() for d in decoded]
 
 
 def _windows(maps: Sequence[torch.Tensor], tiles: list[Tile], idx: list[int]) -> list[torch.Tensor]:
@@ -49,7 +91,7 @@ def tile_symbols(
     probability rows (N, K) in decoding order), one batch of tiles at a time, so the probability
     rows of only one batch are ever held (they are 4 KB per code)."""
     tiles = tile_grid(codes[0].shape[1], codes[0].shape[2], tile)
-    for idx in _batches(tiles, size=ENCODE_BATCH_TILES):
+    for idx in _batches(tiles, ENCODE_BATCH_TILES):
         batch = _windows(codes, tiles, idx)
         parts: list[list] = [[] for _ in idx]
         for level in reversed(range(len(priors))):
@@ -73,10 +115,11 @@ def encode_tiles(
 
 def _from_stream(decoders: TileDecoders) -> Pick:
     """Choose each code as the range decoder reads it under the prior's probabilities."""
-    def pick(level: int, probs: torch.Tensor, positions: np.ndarray) -> torch.Tensor:
+    def pick(level: int, probs: torch.Tensor, positions: np.ndarray, inside: np.ndarray | None) -> torch.Tensor:
         if probs.shape[-1] == 1:  # an uncoded level (priors.uncoded): nothing was written
             return torch.zeros(probs.shape[:2], dtype=torch.long)
-        return torch.stack([decoders.decode(probs[:, p]) for p in range(probs.shape[1])], 1)
+        return torch.stack([decoders.decode(probs[:, p], None if inside is None else inside[:, p])
+                            for p in range(probs.shape[1])], 1)
 
     return pick
 
@@ -86,19 +129,30 @@ def decode_tiles(
     priors: Sequence[IntegerPrior], shapes: Sequence[tuple[int, int]], payloads: Sequence[bytes], tile: int,
     only: set[int] | None = None, order: str = "fast",
 ) -> list[torch.Tensor]:
-    """Code maps (each (1, H_l, W_l)) from tile payloads: all tiles of a shape decode together.
-    With ``only``, just those tiles are decoded (the rest of the maps stay 0)."""
+    """Code maps (each (1, H_l, W_l)) from tile payloads, up to ``BATCH_TILES`` tiles of any shapes
+    decoding together. With ``only``, just those tiles are decoded (the rest of the maps stay 0)."""
     tiles = tile_grid(shapes[0][0], shapes[0][1], tile)
     if len(tiles) != len(payloads):
         raise VQCodecError(f"the file holds {len(payloads)} tiles where its geometry needs {len(tiles)}")
     maps = [torch.zeros((1, *s), dtype=torch.long, device=priors[0].device) for s in shapes]
-    with one_thread():
-        for idx in _batches(tiles, only):
-            decoders = TileDecoders([payloads[k] for k in idx])
-            first = tiles[idx[0]]
-            sizes = [(first.height >> lv, first.width >> lv) for lv in range(len(priors))]
-            decoded = generate(priors, sizes, len(idx), _from_stream(decoders), order=order)
-            for lv, batch in enumerate(decoded):
-                for j, k in enumerate(idx):
-                    maps[lv][0][tiles[k].window(lv)] = batch[j]
+    workers = _workers(priors[0].device)
+    batches = _decode_batches(tiles, only, workers)
+    _JOB.update(priors=priors, payloads=payloads, tiles=tiles, order=order)
+    try:
+        if workers > 1 and len(batches) > 1:
+            with warnings.catch_warnings():  # Python >= 3.12 warns of fork with threads; ours idle
+                warnings.filterwarnings("ignore", "This process .* is multi-threaded", DeprecationWarning)
+                pool = multiprocessing.get_context("fork").Pool(min(workers, len(batches)))
+            with pool:
+                results = pool.map(_decode_batch, batches, chunksize=1)
+        else:
+            results = [_decode_batch(idx) for idx in batches]
+    finally:
+        _JOB.clear()
+    for idx, decoded in zip(batches, results):
+        for lv, batch in enumerate(decoded):
+            for j, k in enumerate(idx):
+                window = tiles[k].window(lv)
+                h, w = window[0].stop - window[0].start, window[1].stop - window[1].start
+                maps[lv][0][window] = torch.from_numpy(batch[j][:h, :w]).to(maps[lv].device)
     return maps

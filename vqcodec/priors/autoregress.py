@@ -15,8 +15,9 @@ import torch
 
 from vqcodec.priors.contract import IntegerPrior
 
-# (level, probabilities (B, P, K), positions (P, 2) of (row, column)) -> chosen codes (B, P)
-Pick = Callable[[int, torch.Tensor, np.ndarray], torch.Tensor]
+# (level, probabilities (B, P, K), positions (P, 2) of (row, column), inside (B, P) bool or None:
+# whether each position lies inside its map's extent) -> chosen codes (B, P); 0 outside is fine
+Pick = Callable[[int, torch.Tensor, np.ndarray, "np.ndarray | None"], torch.Tensor]
 
 
 def levels_above(maps: Sequence[torch.Tensor], level: int) -> list[torch.Tensor] | None:
@@ -32,18 +33,28 @@ def generate(
     labels: Sequence[torch.Tensor | None] | None = None,
     temperature: float = 1.0,
     order: str = "fast",
+    extents: Sequence[torch.Tensor] | None = None,
 ) -> list[torch.Tensor]:
     """Code maps (bottom first, each (batch, H_l, W_l) int64) chosen step by step along each prior's
-    decoding ``order``: the top level first, each lower level conditioned on all levels above."""
+    decoding ``order``: the top level first, each lower level conditioned on all levels above.
+    With ``extents`` (by level, (batch, 2) rows and columns), map b of level l is the top-left
+    ``extents[l][b]`` of its padded map: maps of several sizes go through the same steps, and
+    the codes outside a map's extent are 0."""
     device = priors[0].device
     maps = [torch.zeros((batch, *s), dtype=torch.long, device=device) for s in shapes]
     for level in reversed(range(len(priors))):
         h, w = shapes[level]
         label = labels[level] if labels is not None else None
-        stepper = priors[level].stepper(batch, h, w, levels_above(maps, level), label, temperature, order)
+        ext = extents[level] if extents is not None else None
+        inside = None if ext is None else ((np.arange(h)[:, None, None] < ext[:, 0].numpy())
+                                           & (np.arange(w)[None, :, None] < ext[:, 1].numpy()))
+        stepper = priors[level].stepper(batch, h, w, levels_above(maps, level), label, temperature, order, ext)
         out = maps[level]
         for step, positions in enumerate(stepper.order):
-            codes = pick(level, stepper.probs(step), positions).to(device)
+            here = None if inside is None else inside[positions[:, 0], positions[:, 1]].T  # (B, P)
+            codes = pick(level, stepper.probs(step), positions, here).to(device)
+            if here is not None:
+                codes = codes * torch.from_numpy(here).to(device)
             stepper.record(step, codes)
             out[:, torch.from_numpy(positions[:, 0]), torch.from_numpy(positions[:, 1])] = codes
     return maps

@@ -9,7 +9,10 @@ and decoder must compute bit-identical probabilities:
   time; "fast": as many at once as the architecture's context allows), and the encoder writes the
   symbols in that order;
 * ``stepper`` walks those steps with cached state (the decoder and the sampler), and must give
-  exactly the same integers as ``parallel_probs``;
+  exactly the same integers as ``parallel_probs``. With ``extents`` it walks a batch of maps of
+  several sizes padded to one: map b is ``extents[b]`` (rows, columns), and at its positions the
+  stepper gives exactly the probabilities of ``parallel_probs`` on that map alone, whatever
+  codes are recorded outside it (so tiles of every shape decode in one batch);
 * ``state`` is the tensors that go into a model file.
 """
 
@@ -53,6 +56,7 @@ class IntegerPrior(Protocol):
     def stepper(
         self, batch: int, height: int, width: int, cond: list[torch.Tensor] | None = None,
         label: torch.Tensor | None = None, temperature: float = 1.0, order: str = "fast",
+        extents: torch.Tensor | None = None,
     ) -> PriorStepper: ...
 
     def state(self) -> dict[str, torch.Tensor]: ...

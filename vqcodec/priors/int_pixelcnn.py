@@ -65,15 +65,19 @@ def requant(acc: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
     return acc.mul_(m).round_().clamp_(-Q, Q)
 
 
-def _conv(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+def _conv(
+    x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, w_rows: torch.Tensor | None = None
+) -> torch.Tensor:
     """Integer convolution (no padding) as im2col + float64 matmul: exact, and no FFT or Winograd
-    algorithm can be picked behind our back."""
+    algorithm can be picked behind our back. ``w_rows`` is ``w`` as a (K, Cout) matrix, if at hand."""
     bsz, cin, hh, ww = x.shape
     cout, _, kh, kw = w.shape
     oh, ow = hh - kh + 1, ww - kw + 1
     w2 = w.reshape(cout, -1)
-    if oh == ow == 1:  # one output position (the decoder's steps): one plain GEMM
-        out = (x.reshape(bsz, -1) @ w2.t()).reshape(bsz, cout, 1, 1)
+    if oh == ow == 1:  # one output position (the decoder's steps): one plain GEMM, bias included
+        w_rows = w2.t() if w_rows is None else w_rows
+        out = x.reshape(bsz, -1) @ w_rows if b is None else torch.addmm(b, x.reshape(bsz, -1), w_rows)
+        return out.reshape(bsz, cout, 1, 1)
     else:  # (Cout, K) @ (B, K, L): no transposed copies, the result is already NCHW
         cols = x.reshape(bsz, cin, hh * ww) if kh == kw == 1 else F.unfold(x, (kh, kw))
         out = torch.matmul(w2, cols).reshape(bsz, cout, oh, ow)
@@ -88,6 +92,14 @@ class IntPixelCNN:
         self.config = config
         self.t = {k: v.to(device=device, dtype=torch.float64) for k, v in tensors.items()}
         self.device = torch.device(device)
+        # derived once, for speed (the same integers): weights as (K, Cout) GEMM operands, and the
+        # gate's two tables end to end, so one lookup serves both halves of a gate
+        self.w_rows = {k[:-2]: v.reshape(v.shape[0], -1).t().contiguous() for k, v in self.t.items()
+                       if k.endswith(".w")}
+        self.gate_lut = torch.cat([self.t["lut.tanh"], self.t["lut.sigmoid"]])
+        c, span = config.channels, 2 * GATE_RANGE + 1
+        self.gate_offset = torch.tensor([GATE_RANGE] * c + [GATE_RANGE + span] * c, dtype=torch.float64,
+                                        device=self.device)[None, :, None, None]
 
     # -- building from a float model ---------------------------------------------------------
     @classmethod
@@ -103,14 +115,13 @@ class IntPixelCNN:
     # -- primitives ----------------------------------------------------------------------------
     def linear(self, name: str, x: torch.Tensor) -> torch.Tensor:
         """Convolution ``name`` on an integer window, requantized to its target scale."""
-        return requant(_conv(x, self.t[f"{name}.w"], self.t[f"{name}.b"]), self.t[f"{name}.m"])
+        return requant(_conv(x, self.t[f"{name}.w"], self.t[f"{name}.b"], self.w_rows[name]), self.t[f"{name}.m"])
 
     def gate(self, pre: torch.Tensor) -> torch.Tensor:
-        a, b = pre.chunk(2, dim=1)
-        ia = torch.clamp(a, -GATE_RANGE, GATE_RANGE).long() + GATE_RANGE
-        ib = torch.clamp(b, -GATE_RANGE, GATE_RANGE).long() + GATE_RANGE
-        prod = self.t["lut.tanh"][ia] * self.t["lut.sigmoid"][ib]
-        return torch.round(prod * 2.0**-GATED_FRAC)
+        """tanh(first half) * sigmoid(second half), both from the tables, in units of 2**-GATED_FRAC."""
+        index = torch.clamp(pre, -GATE_RANGE, GATE_RANGE).add_(self.gate_offset).long()
+        a, b = torch.take(self.gate_lut, index).chunk(2, dim=1)
+        return a.mul(b).mul_(2.0**-GATED_FRAC).round_()
 
     def embed(self, codes: torch.Tensor) -> torch.Tensor:
         return self.t["embed"][codes].permute(0, 3, 1, 2)
@@ -151,7 +162,7 @@ class IntPixelCNN:
         for j in range(self.config.out_blocks):
             a = self.linear(f"out.{j}.a", torch.relu(h))
             h = torch.clamp(h + self.linear(f"out.{j}.b", torch.relu(a)), -Q, Q)
-        acc = _conv(torch.relu(h), self.t["logits.w"], self.t["logits.b"])
+        acc = _conv(torch.relu(h), self.t["logits.w"], self.t["logits.b"], self.w_rows["logits"])
         m = self.t["logits.m"] if temperature == 1.0 else self.t["logits.m"] / temperature
         return torch.round(acc * m)
 
@@ -182,10 +193,13 @@ class IntPixelCNN:
                     cv, ch = maps[..., : 2 * c], maps[..., 2 * c :]
                 else:
                     cv, ch = maps.split(2 * c, dim=1)
-            lb = self.label_bias(label, i)
-            lv, lh = (lb[:, : 2 * c], lb[:, 2 * c :]) if torch.is_tensor(lb) else (0.0, 0.0)
-            out.append((cv, ch, lv, lh))
+            out.append((cv, ch, *self.label_biases(label, i)))
         return out
+
+    def label_biases(self, label: torch.Tensor | None, layer: int) -> tuple:
+        """(label_v, label_h) of ``layer``: (B, 2C, 1, 1) each, or zeros without a label."""
+        lb, c2 = self.label_bias(label, layer), 2 * self.config.channels
+        return (lb[:, :c2], lb[:, c2:]) if torch.is_tensor(lb) else (0.0, 0.0)
 
     def cond_features(self, cond: list[torch.Tensor], out_size: tuple[int, int]) -> torch.Tensor:
         size = cond[0].shape[-2:]
@@ -270,13 +284,15 @@ class IntPixelCNN:
     def stepper(
         self, batch: int, height: int, width: int, cond: list[torch.Tensor] | None = None,
         label: torch.Tensor | None = None, temperature: float = 1.0, order: str = "fast",
+        extents: torch.Tensor | None = None,
     ) -> WavefrontStepper:
         """A stepper over ``batch`` maps of ``height`` x ``width`` codes along ``decode_order``
-        (raster order is the wavefront whose reach spans the whole row)."""
+        (raster order is the wavefront whose reach spans the whole row); ``extents`` (B, 2) makes
+        map b a map of ``extents[b]`` rows and columns padded to that size (``contract``)."""
         if order not in ("fast", "raster"):
             raise ValueError(f"unknown decoding order {order!r}")
         reach = self.reach if order == "fast" and self.reach is not None else max(width - 1, 0)
-        return WavefrontStepper(self, batch, height, width, cond, label, temperature, reach)
+        return WavefrontStepper(self, batch, height, width, cond, label, temperature, reach, extents)
 
 
 @functools.lru_cache(maxsize=16)

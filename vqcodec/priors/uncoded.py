@@ -83,8 +83,8 @@ class IntUncoded:
         return _Stepper(0, height, width, self.device).order
 
     def stepper(self, batch: int, height: int, width: int, cond=None, label=None, temperature: float = 1.0,
-                order: str = "fast") -> _Stepper:
-        return _Stepper(batch, height, width, self.device)
+                order: str = "fast", extents=None) -> _Stepper:
+        return _Stepper(batch, height, width, self.device)  # code 0 everywhere, whatever the extents
 
     def state(self) -> dict[str, torch.Tensor]:
         return {}

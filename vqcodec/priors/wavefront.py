@@ -147,6 +147,35 @@ def _at(bias, index: torch.Tensor):
     return bias.index_select(0, index).reshape(-1, bias.shape[-1], 1, 1)
 
 
+def _valid_positions(extents: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """(H*W, B) float64: 1 where position (r, c) lies inside map b's extent (rows, columns) =
+    ``extents[b]``, else 0."""
+    rows = torch.arange(height)[:, None, None] < extents[None, None, :, 0].cpu()
+    cols = torch.arange(width)[None, :, None] < extents[None, None, :, 1].cpu()
+    return (rows & cols).reshape(height * width, -1).to(torch.float64)
+
+
+def _biases_by_extent(
+    net: IntPixelCNN, cond: list[torch.Tensor], label: torch.Tensor | None, height: int, width: int,
+    extents: torch.Tensor,
+) -> list:
+    """``net.condition`` (position-major) for a batch of maps of several extents, each computed on its
+    own extent -- the conditioning stack's convolutions see that map's edge, as the encoder's
+    parallel pass on the map alone does -- and zero beyond it."""
+    c2, layers = 2 * net.config.channels, net.config.layers
+    out = [torch.zeros(height, width, len(extents), 2 * c2, dtype=torch.float64, device=net.device)
+           for _ in range(layers)]
+    for ext in torch.unique(extents.cpu(), dim=0).tolist():
+        idx = torch.nonzero((extents.cpu() == torch.tensor(ext)).all(1)).flatten()
+        eh, ew = ext
+        # the level i above is 2**(i + 1) times coarser (``IntPixelCNN.cond_features``)
+        part = [m[idx.to(m.device), : -(-eh >> i + 1), : -(-ew >> i + 1)] for i, m in enumerate(cond)]
+        for maps, (cv, ch, _, _) in zip(out, net.condition(part, None, (eh, ew))):
+            maps[:eh, :ew, idx.to(maps.device)] = torch.cat([cv, ch], 1).permute(2, 3, 0, 1)
+    return [(m[..., :c2].reshape(height * width, -1, c2), m[..., c2:].reshape(height * width, -1, c2),
+             *net.label_biases(label, i)) for i, m in enumerate(out)]
+
+
 class WavefrontStepper:
     """Decodes an ``IntPixelCNN`` along the wavefront of ``reach``, caching the vertical and
     horizontal stacks (and attention keys and values); what each step computes is planned once per
@@ -165,7 +194,7 @@ class WavefrontStepper:
 
     def __init__(
         self, net: IntPixelCNN, batch: int, height: int, width: int, cond: list[torch.Tensor] | None,
-        label: torch.Tensor | None, temperature: float, reach: int,
+        label: torch.Tensor | None, temperature: float, reach: int, extents: torch.Tensor | None = None,
     ) -> None:
         cfg = self.cfg = net.config
         if cfg.attention_every and reach < width - 1:
@@ -176,7 +205,11 @@ class WavefrontStepper:
         dev, c, pad = net.device, cfg.channels, cfg.v_cols // 2
         cond = [x.to(dev) for x in cond] if cond else None
         label = label.to(dev) if label is not None else None
-        self.biases = net.condition(cond, label, (height, width), position_major=True)
+        self.valid = None if extents is None else _valid_positions(extents, height, width).to(dev)
+        if extents is None or not cfg.cond_levels:
+            self.biases = net.condition(cond, label, (height, width), position_major=True)
+        else:
+            self.biases = _biases_by_extent(net, cond, label, height, width, extents)
 
         def zeros(positions: int, ch: int) -> torch.Tensor:
             return torch.zeros(positions, batch, ch, dtype=torch.float64, device=dev)
@@ -188,9 +221,16 @@ class WavefrontStepper:
         self.kv = {i: (torch.zeros(batch, cfg.heads, height * width, d, dtype=torch.float64, device=dev),
                        torch.zeros(batch, cfg.heads, height * width, d, dtype=torch.float64, device=dev))
                    for i in range(cfg.layers) if cfg.attention_after(i)}
+        # attention never sees a position outside its map's extent: (B, 1, 1, H*W), True = hidden
+        self.hidden = None if self.valid is None else (self.valid.t() == 0)[:, None, None, :]
         if dev.type != "cpu":
             self.plan = [_Step(**{f.name: _to(getattr(s, f.name), dev) for f in dataclasses.fields(s)})
                          for s in self.plan]
+
+    def _inside(self, x: torch.Tensor, at: torch.Tensor) -> torch.Tensor:
+        """Rows (P, B, C) of the map positions ``at`` (flat in H x W), zero where a position lies
+        outside its map's extent: there a smaller map has its zero padding."""
+        return x if self.valid is None else x * self.valid.index_select(0, at)[:, :, None]
 
     def _label(self, bias, n: int):
         """A label bias (B, C, 1, 1) for n positions' rows (n * B, C, 1, 1)."""
@@ -207,8 +247,8 @@ class WavefrontStepper:
             conv = net.linear(f"layers.{i}.v_conv", window)  # (n * B, 2C, 1, 1)
             self.v_conv[i].index_copy_(0, step.v_conv_at[i], conv.view(n, self.batch, -1))
             cv, _, lv, _ = self.biases[i]
-            gated = net.gate(conv + _at(cv, step.v_conv_at[i]) + self._label(lv, n))
-            self.v[i + 1].index_copy_(0, step.v_out[i], gated.view(n, self.batch, -1))
+            gated = net.gate(conv + _at(cv, step.v_conv_at[i]) + self._label(lv, n)).view(n, self.batch, -1)
+            self.v[i + 1].index_copy_(0, step.v_out[i], self._inside(gated, step.v_conv_at[i]))
 
     def probs(self, step: int) -> torch.Tensor:
         """Integer-valued probabilities (B, P, K) of the step's positions."""
@@ -232,7 +272,8 @@ class WavefrontStepper:
         q, k, v = self.net.qkv(i, h)  # (B, heads, 1, d)
         keys, values = self.kv[i]
         keys[:, :, pos : pos + 1], values[:, :, pos : pos + 1] = k, v
-        w = self.net.attn_weights(i, q @ keys[:, :, : pos + 1].transpose(2, 3), None)
+        hidden = None if self.hidden is None else self.hidden[..., : pos + 1]
+        w = self.net.attn_weights(i, q @ keys[:, :, : pos + 1].transpose(2, 3), hidden)
         b, c, heads = h.shape[0], h.shape[1], self.cfg.heads
         weighted = (w @ values[:, :, : pos + 1]).transpose(2, 3).reshape(b, c, 1, 1)
         total = w.sum(-1)[:, :, None, :].expand(b, heads, c // heads, 1).reshape(b, c, 1, 1)
@@ -241,6 +282,6 @@ class WavefrontStepper:
     def record(self, step: int, codes: torch.Tensor) -> None:
         """Record the codes (B, P) chosen at the step's positions."""
         plan = self.plan[step]
-        e = self.net.t["embed"][codes.to(self.net.device).t()]  # (P, B, C)
+        e = self._inside(self.net.t["embed"][codes.to(self.net.device).t()], plan.here)  # (P, B, C)
         self.v[0].index_copy_(0, plan.e_v, e)  # v[0] of the row below
         self.h[0].index_copy_(0, plan.e_h, e)  # h[0] of the column to the right
