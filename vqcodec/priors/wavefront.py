@@ -84,7 +84,9 @@ class _Step:
 @functools.lru_cache(maxsize=32)
 def _plan(height: int, width: int, reach: int, layers: int, v_rows: int, v_cols: int, h_cols: int) -> list[_Step]:
     """What each step of the wavefront of ``reach`` computes: the vertical-stack activations that the
-    codes decoded so far make computable (all of them, once), then the step's positions. A step whose
+    codes decoded so far make computable in the step's rows and above (each once; a row below waits
+    for its first step, so in raster order a row's vertical stack is one batch, not one column per
+    step), then the step's positions. A step whose
     positions need an activation that is not computable yet is refused: the prior's reach is larger."""
     order = wavefront_order(height, width, reach)
     pad = v_cols // 2
@@ -95,12 +97,14 @@ def _plan(height: int, width: int, reach: int, layers: int, v_rows: int, v_cols:
     steps = []
     for positions in order:
         ready = np.concatenate([[width], known[:-1]])  # v[0] of row r is the codes of row r - 1
+        below = int(positions[:, 0].max()) + 1  # rows below the step's wait for their first step
         windows, outs, convs = [], [], []
         for i in range(layers):
             usable = np.where(ready >= width, width, np.maximum(ready - pad, 0))
             count = usable.copy()
             for k in range(1, v_rows):  # the rows above; above row 0 is padding, always ready
                 count[k:] = np.minimum(count[k:], usable[:-k])
+            count[below:] = done[i][below:]
             rows, cols = _ranges(done[i], count)
             win = (rows[:, None, None] + win_r[None, :, None]) * v_width + cols[:, None, None] + win_c[None, None, :]
             windows.append(win.reshape(-1))
