@@ -197,3 +197,36 @@ def test_batches_decoded_in_worker_processes_give_the_same_codes(monkeypatch) ->
             decode_tiles(m.priors, shapes, bad, 8)
     finally:
         torch.set_num_threads(before)
+
+
+def test_two_threads_decoding_different_files_at_once_get_their_own_codes(monkeypatch) -> None:
+    """Each decode hands its workers its own job (no shared state between concurrent decodes)."""
+    import threading
+
+    import vqcodec.coding.tile_codec as tile_codec
+
+    monkeypatch.setattr(tile_codec, "BATCH_TILES", 2)
+    m = tiny_codec_model(levels=2, tile=8)
+    jobs = []
+    for seed in (5, 6):
+        codes = m.vqvae.encode(to_model_input(smooth_image(40, 72, seed), 8))
+        jobs.append((codes, encode_tiles(m.priors, codes, 8)))
+    assert not torch.equal(jobs[0][0][0], jobs[1][0][0])
+    results: dict[int, list] = {}
+
+    def run(k: int) -> None:
+        codes, payloads = jobs[k]
+        results[k] = decode_tiles(m.priors, [tuple(c.shape[1:]) for c in codes], payloads, 8)
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        threads = [threading.Thread(target=run, args=(k,)) for k in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        torch.set_num_threads(before)
+    for k, (codes, _) in enumerate(jobs):
+        assert all(torch.equal(a, b) for a, b in zip(results[k], codes))

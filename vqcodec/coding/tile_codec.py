@@ -12,6 +12,7 @@ as one batch, and its batches in as many forked processes as it has cores.
 from __future__ import annotations
 
 import multiprocessing
+import sys
 import warnings
 from collections.abc import Iterator, Sequence
 
@@ -50,23 +51,31 @@ def _decode_batches(tiles: list[Tile], only: set[int] | None = None, workers: in
     return [idx[a:b] for a, b in zip(bounds, bounds[1:])]
 
 
-_JOB: dict = {}  # what forked decoding workers inherit: priors, payloads, tiles, order
+_worker_job: tuple | None = None  # (priors, payloads, tiles, order) in a decoding worker process
+
+
+def _set_worker_job(job: tuple) -> None:
+    """A worker's initializer: the job comes with the fork (nothing is pickled), one per pool, so
+    threads decoding different files at once never see each other's."""
+    global _worker_job
+    _worker_job = job
 
 
 def _workers(device: torch.device) -> int:
     """Processes to decode batches of tiles in: as many as torch has threads (the caller's budget
     of cores, ``vqcodec.threads``). A step is many tiny operations, so threads of one process only
     wait on each other (measured 1.6x slower); forked processes each run a batch on one core. One
-    where fork is missing, on a GPU, or in a daemonic process (which may not have children)."""
-    if (device.type != "cpu" or "fork" not in multiprocessing.get_all_start_methods()
-            or multiprocessing.current_process().daemon):
+    off Linux (fork is missing or unsafe with the system's libraries), on a GPU, or in a daemonic
+    process (which may not have children)."""
+    if device.type != "cpu" or not sys.platform.startswith("linux") or multiprocessing.current_process().daemon:
         return 1
     return torch.get_num_threads()
 
 
-def _decode_batch(idx: list[int]) -> list[np.ndarray]:
-    """The code maps (by level, (len(idx), h, w)) of one batch of tiles, all shapes together."""
-    priors, payloads, tiles, order = _JOB["priors"], _JOB["payloads"], _JOB["tiles"], _JOB["order"]
+def _decode_batch(idx: list[int], job: tuple | None = None) -> list[np.ndarray]:
+    """The code maps (by level, (len(idx), h, w)) of one batch of tiles, all shapes together; ``job``
+    is (priors, payloads, tiles, order), in a worker the one its pool gave it."""
+    priors, payloads, tiles, order = job if job is not None else _worker_job
     with one_thread(), torch.inference_mode():  # inference mode: less bookkeeping per tiny operation
         decoders = TileDecoders([payloads[k] for k in idx])
         extents = [torch.tensor([[tiles[k].height >> lv, tiles[k].width >> lv] for k in idx])
@@ -137,18 +146,15 @@ def decode_tiles(
     maps = [torch.zeros((1, *s), dtype=torch.long, device=priors[0].device) for s in shapes]
     workers = _workers(priors[0].device)
     batches = _decode_batches(tiles, only, workers)
-    _JOB.update(priors=priors, payloads=payloads, tiles=tiles, order=order)
-    try:
-        if workers > 1 and len(batches) > 1:
-            with warnings.catch_warnings():  # Python >= 3.12 warns of fork with threads; ours idle
-                warnings.filterwarnings("ignore", "This process .* is multi-threaded", DeprecationWarning)
-                pool = multiprocessing.get_context("fork").Pool(min(workers, len(batches)))
-            with pool:
-                results = pool.map(_decode_batch, batches, chunksize=1)
-        else:
-            results = [_decode_batch(idx) for idx in batches]
-    finally:
-        _JOB.clear()
+    job = (priors, payloads, tiles, order)
+    if workers > 1 and len(batches) > 1:
+        with warnings.catch_warnings():  # Python >= 3.12 warns of fork with threads; ours idle
+            warnings.filterwarnings("ignore", "This process .* is multi-threaded", DeprecationWarning)
+            pool = multiprocessing.get_context("fork").Pool(min(workers, len(batches)), _set_worker_job, (job,))
+        with pool:
+            results = pool.map(_decode_batch, batches, chunksize=1)
+    else:
+        results = [_decode_batch(idx, job) for idx in batches]
     for idx, decoded in zip(batches, results):
         for lv, batch in enumerate(decoded):
             for j, k in enumerate(idx):
