@@ -151,6 +151,11 @@ def _at(bias, index: torch.Tensor):
     return bias.index_select(0, index).reshape(-1, bias.shape[-1], 1, 1)
 
 
+def _narrow(bias):
+    """A conditioning map as float32 (its integers are at most 2**15 in size); a scalar as it is."""
+    return bias.to(torch.float32) if torch.is_tensor(bias) else bias
+
+
 def _valid_positions(extents: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """(H*W, B) float64: 1 where position (r, c) lies inside map b's extent (rows, columns) =
     ``extents[b]``, else 0."""
@@ -211,9 +216,12 @@ class WavefrontStepper:
         label = label.to(dev) if label is not None else None
         self.valid = None if extents is None else _valid_positions(extents, height, width).to(dev)
         if extents is None or not cfg.cond_levels:
-            self.biases = net.condition(cond, label, (height, width), position_major=True)
+            biases = net.condition(cond, label, (height, width), position_major=True)
         else:
-            self.biases = _biases_by_extent(net, cond, label, height, width, extents)
+            biases = _biases_by_extent(net, cond, label, height, width, extents)
+        # the conditioning maps (H*W, B, 2C) are integers in [-Q, Q], exact in float32, which halves
+        # the largest part of the state; adding them to float64 sums promotes them back, exactly
+        self.biases = [(_narrow(cv), _narrow(ch), lv, lh) for cv, ch, lv, lh in biases]
 
         def zeros(positions: int, ch: int) -> torch.Tensor:
             return torch.zeros(positions, batch, ch, dtype=torch.float64, device=dev)
