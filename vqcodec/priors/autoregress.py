@@ -20,6 +20,13 @@ from vqcodec.priors.contract import IntegerPrior
 Pick = Callable[[int, torch.Tensor, np.ndarray, "np.ndarray | None"], torch.Tensor]
 
 
+def inside_extents(extents: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """(H, W, B) bool: whether position (r, c) lies inside map b's extent ``extents[b]`` (rows,
+    columns) in a batch of maps padded to ``height`` x ``width``."""
+    ext = extents.cpu()
+    return (torch.arange(height)[:, None, None] < ext[:, 0]) & (torch.arange(width)[None, :, None] < ext[:, 1])
+
+
 def levels_above(maps: Sequence[torch.Tensor], level: int) -> list[torch.Tensor] | None:
     """The code maps that condition ``level``'s prior: every level above it, nearest first."""
     return list(maps[level + 1 :]) or None
@@ -46,8 +53,7 @@ def generate(
         h, w = shapes[level]
         label = labels[level] if labels is not None else None
         ext = extents[level] if extents is not None else None
-        inside = None if ext is None else ((np.arange(h)[:, None, None] < ext[:, 0].numpy())
-                                           & (np.arange(w)[None, :, None] < ext[:, 1].numpy()))
+        inside = None if ext is None else inside_extents(ext, h, w).numpy()
         stepper = priors[level].stepper(batch, h, w, levels_above(maps, level), label, temperature, order, ext)
         out = maps[level]
         for step, positions in enumerate(stepper.order):

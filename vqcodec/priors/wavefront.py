@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from vqcodec.errors import VQCodecError
+from vqcodec.priors.autoregress import inside_extents
 
 if TYPE_CHECKING:
     from vqcodec.priors.int_pixelcnn import IntPixelCNN
@@ -156,14 +157,6 @@ def _narrow(bias):
     return bias.to(torch.float32) if torch.is_tensor(bias) else bias
 
 
-def _valid_positions(extents: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """(H*W, B) float64: 1 where position (r, c) lies inside map b's extent (rows, columns) =
-    ``extents[b]``, else 0."""
-    rows = torch.arange(height)[:, None, None] < extents[None, None, :, 0].cpu()
-    cols = torch.arange(width)[None, :, None] < extents[None, None, :, 1].cpu()
-    return (rows & cols).reshape(height * width, -1).to(torch.float64)
-
-
 def _biases_by_extent(
     net: IntPixelCNN, cond: list[torch.Tensor], label: torch.Tensor | None, height: int, width: int,
     extents: torch.Tensor,
@@ -172,15 +165,15 @@ def _biases_by_extent(
     own extent -- the conditioning stack's convolutions see that map's edge, as the encoder's
     parallel pass on the map alone does -- and zero beyond it."""
     c2, layers = 2 * net.config.channels, net.config.layers
-    out = [torch.zeros(height, width, len(extents), 2 * c2, dtype=torch.float64, device=net.device)
-           for _ in range(layers)]
+    out = [torch.zeros(height, width, len(extents), 2 * c2, dtype=torch.float32, device=net.device)
+           for _ in range(layers)]  # float32: see WavefrontStepper.__init__
     for ext in torch.unique(extents.cpu(), dim=0).tolist():
         idx = torch.nonzero((extents.cpu() == torch.tensor(ext)).all(1)).flatten()
         eh, ew = ext
         # the level i above is 2**(i + 1) times coarser (``IntPixelCNN.cond_features``)
         part = [m[idx.to(m.device), : -(-eh >> i + 1), : -(-ew >> i + 1)] for i, m in enumerate(cond)]
         for maps, (cv, ch, _, _) in zip(out, net.condition(part, None, (eh, ew))):
-            maps[:eh, :ew, idx.to(maps.device)] = torch.cat([cv, ch], 1).permute(2, 3, 0, 1)
+            maps[:eh, :ew, idx.to(maps.device)] = torch.cat([cv, ch], 1).permute(2, 3, 0, 1).to(maps.dtype)
     return [(m[..., :c2].reshape(height * width, -1, c2), m[..., c2:].reshape(height * width, -1, c2),
              *net.label_biases(label, i)) for i, m in enumerate(out)]
 
@@ -214,7 +207,9 @@ class WavefrontStepper:
         dev, c, pad = net.device, cfg.channels, cfg.v_cols // 2
         cond = [x.to(dev) for x in cond] if cond else None
         label = label.to(dev) if label is not None else None
-        self.valid = None if extents is None else _valid_positions(extents, height, width).to(dev)
+        # (H*W, B) float64: 1 inside each map's extent, 0 outside
+        self.valid = (None if extents is None else
+                      inside_extents(extents, height, width).reshape(height * width, -1).to(dev, torch.float64))
         if extents is None or not cfg.cond_levels:
             biases = net.condition(cond, label, (height, width), position_major=True)
         else:
