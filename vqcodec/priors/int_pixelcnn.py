@@ -73,14 +73,13 @@ def _conv(
     bsz, cin, hh, ww = x.shape
     cout, _, kh, kw = w.shape
     oh, ow = hh - kh + 1, ww - kw + 1
-    w2 = w.reshape(cout, -1)
     if oh == ow == 1:  # one output position (the decoder's steps): one plain GEMM, bias included
-        w_rows = w2.t() if w_rows is None else w_rows
+        w_rows = w.reshape(cout, -1).t() if w_rows is None else w_rows
         out = x.reshape(bsz, -1) @ w_rows if b is None else torch.addmm(b, x.reshape(bsz, -1), w_rows)
-        return out.reshape(bsz, cout, 1, 1)
+        return out.view(bsz, cout, 1, 1)
     else:  # (Cout, K) @ (B, K, L): no transposed copies, the result is already NCHW
         cols = x.reshape(bsz, cin, hh * ww) if kh == kw == 1 else F.unfold(x, (kh, kw))
-        out = torch.matmul(w2, cols).reshape(bsz, cout, oh, ow)
+        out = torch.matmul(w.reshape(cout, -1), cols).reshape(bsz, cout, oh, ow)
     return out if b is None else out.add_(b[None, :, None, None])
 
 
@@ -113,6 +112,12 @@ class IntPixelCNN:
         return {k: (v.to(torch.int16) if k.endswith(".w") else v).cpu() for k, v in self.t.items()}
 
     # -- primitives ----------------------------------------------------------------------------
+    @staticmethod
+    def plus(x: torch.Tensor, bias: torch.Tensor | float) -> torch.Tensor:
+        """x + bias, where a bias may be the scalar 0.0 of an absent conditioning or label (no
+        operation then: a decoder step runs hundreds of tiny ones)."""
+        return x + bias if torch.is_tensor(bias) else x
+
     def linear(self, name: str, x: torch.Tensor) -> torch.Tensor:
         """Convolution ``name`` on an integer window, requantized to its target scale."""
         return requant(_conv(x, self.t[f"{name}.w"], self.t[f"{name}.b"], self.w_rows[name]), self.t[f"{name}.m"])
@@ -142,8 +147,9 @@ class IntPixelCNN:
         self, i: int, h_cols: torch.Tensor, h_here: torch.Tensor, v_conv: torch.Tensor, cond_h, label_h
     ) -> torch.Tensor:
         """New h-stream values where ``h_cols`` (with h_cols-1 extra columns left) ends."""
-        pre = self.linear(f"layers.{i}.h_conv", h_cols) + self.linear(f"layers.{i}.link", v_conv) + cond_h + label_h
-        return torch.clamp(h_here + self.linear(f"layers.{i}.h_out", self.gate(pre)), -Q, Q)
+        pre = self.linear(f"layers.{i}.h_conv", h_cols).add_(self.linear(f"layers.{i}.link", v_conv))
+        out = self.linear(f"layers.{i}.h_out", self.gate(self.plus(self.plus(pre, cond_h), label_h)))
+        return out.add_(h_here).clamp_(-Q, Q)
 
     def attn_weights(self, i: int, scores: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         logits = torch.round(scores * self.t[f"attn.{i}.score_m"])
@@ -216,11 +222,10 @@ class IntPixelCNN:
 
     # -- the parallel pass (encoder) -------------------------------------------------------------
     @torch.no_grad()
-    def parallel_logits(
+    def parallel_hidden(
         self, codes: torch.Tensor, cond: list[torch.Tensor] | None = None, label: torch.Tensor | None = None,
-        temperature: float = 1.0,
     ) -> torch.Tensor:
-        """Integer logits (B, K, H, W) for every position, given all codes."""
+        """The final h-stream (B, C, H, W) at every position, given all codes: what the head reads."""
         cfg = self.config
         codes = codes.to(self.device)
         cond = [c.to(self.device) for c in cond] if cond else None
@@ -238,7 +243,7 @@ class IntPixelCNN:
             v = self.gate(v_conv + cv + lv)
             if cfg.attention_after(i):
                 h = self.parallel_attention(i, h, mask)
-        return self.head_logits(h, temperature)
+        return h
 
     def qkv(self, i: int, h: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """q, k, v as (B, heads, N, d) from h (B, C, H, W)."""
@@ -262,8 +267,13 @@ class IntPixelCNN:
         self, codes: torch.Tensor, cond: list[torch.Tensor] | None = None, label: torch.Tensor | None = None,
         temperature: float = 1.0,
     ) -> torch.Tensor:
-        """Probabilities (B, H, W, K) for every position: what the encoder codes with."""
-        return self.probs(self.parallel_logits(codes, cond, label, temperature)).permute(0, 2, 3, 1)
+        """Probabilities (B, H, W, K) for every position: what the encoder codes with. The head runs
+        on the positions as rows, as the stepper's does: each position's K probabilities come out
+        contiguous, as the range coder reads them (the same integers as on the (B, C, H, W) map)."""
+        h = self.parallel_hidden(codes, cond, label)
+        b, c, hh, ww = h.shape
+        rows = h.permute(0, 2, 3, 1).reshape(b * hh * ww, c, 1, 1)
+        return self.probs(self.head_logits(rows, temperature)).view(b, hh, ww, -1)
 
     @property
     def reach(self) -> int | None:

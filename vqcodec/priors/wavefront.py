@@ -254,7 +254,8 @@ class WavefrontStepper:
             conv = net.linear(f"layers.{i}.v_conv", window)  # (n * B, 2C, 1, 1)
             self.v_conv[i].index_copy_(0, step.v_conv_at[i], conv.view(n, self.batch, -1))
             cv, _, lv, _ = self.biases[i]
-            gated = net.gate(conv + _at(cv, step.v_conv_at[i]) + self._label(lv, n)).view(n, self.batch, -1)
+            pre = net.plus(net.plus(conv, _at(cv, step.v_conv_at[i])), self._label(lv, n))
+            gated = net.gate(pre).view(n, self.batch, -1)
             self.v[i + 1].index_copy_(0, step.v_out[i], self._inside(gated, step.v_conv_at[i]))
 
     def probs(self, step: int) -> torch.Tensor:
