@@ -22,6 +22,9 @@ FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 @click.option("--refit-of", default=None, metavar="NAME|FILE",
               help="The codec model a 'train vqvae --refit' run started from: its integer priors are reused "
                    "as they are (no priors or calibration to give).")
+@click.option("--delta", is_flag=True,
+              help="With --refit-of: store only the tensors that differ from that model (its decoder), a third "
+                   "of the size; the file then loads only where that model is installed.")
 @click.option("--tiles", type=int, default=128, show_default=True, help="Calibration tiles per prior.")
 @click.option("--name", default=None, help="Model name recorded in the file (default: output file stem).")
 @click.option("--description", default="", help="One line for 'vqcodec models'.")
@@ -29,8 +32,8 @@ FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 @FORCE
 @friendly_errors
 def export(vqvae: Path, prior_top: Path | None, prior_middle: Path | None, prior_bottom: Path | None,
-           priors: tuple[Path, ...], calibration: Path | None, refit_of: str | None, tiles: int, name: str | None,
-           description: str, out: Path, force: bool) -> None:
+           priors: tuple[Path, ...], calibration: Path | None, refit_of: str | None, delta: bool, tiles: int,
+           name: str | None, description: str, out: Path, force: bool) -> None:
     """Quantize the priors to integer networks and write a codec model for compress/decompress.
 
     \b
@@ -48,9 +51,11 @@ def export(vqvae: Path, prior_top: Path | None, prior_middle: Path | None, prior
     if refit_of is not None:
         if priors or prior_top or prior_middle or prior_bottom or calibration:
             raise VQCodecError("--refit-of reuses that model's priors: give no priors and no --calibration")
-        model = build_refit_codec_model(resolve_model(refit_of), vqvae, out, name or out.stem, description)
+        model = build_refit_codec_model(resolve_model(refit_of), vqvae, out, name or out.stem, description, delta)
         click.echo(f"{out}: model '{model.name}', fingerprint {model.fingerprint.hex()}, tile {model.tile}")
         return
+    if delta:
+        raise VQCodecError("--delta stores a --refit-of model's differences: give --refit-of")
     if calibration is None:
         raise VQCodecError("--calibration is needed to quantize the priors")
     by_level = priors_by_level(prior_top, prior_middle, prior_bottom)

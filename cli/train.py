@@ -64,6 +64,19 @@ def settings_from(kw: dict):
     return TrainSettings(**{n: kw.pop(n) for n in names})
 
 
+def parse_scales(text: str | tuple | list | None) -> tuple[float, ...]:
+    """--rung-scales "1.5,1.75" (or a preset's list) as floats; a clear error for anything else."""
+    from vqcodec.errors import VQCodecError
+
+    if not text:
+        return ()
+    items = text if isinstance(text, (tuple, list)) else str(text).split(",")
+    try:
+        return tuple(float(x) for x in items)
+    except ValueError:
+        raise VQCodecError(f"--rung-scales takes numbers separated by commas, not {text!r}") from None
+
+
 @train.command("vqvae")
 @click.option("--data", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True)
 @click.option("--val", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None)
@@ -83,6 +96,10 @@ def settings_from(kw: dict):
 @click.option("--drop-levels", type=int, default=None,
               help="With --refit: leave out this many of the lowest code levels (a lower rate); the decoder "
                    "learns to do without them.")
+@click.option("--rung-scales", default=None, metavar="S1,S2,...",
+              help="With --refit: train the decoder for these rungs of the quality ladder: crops are coded "
+                   "at each scale and the error is measured after resizing back to the crop, as compress "
+                   "--quality does.")
 @common_options
 @friendly_errors
 def train_vqvae_cmd(**kw) -> None:
@@ -93,8 +110,9 @@ def train_vqvae_cmd(**kw) -> None:
 
     apply_preset(kw, "vqvae")
     settings = settings_from(kw)
-    if (kw["extra_blocks"] or kw["drop_levels"] is not None) and kw["refit"] is None:
-        raise VQCodecError("--extra-blocks and --drop-levels change a --refit model")
+    if (kw["extra_blocks"] or kw["drop_levels"] is not None or kw["rung_scales"]) and kw["refit"] is None:
+        raise VQCodecError("--extra-blocks, --drop-levels and --rung-scales change a --refit model")
+    scales = parse_scales(kw["rung_scales"])
     config = VQVAEConfig(hidden=kw["hidden"], res_channels=kw["res_channels"], res_blocks=kw["res_blocks"],
                          num_codes=kw["num_codes"], code_dim=kw["code_dim"], levels=int(kw["levels"]))
     from vqcodec.zoo.registry import resolve_model
@@ -102,7 +120,7 @@ def train_vqvae_cmd(**kw) -> None:
     refit = resolve_model(kw["refit"]) if kw["refit"] else None
     train_vqvae(kw["data"], settings, None if refit else config, crop=kw["crop"], val=kw["val"],
                 val_images=kw["val_images"], refit=refit, extra_blocks=kw["extra_blocks"],
-                dropped_levels=kw["drop_levels"])
+                dropped_levels=kw["drop_levels"], rung_scales=scales)
 
 
 @train.command("prior")

@@ -280,6 +280,43 @@ def test_train_preset_refit_with_the_command_line_winning(tiny_images, tmp_path)
     assert res.exit_code == 1 and "unknown preset 'nope' (known: paper" in res.output
 
 
+def test_refit_for_rungs_then_export_as_delta(tiny_images, tmp_path, monkeypatch):
+    """``train vqvae --refit --rung-scales`` learns the decoder for coding at those scales (validation
+    reports each), and ``export --refit-of --delta`` writes a file a fraction of the base's size that
+    compresses exactly as the whole model would."""
+    from vqcodec.codec import compress
+    from vqcodec.testing import smooth_image, write_tiny_codec_model
+    from vqcodec.zoo import registry
+
+    monkeypatch.setenv(registry.ENV_VAR, "")
+    models = tmp_path / "models"
+    base = write_tiny_codec_model(models / "base.safetensors")
+    out = tmp_path / "run"
+    args = ["train", "vqvae", "--data", str(tiny_images), "--val", str(tiny_images), "--val-images", "2",
+            "--out", str(out), "--workers", "0", "--refit", str(base), "--rung-scales", "0.5,1.5",
+            "--steps", "3", "--batch", "4", "--crop", "16", "--validate-every", "3"]
+    res = CliRunner().invoke(cli_main, args)
+    assert res.exit_code == 0, res.output
+    val = read_log(out)[1][-1]
+    assert val["val_psnr"] == pytest.approx((val["val_psnr@0.5"] + val["val_psnr@1.5"]) / 2)
+    bad = CliRunner().invoke(cli_main, [*args[:-2], "--rung-scales", "1.5,x", "--out", str(tmp_path / "r2")])
+    assert bad.exit_code == 1 and "--rung-scales takes numbers" in bad.output
+    bad = CliRunner().invoke(cli_main, [*args[:-2], "--rung-scales", "9", "--out", str(tmp_path / "r3")])
+    assert bad.exit_code == 1 and "scale must be from" in bad.output
+    delta = models / "up.safetensors"
+    export = ["export", "--refit-of", str(base), "--vqvae", str(out / "model.safetensors")]
+    res = CliRunner().invoke(cli_main, [*export, "--delta", "--out", str(delta)])
+    assert res.exit_code == 0, res.output
+    res = CliRunner().invoke(cli_main, [*export, "--out", str(tmp_path / "whole.safetensors")])
+    assert res.exit_code == 0, res.output
+    assert delta.stat().st_size < 0.5 * (tmp_path / "whole.safetensors").stat().st_size
+    pixels = smooth_image(24, 24, 4)
+    assert compress(pixels, str(delta)) == compress(pixels, str(tmp_path / "whole.safetensors"))
+    res = CliRunner().invoke(cli_main, ["export", "--vqvae", str(out / "model.safetensors"), "--delta",
+                                        "--out", str(tmp_path / "x.safetensors")])
+    assert res.exit_code == 1 and "--delta stores a --refit-of model's differences" in res.output
+
+
 # -- eval -----------------------------------------------------------------------------------------------------
 
 

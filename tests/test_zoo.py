@@ -295,3 +295,75 @@ def test_quality_guard(name, regen_golden) -> None:
     want = recorded[name]
     assert abs(got["psnr"] - want["psnr"]) <= 0.3, (name, got, want)
     assert abs(got["bpp"] - want["bpp"]) <= 0.02 * want["bpp"], (name, got, want)
+
+
+def _refit_vqvae_file(base: Path, out: Path) -> Path:
+    """A VQ-VAE file as a decoder refit of ``base`` would leave it: one more decoder block, one
+    decoder weight changed, the codes untouched."""
+    from vqcodec.train.vqvae import refit_model
+
+    model = refit_model(base, 1)
+    with torch.no_grad():
+        next(p for n, p in model.named_parameters() if n.startswith("decoder.")).add_(0.01)
+    save_model(out, model.state_dict(), "vqvae", model.config.to_dict())
+    return out
+
+
+def test_delta_model_loads_as_the_whole_model(tmp_path, monkeypatch) -> None:
+    """A delta file (export --refit-of --delta) stores the decoder alone, finds its base by fingerprint
+    (in its own folder here) and loads as the very model the whole file holds: same fingerprint,
+    same files, same pixels."""
+    from vqcodec.train.export import build_refit_codec_model
+
+    monkeypatch.setenv(registry.ENV_VAR, "")
+    folder = tmp_path / "models"
+    base = write_tiny_codec_model(folder / "base.safetensors")
+    vq = _refit_vqvae_file(base, tmp_path / "vq.safetensors")
+    whole = build_refit_codec_model(base, vq, tmp_path / "whole.safetensors", "whole")
+    delta = build_refit_codec_model(base, vq, folder / "delta.safetensors", "delta", delta=True)
+    assert delta.fingerprint == whole.fingerprint != load_codec_model(base).fingerprint
+    assert (folder / "delta.safetensors").stat().st_size < 0.5 * (tmp_path / "whole.safetensors").stat().st_size
+    pixels = smooth_image(24, 32, 3)
+    data = compress(pixels, delta)
+    assert data == compress(pixels, whole)
+    assert np.array_equal(vqcodec.decompress_image(data, model_dirs=(folder,)).pixels, decompress(data, whole))
+    listed = {e.name: e.fingerprint for e in registry.list_models((folder,))}
+    assert listed["delta"] == delta.fingerprint.hex()  # from its metadata: no recursion into itself
+
+
+def test_delta_model_needs_its_base(tmp_path, monkeypatch) -> None:
+    from vqcodec.train.export import build_refit_codec_model
+    from vqcodec.zoo.files import atomic_save, read_metadata
+
+    monkeypatch.setenv(registry.ENV_VAR, "")
+    base = write_tiny_codec_model(tmp_path / "base.safetensors")
+    vq = _refit_vqvae_file(base, tmp_path / "vq.safetensors")
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    with pytest.raises(VQCodecError, match="--delta: .* must be installed"):
+        build_refit_codec_model(base, vq, alone / "delta.safetensors", "delta", delta=True)
+    assert not (alone / "delta.safetensors").exists()
+    build_refit_codec_model(base, vq, tmp_path / "delta.safetensors", "delta", delta=True)
+    os.replace(tmp_path / "delta.safetensors", alone / "delta.safetensors")
+    with pytest.raises(VQCodecError, match="stores only what differs from model .* not installed"):
+        load_codec_model(alone / "delta.safetensors")
+    # a delta whose merge does not give the model it records is refused, not used
+    meta = read_metadata(alone / "delta.safetensors")
+    atomic_save({"vqvae.decoder.extra.0.block.1.weight": torch.zeros(1)}, tmp_path / "forged.safetensors", meta)
+    with pytest.raises(VQCodecError, match="does not rebuild the model it was made from"):
+        load_codec_model(tmp_path / "forged.safetensors")
+
+
+def test_shipped_deltas_rebuild_their_models() -> None:
+    """The shipped refits are stored as deltas of the model they were refit from: each loads with
+    the manifest's fingerprint, and the shipped weights stay within the 40 MB the ladder may use."""
+    from vqcodec.zoo.files import read_metadata
+
+    entries = {e.name: e for e in registry.list_models() if e.shipped}
+    fingerprints = {e.fingerprint for e in entries.values()}
+    deltas = [e for e in entries.values() if "base" in read_metadata(e.path)]
+    assert deltas
+    for e in deltas:
+        assert read_metadata(e.path)["base"] in fingerprints
+        assert load_codec_model(e.name).fingerprint.hex() == e.fingerprint
+    assert sum(e.size for e in entries.values()) <= 40e6

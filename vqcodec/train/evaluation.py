@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from vqcodec.errors import VQCodecError
 from vqcodec.imageio import list_images
 from vqcodec.priors.pixelcnn import nll_bits
+from vqcodec.resample import coded_size, resize
 from vqcodec.train.code_datasets import CodeGrid, CodeTiles, load_codes
 from vqcodec.train.crops import load_rgb
 from vqcodec.train.loop import to_device
@@ -71,15 +72,20 @@ def unigram_entropy(codes: np.ndarray, num_codes: int) -> float:
 
 
 @torch.no_grad()
-def evaluate_images(model: VQVAE, files: list[Path], device: torch.device | str = "cpu") -> dict[str, float]:
-    """Mean per-image PSNR, MSE, and codebook usage per level over whole images."""
+def evaluate_images(
+    model: VQVAE, files: list[Path], device: torch.device | str = "cpu", scale: float = 1.0
+) -> dict[str, float]:
+    """Mean per-image PSNR, MSE, and codebook usage per level over whole images, coded at ``scale``
+    times their size and resized back as a rung of the quality ladder does (``vqcodec.resample``)."""
     k = model.config.num_codes
     counts = [torch.zeros(k, dtype=torch.long) for _ in range(model.config.levels)]
     psnrs, mses = [], []
     for f in files:
         x = torch.from_numpy(load_rgb(f).transpose(2, 0, 1).copy())[None].to(device)
-        codes = model.encode(x)
-        recon = model.decode(codes, x.shape[2], x.shape[3]).clamp(0, 1)
+        h, w = x.shape[2:]
+        coded = resize(x, *coded_size(w, h, scale))
+        codes = model.encode(coded)
+        recon = resize(model.decode(codes, coded.shape[2], coded.shape[3]), w, h).clamp(0, 1)
         mse = float(F.mse_loss((recon * 255).round() / 255, x))
         mses.append(mse)
         psnrs.append(psnr_from_mse(mse))

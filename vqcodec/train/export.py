@@ -12,7 +12,8 @@ from vqcodec.priors.uncoded import UncodedConfig
 from vqcodec.train.code_datasets import CodeTiles, load_codes
 from vqcodec.vqvae import LEVEL_NAMES
 from vqcodec.zoo.codec_model import CodecModel, load_codec_model, sub_tensors
-from vqcodec.zoo.files import load_model, load_prior, load_vqvae, save_model
+from vqcodec.zoo.files import fingerprint, load_model, load_prior, load_vqvae, save_delta_model, save_model
+from vqcodec.zoo.registry import find_by_fingerprint
 
 
 def calibration_batches(prior: torch.nn.Module, tiles: CodeTiles, count: int, batch: int = 32) -> list[tuple]:
@@ -70,11 +71,14 @@ def _stage1_codes_part(tensors: dict[str, torch.Tensor], dropped: int) -> dict[s
 
 
 def build_refit_codec_model(
-    base: str | Path, vqvae_path: str | Path, out: str | Path, name: str, description: str = ""
+    base: str | Path, vqvae_path: str | Path, out: str | Path, name: str, description: str = "",
+    delta: bool = False,
 ) -> CodecModel:
     """A codec model from a ``vqcodec train vqvae --refit base`` run: its VQ-VAE with ``base``'s
     integer priors, which stay exact because the refit never changed how images become codes
-    (checked here, tensor by tensor); a level the refit dropped gets the uncoded prior."""
+    (checked here, tensor by tensor); a level the refit dropped gets the uncoded prior. With
+    ``delta`` the file stores only what differs from ``base`` (``zoo.files``), which must then be
+    installed where the file will be looked for (its folder, $VQCODEC_MODELS or the shipped ones)."""
     kind, base_cfg, base_tensors = load_model(base)
     if kind != "codec":
         raise VQCodecError(f"{base} is a '{kind}' file; --refit-of needs the codec model the decoder was refit from")
@@ -100,6 +104,12 @@ def build_refit_codec_model(
     config = {"name": name, "tile": base_cfg["tile"], "vqvae": cfg.to_dict(), "priors": prior_cfgs}
     if description:
         config["description"] = description
-    save_model(out, tensors, "codec", config)
+    if not delta:
+        save_model(out, tensors, "codec", config)
+        return load_codec_model(out)
+    if find_by_fingerprint(fingerprint(base_tensors), (Path(out).parent,)) is None:
+        raise VQCodecError(f"--delta: {base} must be installed (in {Path(out).parent}, $VQCODEC_MODELS or the "
+                           "shipped models), or the delta cannot be loaded")
+    save_delta_model(out, tensors, "codec", config, base_tensors)
     return load_codec_model(out)
 

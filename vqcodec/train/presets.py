@@ -29,6 +29,12 @@ PRESETS: dict[str, dict[str, dict[str, object]]] = {
     "paper-refit2": {
         "vqvae": dict(refit="paper-refit", extra_blocks=2, crop=128, batch=16, steps=2500, lr=1e-4, seed=1),
     },
+    # paper-refit2's decoder fine-tuned for the ladder's rungs above scale 1 (rung_loss): the error
+    # is measured after the resize back, so it learns what the rung keeps. Same codes, priors, bits.
+    "paper-up": {
+        "vqvae": dict(refit="paper-refit2", rung_scales="1.25,1.5,1.75", crop=96, batch=18, steps=1500,
+                      lr=1e-4, seed=2, validate_every=400, checkpoint_every=200),
+    },
     # Only the paper model's top level (1/8 resolution): the decoder learns to do without the bottom.
     "top-only": {
         "vqvae": dict(refit="paper", drop_levels=1, extra_blocks=2, crop=128, batch=16, steps=2500, lr=5e-4),

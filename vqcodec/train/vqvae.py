@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from vqcodec.errors import VQCodecError
 from vqcodec.imageio import list_images
+from vqcodec.resample import check_scale, coded_size, resize
 from vqcodec.train.crops import RandomCrops
 from vqcodec.train.evaluation import evaluate_images, psnr_from_mse
 from vqcodec.train.loop import TrainSettings, train
@@ -27,6 +28,36 @@ def vqvae_loss(model: torch.nn.Module, batch: torch.Tensor) -> tuple[torch.Tenso
     for lvl, c in enumerate(codes):
         metrics[f"used{lvl}"], metrics[f"perplexity{lvl}"] = usage_stats(c, int(c.max()) + 1)
     return loss, metrics
+
+
+def rung_loss(scales: tuple[float, ...]):
+    """A loss for a decoder refit for rungs of the quality ladder above or below scale 1: the batch
+    is split into one group per scale; each group is resized to that scale, coded, decoded and
+    resized back, as ``compress --quality`` does, and the error is measured on the original crops.
+    The decoder so learns what the resize back keeps (fine detail at the coded size averages out)."""
+
+    def loss_fn(model: torch.nn.Module, batch: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        h, w = batch.shape[-2:]
+        total, mse_sum = batch.new_zeros(()), 0.0
+        for part, scale in zip(batch.tensor_split(len(scales)), scales):
+            if not len(part):
+                continue
+            recon, latent_loss, _ = model(resize(part, *coded_size(w, h, scale)))
+            mse = F.mse_loss(resize(recon, w, h), part)
+            total = total + (mse + latent_loss) * (len(part) / len(batch))
+            mse_sum += mse.item() * len(part) / len(batch)
+        return total, {"loss": total.item(), "mse": mse_sum, "psnr": psnr_from_mse(mse_sum)}
+
+    return loss_fn
+
+
+def check_rung_scales(scales: tuple[float, ...], crop: int) -> tuple[float, ...]:
+    """Scales for ``rung_loss``: each a valid ladder scale, each giving whole crops."""
+    for s in scales:
+        check_scale(s)
+        if round(crop * s) < 8:
+            raise VQCodecError(f"--crop {crop} at scale {s:g} is under 8 pixels")
+    return tuple(scales)
 
 
 def stage1_of(path: str | Path) -> tuple[VQVAEConfig, dict[str, torch.Tensor]]:
@@ -68,9 +99,15 @@ def train_vqvae(
     refit: str | Path | None = None,
     extra_blocks: int = 0,
     dropped_levels: int | None = None,
+    rung_scales: tuple[float, ...] = (),
 ) -> VQVAE:
     """Train a VQ-VAE of ``config`` from scratch, or (``refit``: a codec model or VQ-VAE file) only
-    the decoder of an existing one, grown by ``extra_blocks`` residual blocks."""
+    the decoder of an existing one, grown by ``extra_blocks`` residual blocks; with ``rung_scales``
+    the refit decoder learns for those rungs of the ladder (``rung_loss``), and validation reports
+    the mean PSNR over them."""
+    if rung_scales and refit is None:
+        raise VQCodecError("rung scales train the decoder of a --refit model (its codes must stay fixed)")
+    rung_scales = check_rung_scales(rung_scales, crop)
     files = list_images(data)
     val_files = list_images(val)[:val_images] if val else None
     torch.manual_seed(settings.seed)  # the initial weights are part of the run: --seed decides them
@@ -83,7 +120,12 @@ def train_vqvae(
         model = VQVAE(config)
 
     def validate(m: torch.nn.Module) -> dict[str, float]:
-        return evaluate_images(m, val_files, next(m.parameters()).device)  # type: ignore[arg-type]
+        device = next(m.parameters()).device
+        if not rung_scales:
+            return evaluate_images(m, val_files, device)  # type: ignore[arg-type]
+        per_scale = {s: evaluate_images(m, val_files, device, s)["psnr"] for s in rung_scales}  # type: ignore[arg-type]
+        return {"psnr": sum(per_scale.values()) / len(per_scale), **{f"psnr@{s:g}": v for s, v in per_scale.items()}}
 
     dataset = RandomCrops(files, crop, settings.seed)
-    return train(model, "vqvae", config.to_dict(), dataset, vqvae_loss, validate if val_files else None, settings)
+    loss = rung_loss(rung_scales) if rung_scales else vqvae_loss
+    return train(model, "vqvae", config.to_dict(), dataset, loss, validate if val_files else None, settings)

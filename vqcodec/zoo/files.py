@@ -4,6 +4,13 @@ A model file holds tensors plus string metadata: ``kind`` (``vqvae``, ``prior-<l
 ``codec``) and ``config`` (JSON), so a model can be rebuilt from the file alone. A model's
 fingerprint is a hash of its tensors: it goes into every bitstream, so a file is never decoded
 with another model than the one that wrote it.
+
+A delta file stores only the tensors that differ from another model, its base (a refit decoder:
+a third of a codec model), so a family of models sharing encoder, codebooks and priors costs one
+model plus a decoder each. Its metadata names the base by fingerprint (``base``), lists the base's
+tensors it drops (``removed``) and records the fingerprint of the whole model (``fingerprint``);
+loading finds the base among the known models (``zoo.registry``), merges, and checks that
+fingerprint, so a delta loads as exactly the model it was made from or not at all.
 """
 
 from __future__ import annotations
@@ -33,18 +40,64 @@ def save_model(path: str | Path, tensors: dict[str, torch.Tensor], kind: str, co
     atomic_save(tensors, Path(path), {"kind": kind, "config": json.dumps(config, sort_keys=True)})
 
 
-def load_model(path: str | Path) -> tuple[str, dict, dict[str, torch.Tensor]]:
-    """Read (kind, config, tensors) from a model file, with clear errors for bad files."""
+def save_delta_model(
+    path: str | Path, tensors: dict[str, torch.Tensor], kind: str, config: dict, base: dict[str, torch.Tensor]
+) -> None:
+    """Write the model ``tensors`` as a delta of the model ``base`` (whole tensors, as loaded):
+    only the tensors that are new or differ are stored."""
+    changed = {k: v for k, v in tensors.items() if k not in base or not _same(v, base[k])}
+    meta = {"kind": kind, "config": json.dumps(config, sort_keys=True), "base": fingerprint(base).hex(),
+            "removed": json.dumps(sorted(set(base) - set(tensors))), "fingerprint": fingerprint(tensors).hex()}
+    atomic_save(changed, Path(path), meta)
+
+
+def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a.dtype == b.dtype and a.shape == b.shape and torch.equal(a.cpu(), b.cpu())
+
+
+MAX_DELTA_DEPTH = 8  # a delta of a delta of ...: far more than any family needs
+
+
+def load_model(path: str | Path, _depth: int = 0) -> tuple[str, dict, dict[str, torch.Tensor]]:
+    """Read (kind, config, tensors) from a model file (a delta merged with its base), with clear
+    errors for bad files."""
     path = Path(path)
     if not path.is_file():
         raise VQCodecError(f"model file not found: {path}")
     try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
+        meta = read_metadata(path)
         tensors = load_file(str(path))
-        return meta["kind"], json.loads(meta["config"]), tensors
+        kind, config = meta["kind"], json.loads(meta["config"])
+        if "base" in meta:
+            tensors = _merge_base(path, meta, tensors, _depth)
+        return kind, config, tensors
     except (SafetensorError, OSError, KeyError, ValueError) as err:
         raise VQCodecError(f"{path} is not a vqcodec model file ({err})") from None
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """A model file's metadata alone (no tensors read)."""
+    with safe_open(str(path), framework="numpy") as f:
+        return f.metadata() or {}
+
+
+def _merge_base(path: Path, meta: dict[str, str], delta: dict[str, torch.Tensor], depth: int) -> dict:
+    """The whole tensors of a delta file: its base's (found by fingerprint among the known models
+    and the delta's own folder), less the removed ones, with the delta's on top."""
+    from vqcodec.zoo.registry import find_by_fingerprint  # the registry reads model files itself
+
+    if depth >= MAX_DELTA_DEPTH:
+        raise VQCodecError(f"{path}: its chain of base models is deeper than {MAX_DELTA_DEPTH}")
+    base_path = find_by_fingerprint(bytes.fromhex(meta["base"]), (path.parent,))
+    if base_path is None:
+        raise VQCodecError(f"{path} stores only what differs from model {meta['base']}, "
+                           "which is not installed (put it in the same folder or in $VQCODEC_MODELS)")
+    _, _, base = load_model(base_path, depth + 1)
+    removed = set(json.loads(meta["removed"]))
+    merged = {k: v for k, v in base.items() if k not in removed} | delta
+    if fingerprint(merged).hex() != meta["fingerprint"]:
+        raise VQCodecError(f"{path} does not rebuild the model it was made from with base {base_path}")
+    return merged
 
 
 def fingerprint(tensors: dict[str, torch.Tensor]) -> bytes:

@@ -135,14 +135,24 @@ def rung_for_quality(quality: int | str) -> Rung:
 
 @functools.lru_cache(maxsize=256)
 def _describe(path: str, mtime_ns: int, size: int) -> tuple[str, int, str]:
-    """(fingerprint hex, levels, description) of a codec-model file, cached by the file's identity."""
+    """(fingerprint hex, levels, description) of a codec-model file, cached by the file's identity.
+    A delta file's recorded fingerprint is taken as it is (loading checks it): finding its base
+    must not need the delta's own tensors."""
     from vqcodec.zoo.files import fingerprint, load_model
 
-    kind, config, tensors = load_model(path)
+    meta = _metadata(Path(path))
+    if "base" in meta and "fingerprint" in meta:
+        try:
+            kind, config, fp = meta.get("kind"), json.loads(meta.get("config", "{}")), meta["fingerprint"]
+        except ValueError:
+            raise VQCodecError(f"{path} is not a vqcodec model file (bad configuration)") from None
+    else:
+        kind, config, tensors = load_model(path)
+        fp = fingerprint(tensors).hex()
     if kind != "codec":
         raise VQCodecError(f"{path} is a '{kind}' file, not a codec model")
     levels = int(config.get("vqvae", {}).get("levels", 0))
-    return fingerprint(tensors).hex(), levels, str(config.get("description") or config.get("name", ""))
+    return fp, levels, str(config.get("description") or config.get("name", ""))
 
 
 def _entry(path: Path, shipped: bool) -> ModelEntry:
