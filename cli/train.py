@@ -100,6 +100,11 @@ def parse_scales(text: str | tuple | list | None) -> tuple[float, ...]:
               help="With --refit: train the decoder for these rungs of the quality ladder: crops are coded "
                    "at each scale and the error is measured after resizing back to the crop, as compress "
                    "--quality does.")
+@click.option("--upscaler", type=int, default=None, metavar="CHANNELS",
+              help="With --refit and --rung-scales under 1: add a learned upscaler of this many channels, "
+                   "run after the resize back, and train only it (the decoder stays).")
+@click.option("--upscaler-layers", type=int, default=5, show_default=True,
+              help="With --upscaler: its 3x3 convolutions.")
 @common_options
 @friendly_errors
 def train_vqvae_cmd(**kw) -> None:
@@ -110,8 +115,10 @@ def train_vqvae_cmd(**kw) -> None:
 
     apply_preset(kw, "vqvae")
     settings = settings_from(kw)
-    if (kw["extra_blocks"] or kw["drop_levels"] is not None or kw["rung_scales"]) and kw["refit"] is None:
-        raise VQCodecError("--extra-blocks, --drop-levels and --rung-scales change a --refit model")
+    changes = kw["extra_blocks"] or kw["drop_levels"] is not None or kw["rung_scales"] or kw["upscaler"]
+    if changes and kw["refit"] is None:
+        raise VQCodecError("--extra-blocks, --drop-levels, --rung-scales and --upscaler change a --refit model")
+    upscaler = (kw["upscaler"], kw["upscaler_layers"]) if kw["upscaler"] else None
     scales = parse_scales(kw["rung_scales"])
     config = VQVAEConfig(hidden=kw["hidden"], res_channels=kw["res_channels"], res_blocks=kw["res_blocks"],
                          num_codes=kw["num_codes"], code_dim=kw["code_dim"], levels=int(kw["levels"]))
@@ -120,7 +127,7 @@ def train_vqvae_cmd(**kw) -> None:
     refit = resolve_model(kw["refit"]) if kw["refit"] else None
     train_vqvae(kw["data"], settings, None if refit else config, crop=kw["crop"], val=kw["val"],
                 val_images=kw["val_images"], refit=refit, extra_blocks=kw["extra_blocks"],
-                dropped_levels=kw["drop_levels"], rung_scales=scales)
+                dropped_levels=kw["drop_levels"], rung_scales=scales, upscaler=upscaler)
 
 
 @train.command("prior")

@@ -317,6 +317,51 @@ def test_refit_for_rungs_then_export_as_delta(tiny_images, tmp_path, monkeypatch
     assert res.exit_code == 1 and "--delta stores a --refit-of model's differences" in res.output
 
 
+def test_refit_with_an_upscaler_trains_only_it(tiny_images, tmp_path, monkeypatch):
+    """``--upscaler`` adds a learned upscaler and trains nothing else: the delta holds only it, the
+    files keep their bits, and a rung below scale 1 decodes through it (other pixels than bicubic)."""
+    from safetensors.torch import load_file
+
+    from vqcodec.codec import compress, decompress
+    from vqcodec.coding.bitstream import unpack
+    from vqcodec.testing import smooth_image, write_tiny_codec_model
+    from vqcodec.zoo import registry
+    from vqcodec.zoo.files import read_metadata
+
+    monkeypatch.setenv(registry.ENV_VAR, "")
+    models = tmp_path / "models"
+    base = write_tiny_codec_model(models / "base.safetensors")
+    out = tmp_path / "run"
+    args = ["train", "vqvae", "--data", str(tiny_images), "--out", str(out), "--workers", "0", "--refit", str(base),
+            "--steps", "3", "--batch", "4", "--crop", "16", "--lr", "0.05", "--upscaler", "4", "--upscaler-layers", "3"]
+    bad = CliRunner().invoke(cli_main, [*args, "--rung-scales", "1,1.5"])
+    assert bad.exit_code == 1 and "under 1" in bad.output
+    bad = CliRunner().invoke(cli_main, [*args, "--out", str(tmp_path / "r2")])  # no --rung-scales
+    assert bad.exit_code == 1 and "under 1" in bad.output
+    bad = CliRunner().invoke(cli_main, ["train", "vqvae", "--data", str(tiny_images), "--out", str(tmp_path / "r3"),
+                                        "--upscaler", "4"])
+    assert bad.exit_code == 1 and "change a --refit model" in bad.output
+    res = CliRunner().invoke(cli_main, [*args, "--rung-scales", "0.5,0.75"])
+    assert res.exit_code == 0, res.output
+    delta = models / "down.safetensors"
+    res = CliRunner().invoke(cli_main, ["export", "--refit-of", str(base), "--vqvae", str(out / "model.safetensors"),
+                                        "--delta", "--out", str(delta)])
+    assert res.exit_code == 0, res.output
+    stored = load_file(str(delta))
+    assert stored and all(k.startswith("vqvae.upscaler.") for k in stored)
+    assert json.loads(read_metadata(delta)["config"])["vqvae"]["upscaler_channels"] == 4
+    pixels = smooth_image(32, 32, 4)
+    for scale in (0.5, 1.0):  # the same codes and bits: only the model's fingerprint in the header differs
+        tiles = [unpack(compress(pixels, str(m), scale=scale)).tiles for m in (delta, base)]
+        assert tiles[0] == tiles[1]
+
+    def decoded(model: Path, scale: float) -> np.ndarray:
+        return decompress(compress(pixels, str(model), scale=scale), str(model))
+
+    assert not np.array_equal(decoded(delta, 0.5), decoded(base, 0.5))
+    assert np.array_equal(decoded(delta, 1.0), decoded(base, 1.0))  # scale 1: the upscaler does not run
+
+
 # -- eval -----------------------------------------------------------------------------------------------------
 
 

@@ -13,6 +13,7 @@ from vqcodec.errors import VQCodecError
 from vqcodec.metrics import psnr
 from vqcodec.resample import check_scale, coded_size, resize
 from vqcodec.testing import smooth_image
+from vqcodec.vqvae import VQVAE, VQVAEConfig
 
 
 def test_coded_size_rounds_and_never_reaches_zero() -> None:
@@ -84,3 +85,40 @@ def test_salvage_of_a_resampled_file_keeps_the_intact_tiles(model) -> None:
         vqcodec.decompress(damaged)
     image = vqcodec.decompress_image(damaged, salvage=True)
     assert image.damaged_tiles == (0,) and image.pixels.shape == (160, 300, 3)
+
+
+def _upscaling_model(channels: int = 4, layers: int = 3) -> VQVAE:
+    """A tiny VQ-VAE with a learned upscaler whose every weight is random (none is zero)."""
+    torch.manual_seed(0)
+    model = VQVAE(VQVAEConfig(hidden=8, res_channels=4, res_blocks=1, num_codes=8, code_dim=4,
+                              upscaler_channels=channels, upscaler_layers=layers)).eval()
+    with torch.no_grad():
+        for p in model.upscaler.parameters():
+            p.normal_(0, 0.2)
+    return model
+
+
+def test_a_new_upscaler_is_bicubic_and_runs_only_when_enlarging() -> None:
+    model = VQVAE(VQVAEConfig(hidden=8, res_channels=4, res_blocks=1, num_codes=8, code_dim=4,
+                              upscaler_channels=4, upscaler_layers=3))
+    x = torch.rand(1, 3, 12, 16)
+    assert torch.equal(model.resize_back(x, 32, 24), resize(x, 32, 24))  # its last layer starts at zero
+    trained = _upscaling_model()
+    assert not torch.equal(trained.resize_back(x, 32, 24), resize(x, 32, 24))
+    assert torch.equal(trained.resize_back(x, 8, 6), resize(x, 8, 6))  # shrinking back: bicubic alone
+    assert trained.resize_back(x, 16, 12) is x
+
+
+@pytest.mark.parametrize("extra_rows, width", [(1, 40), (37, 40), (300, 97)])
+def test_the_upscaler_in_bands_gives_the_bits_of_one_piece(extra_rows, width) -> None:
+    """Bands of BAND_ROWS rows with the upscaler's reach as margin: every output row sees the rows it
+    would in one piece, so a tall image (bounded memory) gives the very same bits on one thread."""
+    from vqcodec.priors.autoregress import one_thread
+    from vqcodec.vqvae import upscaler as up
+
+    model = _upscaling_model()
+    x = torch.rand(1, 3, up.BAND_ROWS + extra_rows, width)
+    with torch.no_grad(), one_thread():
+        banded = model.upscaler(x, 2.0)
+        whole = x + model.upscaler.net(torch.cat([x, torch.full_like(x[:, :1], 1.0)], 1))
+    assert torch.equal(banded, whole)

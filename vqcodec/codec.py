@@ -392,7 +392,7 @@ def _decode_whole(m: CodecModel, head: Header, payloads: list[bytes], damaged: s
     maps = decode_tiles(m.priors, shapes, payloads, head.tile_size, only=only, order=head.symbol_order)
     with one_thread():  # the same pixels whatever the thread count, and those a region decode gives
         recon = decode_windowed(m.vqvae, maps, ch, cw) if ch * cw > WINDOW_ABOVE else m.vqvae.decode(maps, ch, cw)
-        return resize(recon, head.width, head.height)
+        return m.vqvae.resize_back(recon, head.width, head.height)
 
 
 def decompress(

@@ -85,7 +85,7 @@ def evaluate_images(
         h, w = x.shape[2:]
         coded = resize(x, *coded_size(w, h, scale))
         codes = model.encode(coded)
-        recon = resize(model.decode(codes, coded.shape[2], coded.shape[3]), w, h).clamp(0, 1)
+        recon = model.resize_back(model.decode(codes, coded.shape[2], coded.shape[3]), w, h).clamp(0, 1)
         mse = float(F.mse_loss((recon * 255).round() / 255, x))
         mses.append(mse)
         psnrs.append(psnr_from_mse(mse))

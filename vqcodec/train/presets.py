@@ -35,6 +35,12 @@ PRESETS: dict[str, dict[str, dict[str, object]]] = {
         "vqvae": dict(refit="paper-refit2", rung_scales="1.25,1.5,1.75", crop=96, batch=18, steps=1500,
                       lr=1e-4, seed=2, validate_every=400, checkpoint_every=200),
     },
+    # paper-refit2 with a learned upscaler (vqcodec/vqvae/upscaler.py) for the rungs below scale 1,
+    # trained alone: the decoder and everything before it stay paper-refit2's. Same codes, priors, bits.
+    "paper-down": {
+        "vqvae": dict(refit="paper-refit2", rung_scales="0.5,0.625,0.75,0.875", upscaler=32, upscaler_layers=5,
+                      crop=128, batch=16, steps=2000, lr=1e-3, seed=3, validate_every=500, checkpoint_every=250),
+    },
     # Only the paper model's top level (1/8 resolution): the decoder learns to do without the bottom.
     "top-only": {
         "vqvae": dict(refit="paper", drop_levels=1, extra_blocks=2, crop=128, batch=16, steps=2500, lr=5e-4),

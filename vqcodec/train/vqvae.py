@@ -43,7 +43,7 @@ def rung_loss(scales: tuple[float, ...]):
             if not len(part):
                 continue
             recon, latent_loss, _ = model(resize(part, *coded_size(w, h, scale)))
-            mse = F.mse_loss(resize(recon, w, h), part)
+            mse = F.mse_loss(model.resize_back(recon, w, h), part)
             total = total + (mse + latent_loss) * (len(part) / len(batch))
             mse_sum += mse.item() * len(part) / len(batch)
         return total, {"loss": total.item(), "mse": mse_sum, "psnr": psnr_from_mse(mse_sum)}
@@ -70,22 +70,33 @@ def stage1_of(path: str | Path) -> tuple[VQVAEConfig, dict[str, torch.Tensor]]:
     raise VQCodecError(f"{path} holds a '{kind}' model, not a VQ-VAE or a codec model")
 
 
-def refit_model(base: str | Path, extra_blocks: int = 0, dropped_levels: int | None = None) -> VQVAE:
+def refit_model(
+    base: str | Path, extra_blocks: int = 0, dropped_levels: int | None = None, upscaler: tuple[int, int] | None = None,
+) -> VQVAE:
     """The VQ-VAE of ``base`` with ``extra_blocks`` more (identity-initialised) decoder blocks and its
     codes frozen: fine-tuning it improves the pixels of the very same codes, so ``base``'s priors
     (and their bits) stay valid. With ``dropped_levels``, that many of the lowest levels are left
-    out (code 0 everywhere) and the decoder learns to do without them: a lower rate."""
+    out (code 0 everywhere) and the decoder learns to do without them: a lower rate. With
+    ``upscaler`` (channels, layers) a new learned upscaler is added and is all that learns."""
     config, tensors = stage1_of(base)
     config = replace(config, decoder_extra_blocks=config.decoder_extra_blocks + extra_blocks)
     if dropped_levels is not None:
         if dropped_levels < config.dropped_levels or dropped_levels >= config.levels:
             raise VQCodecError(f"--drop-levels must be {config.dropped_levels} to {config.levels - 1} for {base}")
         config = replace(config, dropped_levels=dropped_levels)
+    if upscaler is not None:
+        if config.upscaler_channels:
+            raise VQCodecError(f"{base} has an upscaler already")
+        if upscaler[0] < 1 or upscaler[1] < 2:
+            raise VQCodecError("--upscaler needs at least 1 channel and --upscaler-layers at least 2")
+        config = replace(config, upscaler_channels=upscaler[0], upscaler_layers=upscaler[1])
     model = VQVAE(config)
     missing, unexpected = model.load_state_dict(tensors, strict=False)
-    if unexpected or any(not k.startswith("decoder.extra.") for k in missing):
+    if unexpected or any(not k.startswith(("decoder.extra.", "upscaler.")) for k in missing):
         raise VQCodecError(f"{base}: its VQ-VAE does not match its configuration")
     model.freeze_codes()
+    if upscaler is not None:
+        model.freeze_decoder()
     return model
 
 
@@ -100,19 +111,23 @@ def train_vqvae(
     extra_blocks: int = 0,
     dropped_levels: int | None = None,
     rung_scales: tuple[float, ...] = (),
+    upscaler: tuple[int, int] | None = None,
 ) -> VQVAE:
     """Train a VQ-VAE of ``config`` from scratch, or (``refit``: a codec model or VQ-VAE file) only
     the decoder of an existing one, grown by ``extra_blocks`` residual blocks; with ``rung_scales``
     the refit decoder learns for those rungs of the ladder (``rung_loss``), and validation reports
-    the mean PSNR over them."""
+    the mean PSNR over them. With ``upscaler`` (channels, layers) only a new learned upscaler
+    learns, for the rungs below scale 1."""
     if rung_scales and refit is None:
         raise VQCodecError("rung scales train the decoder of a --refit model (its codes must stay fixed)")
+    if upscaler is not None and not any(s < 1 for s in rung_scales):
+        raise VQCodecError("an upscaler serves the rungs below scale 1: give --rung-scales with one under 1")
     rung_scales = check_rung_scales(rung_scales, crop)
     files = list_images(data)
     val_files = list_images(val)[:val_images] if val else None
     torch.manual_seed(settings.seed)  # the initial weights are part of the run: --seed decides them
     if refit is not None:
-        model = refit_model(refit, extra_blocks, dropped_levels)
+        model = refit_model(refit, extra_blocks, dropped_levels, upscaler)
         config = model.config
     elif config is None:
         raise VQCodecError("train_vqvae needs a configuration or a model to refit")

@@ -18,7 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vqcodec.resample import resize
 from vqcodec.vqvae.quantizer import VectorQuantizerEMA
+from vqcodec.vqvae.upscaler import Upscaler
 
 BOTTOM_STRIDE = 4  # pixels per bottom-level code; each level above halves the resolution again
 DECODER_REACH = 64  # pixels of context the decoder needs around a window (windowed and region decoding)
@@ -40,6 +42,8 @@ class VQVAEConfig:
     decay: float = 0.99
     decoder_extra_blocks: int = 0  # residual blocks the decoder adds to the paper's (``vqcodec train --refit``)
     dropped_levels: int = 0  # lowest levels not coded (a lower rate): their codes are always 0
+    upscaler_channels: int = 0  # a learned upscaler for rungs coded below full size (0: bicubic only)
+    upscaler_layers: int = 0
 
     def level_stride(self, level: int) -> int:
         """Pixels per code of ``level`` (0 = bottom)."""
@@ -264,6 +268,8 @@ class VQVAE(nn.Module):
         )
         self.upsamplers = nn.ModuleList([_upsampler(d, lvl) for lvl in range(c.levels)])
         self.decoder = Decoder(d * c.levels, c.in_channels, h, r, n, BOTTOM_STRIDE, c.decoder_extra_blocks)
+        if c.upscaler_channels:
+            self.upscaler = Upscaler(c.in_channels, c.upscaler_channels, c.upscaler_layers)
         self.frozen_codes = False  # see freeze_codes
 
     def freeze_codes(self) -> None:
@@ -335,6 +341,23 @@ class VQVAE(nn.Module):
                 blank = cond.new_zeros((b, c.hidden, h, w))
                 out.append(self.pre_quant[lvl - 1](torch.cat([blank, cond], 1)))
         return out[::-1]
+
+    def freeze_decoder(self) -> None:
+        """With ``freeze_codes``: only the upscaler learns (the decoder's pixels at the coded size stay)."""
+        self.decoder.requires_grad_(False)
+        self.upsamplers.requires_grad_(False)
+        for lvl in range(self.config.dropped_levels):
+            self.pre_quant[lvl].requires_grad_(False)
+            self.cond_decoders[lvl].requires_grad_(False)
+
+    def resize_back(self, recon: torch.Tensor, width: int, height: int) -> torch.Tensor:
+        """The decoder's output ``recon`` at the coded size brought to ``width`` x ``height`` pixels:
+        antialiased bicubic (``vqcodec.resample``), then the learned upscaler when the model has one
+        and the image was coded smaller than it is."""
+        out = resize(recon, width, height)
+        if hasattr(self, "upscaler") and width > recon.shape[-1]:
+            out = self.upscaler(out, width / recon.shape[-1])
+        return out
 
     def decode_quantized(self, quant: list[torch.Tensor]) -> torch.Tensor:
         ups = [up(q) for up, q in zip(self.upsamplers, quant)]
