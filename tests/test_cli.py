@@ -326,7 +326,7 @@ def test_refit_with_an_upscaler_trains_only_it(tiny_images, tmp_path, monkeypatc
     from vqcodec.coding.bitstream import unpack
     from vqcodec.testing import smooth_image, write_tiny_codec_model
     from vqcodec.zoo import registry
-    from vqcodec.zoo.files import read_metadata
+    from vqcodec.zoo.registry import read_metadata
 
     monkeypatch.setenv(registry.ENV_VAR, "")
     models = tmp_path / "models"

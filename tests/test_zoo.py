@@ -333,7 +333,8 @@ def test_delta_model_loads_as_the_whole_model(tmp_path, monkeypatch) -> None:
 
 def test_delta_model_needs_its_base(tmp_path, monkeypatch) -> None:
     from vqcodec.train.export import build_refit_codec_model
-    from vqcodec.zoo.files import atomic_save, read_metadata
+    from vqcodec.zoo.files import atomic_save
+    from vqcodec.zoo.registry import read_metadata
 
     monkeypatch.setenv(registry.ENV_VAR, "")
     base = write_tiny_codec_model(tmp_path / "base.safetensors")
@@ -357,7 +358,7 @@ def test_delta_model_needs_its_base(tmp_path, monkeypatch) -> None:
 def test_shipped_deltas_rebuild_their_models() -> None:
     """The shipped refits are stored as deltas of the model they were refit from: each loads with
     the manifest's fingerprint, and the shipped weights stay within the 40 MB the ladder may use."""
-    from vqcodec.zoo.files import read_metadata
+    from vqcodec.zoo.registry import read_metadata
 
     entries = {e.name: e for e in registry.list_models() if e.shipped}
     fingerprints = {e.fingerprint for e in entries.values()}

@@ -22,9 +22,10 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, safe_open, save_file
+from safetensors.torch import load_file, save_file
 
 from vqcodec.errors import VQCodecError
+from vqcodec.zoo.registry import find_by_fingerprint, read_metadata
 
 
 def atomic_save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
@@ -75,17 +76,9 @@ def load_model(path: str | Path, _depth: int = 0) -> tuple[str, dict, dict[str, 
         raise VQCodecError(f"{path} is not a vqcodec model file ({err})") from None
 
 
-def read_metadata(path: str | Path) -> dict[str, str]:
-    """A model file's metadata alone (no tensors read)."""
-    with safe_open(str(path), framework="numpy") as f:
-        return f.metadata() or {}
-
-
 def _merge_base(path: Path, meta: dict[str, str], delta: dict[str, torch.Tensor], depth: int) -> dict:
     """The whole tensors of a delta file: its base's (found by fingerprint among the known models
     and the delta's own folder), less the removed ones, with the delta's on top."""
-    from vqcodec.zoo.registry import find_by_fingerprint  # the registry reads model files itself
-
     if depth >= MAX_DELTA_DEPTH:
         raise VQCodecError(f"{path}: its chain of base models is deeper than {MAX_DELTA_DEPTH}")
     base_path = find_by_fingerprint(bytes.fromhex(meta["base"]), (path.parent,))

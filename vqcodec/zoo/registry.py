@@ -140,7 +140,7 @@ def _describe(path: str, mtime_ns: int, size: int) -> tuple[str, int, str]:
     must not need the delta's own tensors."""
     from vqcodec.zoo.files import fingerprint, load_model
 
-    meta = _metadata(Path(path))
+    meta = read_metadata(Path(path))
     if "base" in meta and "fingerprint" in meta:
         try:
             kind, config, fp = meta.get("kind"), json.loads(meta.get("config", "{}")), meta["fingerprint"]
@@ -159,7 +159,7 @@ def _entry(path: Path, shipped: bool) -> ModelEntry:
     stat = path.stat()
     info = _manifest().get(path.stem) if shipped else None
     if info is not None:  # shipped: the manifest saves hashing every file (a test keeps it honest)
-        meta = _metadata(path)
+        meta = read_metadata(path)
         levels = int(json.loads(meta.get("config", "{}")).get("vqvae", {}).get("levels", 0))
         return ModelEntry(path.stem, path, info["fingerprint"], levels, stat.st_size, info["description"], True,
                           info.get("kodak"))
@@ -167,7 +167,8 @@ def _entry(path: Path, shipped: bool) -> ModelEntry:
     return ModelEntry(path.stem, path, fp, levels, stat.st_size, description, shipped)
 
 
-def _metadata(path: Path) -> dict[str, str]:
+def read_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """A model file's metadata alone (no tensors read, torch not needed)."""
     try:
         with safe_open(str(path), framework="numpy") as f:  # metadata only: no need to import torch
             return f.metadata() or {}
