@@ -149,8 +149,8 @@ def memory_needed(pixels: int, decode: bool) -> int:
 
 def check_memory(width: int, height: int, decode: bool, pixels: int | None = None, region: bool = False) -> None:
     """Refuse, before the work starts, an image that cannot fit in the memory available, rather than
-    be killed by the kernel half-way. ``pixels`` (default: all of them) is what the work touches: a
-    region decode's strip, or the larger of the image and its coded size."""
+    be killed by the kernel half-way. ``pixels`` (default: all of them) is what the work touches: the
+    larger of the image and its coded size."""
     avail = available_memory()
     need = memory_needed(width * height if pixels is None else pixels, decode)
     if avail is not None and need > avail:
@@ -289,8 +289,11 @@ def _decode_region(m: CodecModel, head: Header, payloads: list[bytes], region: t
                    skip: frozenset[int]) -> torch.Tensor:
     """Pixels (1, C, h, w) of region (x, y, w, h), bit for bit those of the full decode: only the
     tiles under it (plus the decoder's reach) are decoded, except those in ``skip`` (damaged), and
-    the VQ-VAE decodes a strip, as wide as the window a full decode uses, across the region
-    (``decode_part``)."""
+    the VQ-VAE decodes each window of the full decode that the region touches (the whole image
+    below WINDOW_ABOVE pixels), in one piece as the full decode does. A strip across the region
+    would be cheaper but is not exact: oneDNN picks its blocking, and so its order of summation,
+    from a convolution's shape (a strip of 61 rows of top codes where the image has 105 gave other
+    bits), which moved pixels of regions of 512x455 and 838x552 images by one level."""
     x, y, w, h = region
     cfg = m.vqvae.config
     s, b = cfg.stride, cfg.level_stride(0)
@@ -307,7 +310,7 @@ def _decode_region(m: CodecModel, head: Header, payloads: list[bytes], region: t
             continue
         py0, py1 = max(ylo, (cy0 - DECODER_REACH) // s * s), min(yhi, -(-(cy1 + DECODER_REACH) // s) * s)
         px0, px1 = max(xlo, (cx0 - DECODER_REACH) // s * s), min(xhi, -(-(cx1 + DECODER_REACH) // s) * s)
-        jobs.append(((ylo, yhi, xlo, xhi), (py0, py1), (px0, px1), (cy0, cy1), (cx0, cx1)))
+        jobs.append(((ylo, yhi, xlo, xhi), (py0, py1), (px0, px1), (cy0, cy1), (cx0, cx1)))  # reach: tiles
     tiles = tile_grid(shapes[0][0], shapes[0][1], head.tile_size)
     needed = {  # the codes the region's pixels depend on: the region and the decoder's reach around it
         k for k, t in enumerate(tiles)
@@ -317,10 +320,10 @@ def _decode_region(m: CodecModel, head: Header, payloads: list[bytes], region: t
     maps = decode_tiles(m.priors, shapes, payloads, head.tile_size, only=needed - skip, order=head.symbol_order)
     out = torch.zeros((1, cfg.in_channels, h, w), device=maps[0].device)
     with one_thread():
-        for ref, (py0, py1), _, (cy0, cy1), (cx0, cx1) in jobs:
-            rec = decode_part(m.vqvae, maps, ref, (py0, py1))
-            rx0 = ref[2]
-            out[:, :, cy0 - y : cy1 - y, cx0 - x : cx1 - x] = rec[:, :, cy0 - py0 : cy1 - py0, cx0 - rx0 : cx1 - rx0]
+        for ref, _, _, (cy0, cy1), (cx0, cx1) in jobs:
+            ry0, _, rx0, _ = ref
+            rec = decode_part(m.vqvae, maps, ref, (ref[0], ref[1]))  # the whole window: the full decode's shapes
+            out[:, :, cy0 - y : cy1 - y, cx0 - x : cx1 - x] = rec[:, :, cy0 - ry0 : cy1 - ry0, cx0 - rx0 : cx1 - rx0]
     return out
 
 
@@ -368,9 +371,8 @@ def decompress_image(
         raise VQCodecError(f"nothing can be restored: all {len(payloads)} tiles are damaged")
     damaged_tiles = tuple(sorted(damaged))
     if box is not None and head.coded_size is None:
-        # a strip across the region, and the code maps (8 bytes a bottom code: half a byte a pixel)
-        strip = head.width * min(head.height, box[3] + 2 * DECODER_REACH)
-        check_memory(head.width, head.height, decode=True, pixels=strip + head.width * head.height // 32, region=True)
+        # the VQ-VAE runs on the windows of a full decode (``_decode_region``), so it needs what one does
+        check_memory(head.width, head.height, decode=True, region=True)
         recon = _decode_region(m, head, payloads, box, frozenset(damaged))
     else:
         check_memory(head.width, head.height, decode=True,

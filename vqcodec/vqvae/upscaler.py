@@ -38,9 +38,10 @@ class Upscaler(nn.Module):
     def forward(self, x: torch.Tensor, enlargement: float) -> torch.Tensor:
         """``x`` (B, C, H, W), the bicubic enlargement of the decoder's output, with the residual
         added. Runs in bands of BAND_ROWS full-width rows with ``reach`` rows of margin, at bounded
-        memory: each output row sees exactly the rows it would in one piece, and on one thread
-        oneDNN gives it the same bits (for inputs this tall; not for a band of a few rows, which is
-        why the last band overlaps the one before rather than being short)."""
+        memory: each output row sees exactly the rows it would in one piece. The bands depend only
+        on the image's size, so its pixels do too: oneDNN picks its order of summation from a
+        convolution's shape, so a band may round differently from one piece (a band of a few rows
+        measurably did, which is why the last band overlaps the one before rather than being short)."""
         h = x.shape[2]
         if h <= BAND_ROWS:
             return x + self.net(self._with_level(x, enlargement))
