@@ -288,3 +288,21 @@ def test_split_convolutions_give_the_same_codes_on_any_thread_count(levels):
                 assert torch.equal(a, b), f"{height}x{width}, level {level}: {threads} threads differ from 1"
     plain = vqvae.encode(x)  # no context: the ordinary convolutions
     assert [c.shape for c in plain] == [c.shape for c in codes[1]]
+
+
+def test_nearest_codes_in_chunks_are_the_nearest_and_independent_of_threads():
+    """``codes`` computes distances a chunk of rows at a time (large images): every vector still
+    gets its nearest codeword, chunks of several sizes included, on one thread or two."""
+    torch.manual_seed(0)
+    vq = VectorQuantizerEMA(num_codes=64, dim=8)
+    z = torch.randn(3, 41, 97, 8)  # 11,931 vectors: six chunks, of 1,988 and 1,989 rows
+    flat = z.reshape(-1, 8)
+    want = torch.cdist(flat.double(), vq.embed.double()).argmin(1).reshape(3, 41, 97)
+    before = torch.get_num_threads()
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            assert torch.equal(vq.codes(z), want)
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(vq.codes(z[:1, :2]), want[:1, :2])  # fewer rows than a chunk: one piece

@@ -25,6 +25,9 @@ def _distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
+NEAREST_ROWS = 2048  # vectors whose distances to the codebook are computed at once (``codes``)
+
+
 class VectorQuantizerEMA(nn.Module):
     """Nearest-neighbour quantizer of D-dim vectors onto K codes, with EMA codebook updates."""
 
@@ -47,14 +50,16 @@ class VectorQuantizerEMA(nn.Module):
         self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
 
     def codes(self, z: torch.Tensor) -> torch.Tensor:
-        """Indices of the nearest codes for channel-last vectors ``z`` (..., D)."""
+        """Indices of the nearest codes for channel-last vectors ``z`` (..., D). The distances are
+        computed for about NEAREST_ROWS vectors at a time: the whole (N, K) matrix of a large image
+        (150 MB at 1344x896 pixels) makes every pass over it wait on memory (0.41 vs 0.13 s, one
+        thread). The chunks depend only on N, never on the thread count, and are even in size."""
         flat = z.reshape(-1, self.dim)
-        dist2 = (
-            flat.pow(2).sum(1, keepdim=True)
-            - 2 * flat @ self.embed.t()
-            + self.embed.pow(2).sum(1)[None, :]
-        )
-        return dist2.argmin(1).reshape(z.shape[:-1])
+        sq = self.embed.pow(2).sum(1)[None, :]
+        parts = max(1, round(flat.shape[0] / NEAREST_ROWS))
+        out = [(c.pow(2).sum(1, keepdim=True) - 2 * c @ self.embed.t() + sq).argmin(1)
+               for c in flat.tensor_split(parts)]
+        return (out[0] if parts == 1 else torch.cat(out)).reshape(z.shape[:-1])
 
     def lookup(self, codes: torch.Tensor) -> torch.Tensor:
         """Code vectors (..., D) for integer codes (...)."""
