@@ -604,3 +604,39 @@ def test_a_huge_claim_is_a_valid_container_the_codec_must_refuse() -> None:
             unpack(lengths_mutation(rng, data))
         except VQCodecError:
             pass
+
+
+@pytest.mark.slow
+def test_rate_aware_bottom_codes_cost_fewer_bits_decode_exactly_and_ignore_threads(model):
+    """``compress(rdo=...)``: the bottom codes weigh bits against distance. The file is smaller than
+    with the nearest codes, decodes to exactly the codes chosen, and is the same on 1 and 2 threads;
+    the codes above the bottom are the nearest ones either way."""
+    from vqcodec.codec import compress, decompress
+
+    pixels = smooth_image(96, 128, seed=61)
+    nearest = compress(pixels, model)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = compress(pixels, model, rdo=0.05)
+        torch.set_num_threads(2)
+        two = compress(pixels, model, rdo=0.05)
+    finally:
+        torch.set_num_threads(before)
+    assert one == two and len(one) < len(nearest)
+    head = unpack(one).header
+    decoded = decode_tiles(model.priors, model.vqvae.code_shapes(96, 128), list(unpack(one).tiles), head.tile_size,
+                           order=head.symbol_order)
+    chosen = image_codes(model, pixels, rdo=0.05)
+    assert_codes_equal(decoded, chosen)
+    assert torch.equal(chosen[1], image_codes(model, pixels)[1])
+    assert decompress(one, model).shape == pixels.shape
+    assert compress(pixels, model, rdo=0) == nearest
+
+
+@pytest.mark.parametrize("bad", [-0.1, float("nan"), float("inf"), "0.02", True])
+def test_a_bad_rdo_weight_is_refused(model, bad):
+    from vqcodec.codec import compress
+
+    with pytest.raises(VQCodecError, match="rdo"):
+        compress(smooth_image(16, 16, seed=1), model, rdo=bad)

@@ -30,6 +30,7 @@ import torch
 from PIL import Image
 
 from vqcodec.coding.bitstream import MAX_PIXELS, Bitstream, Header, pack, unpack
+from vqcodec.coding.rdo import CANDIDATES, choose_bottom_codes
 from vqcodec.coding.tile_codec import decode_tiles, encode_tiles
 from vqcodec.coding.tiles import check_tile, tile_grid
 from vqcodec.errors import VQCodecError, VQCodecWarning
@@ -43,6 +44,7 @@ from vqcodec.imageio import (
     to_model_input,
 )
 from vqcodec.priors.autoregress import one_thread
+from vqcodec.priors.uncoded import is_uncoded
 from vqcodec.resample import check_scale, coded_size, resize
 from vqcodec.vqvae import (
     DECODER_REACH,
@@ -205,15 +207,17 @@ def short_payloads(m: CodecModel, head: Header, payloads: tuple[bytes, ...] | li
 
 @torch.no_grad()
 def compress(image: Any, model: ModelSpec = None, device: str | None = None, tile: int | None = None,
-             quality: int | str | None = None, scale: float | None = None) -> bytes:
+             quality: int | str | None = None, scale: float | None = None, rdo: float | None = None) -> bytes:
     """Compress an image (path, bytes, open binary file, PIL image, uint8/uint16 array or ImageData)
     to bytes. ``quality`` picks a rung of the shipped quality ladder: 1 (smallest files) to N (best
     pictures), or a rung's name (``vqcodec models``); ``model`` instead names any codec model, or is
     one, or its file (default, with neither: the default rung); ``scale`` codes the image at that
     fraction of its size (``vqcodec.resample``; a rung sets it, default 1); ``device`` is where to
     load the model ("cpu" or "cuda"; default: cpu, or where the model given is); ``tile`` overrides
-    the model's tile size (in bottom-level codes)."""
+    the model's tile size (in bottom-level codes); ``rdo`` weighs each bottom code's bits against its
+    distance to the latent (``coding.rdo``; default 0: the nearest codes; 0.02 is tuned)."""
     spec, rung_scale = choose_rung(model, quality)
+    lam = check_rdo(rdo) if rdo is not None else 0.0
     if scale is not None and quality is not None:
         raise VQCodecError("give a quality or a scale, not both (a quality sets the scale)")
     scale = check_scale(scale) if scale is not None else rung_scale
@@ -223,19 +227,37 @@ def compress(image: Any, model: ModelSpec = None, device: str | None = None, til
     h, w, channels = img.pixels.shape
     cw, ch = coded_size(w, h, scale)
     check_memory(w, h, decode=False, pixels=max(w * h, cw * ch))
-    codes = image_codes(m, img.pixels, img.bit_depth, (cw, ch))
+    codes = image_codes(m, img.pixels, img.bit_depth, (cw, ch), lam, tile)
     header = Header(m.fingerprint, w, h, channels, img.bit_depth, m.levels, tile, img.icc_profile or None,
                     coded_size=(cw, ch) if (cw, ch) != (w, h) else None)
     return pack(Bitstream(header, tuple(encode_tiles(m.priors, codes, tile, header.symbol_order))))
 
 
-def image_codes(m: CodecModel, pixels: np.ndarray, bit_depth: int, size: tuple[int, int]) -> list[torch.Tensor]:
+def check_rdo(rdo: Any) -> float:
+    """``rdo`` as a weight of bits against distance: a finite number >= 0, else a VQCodecError."""
+    if isinstance(rdo, bool) or not isinstance(rdo, int | float) or not math.isfinite(rdo) or rdo < 0:
+        raise VQCodecError(f"rdo must be a number >= 0 (0: the nearest codes), not {rdo!r}")
+    return float(rdo)
+
+
+def image_codes(m: CodecModel, pixels: np.ndarray, bit_depth: int, size: tuple[int, int], rdo: float = 0.0,
+                tile: int | None = None) -> list[torch.Tensor]:
     """The code maps (bottom first) that ``compress`` makes of pixels (H, W, C), coded at
-    ``size`` = (width, height)."""
+    ``size`` = (width, height) in tiles of ``tile`` bottom codes (default the model's), the bottom
+    codes chosen with weight ``rdo`` on their bits (``coding.rdo``; 0: the nearest codewords)."""
     x = resize(to_model_input(pixels, bit_depth).to(m.device), *size)
+    weigh = rdo > 0 and not m.vqvae.config.dropped_levels and not is_uncoded(m.priors[0])
+    windowed = size[0] * size[1] > WINDOW_ABOVE
     # every convolution split the same way, each part on one thread: the same codes whatever the thread count
     with split_convolutions(torch.get_num_threads()), one_thread():
-        return encode_windowed(m.vqvae, x) if size[0] * size[1] > WINDOW_ABOVE else m.vqvae.encode(x)
+        if not weigh:
+            return encode_windowed(m.vqvae, x) if windowed else m.vqvae.encode(x)
+        if windowed:
+            found = encode_windowed(m.vqvae, x, candidates=CANDIDATES)
+        else:
+            found = m.vqvae.encode_candidates(x, CANDIDATES)
+    codes, candidates, distances = found
+    return choose_bottom_codes(m.priors, codes, candidates, distances, rdo, tile or m.tile)
 
 
 # -- decompress -----------------------------------------------------------------------------------------------

@@ -18,10 +18,12 @@ import torch
 
 from vqcodec.codec import compress
 from vqcodec.coding.bitstream import Bitstream, pack, unpack
+from vqcodec.coding.rdo import CANDIDATES, choose_bottom_codes
 from vqcodec.imageio import to_tensor
 from vqcodec.priors.contract import IntegerPrior
 from vqcodec.priors.pixelcnn import PixelCNNPrior, PriorConfig
 from vqcodec.priors.registry import integer_twin
+from vqcodec.priors.uncoded import is_uncoded
 from vqcodec.sampling import sample_codes
 from vqcodec.vqvae import BOTTOM_STRIDE, VQVAE, VQVAEConfig
 from vqcodec.zoo.codec_model import CodecModel, codec_model_from
@@ -60,17 +62,22 @@ def shapes_image(index: int, height: int = 32, width: int = 40) -> np.ndarray:
 
 
 # -- code maps ------------------------------------------------------------------------------------------
-def image_codes(model: CodecModel, pixels: np.ndarray, size: tuple[int, int] | None = None) -> list[torch.Tensor]:
+def image_codes(model: CodecModel, pixels: np.ndarray, size: tuple[int, int] | None = None,
+                rdo: float = 0.0, tile: int | None = None) -> list[torch.Tensor]:
     """Code maps (bottom first, each (1, H_l, W_l)) exactly as compress computes them, the image
-    coded at ``size`` = (width, height) if given (written out here rather than calling the codec's
-    own conversion, so tests compare against an independent path)."""
+    coded at ``size`` = (width, height) if given, with compress's ``rdo`` and ``tile`` (written out
+    here rather than calling the codec's own conversion, so tests compare against an independent
+    path; the rate-aware choice is the library's ``choose_bottom_codes``)."""
     bits = 8 if pixels.dtype == np.uint8 else 16
     x = to_tensor(pixels, bits)
     if x.shape[1] == 1:
         x = x.repeat(1, 3, 1, 1)
     if size is not None and size != (x.shape[3], x.shape[2]):
         x = torch.nn.functional.interpolate(x, size=(size[1], size[0]), mode="bicubic", antialias=True)
-    return model.vqvae.encode(x)
+    if rdo == 0 or model.vqvae.config.dropped_levels or is_uncoded(model.priors[0]):
+        return model.vqvae.encode(x)
+    codes, candidates, distances = model.vqvae.encode_candidates(x, CANDIDATES)
+    return choose_bottom_codes(model.priors, codes, candidates, distances, rdo, tile or model.tile)
 
 
 def code_shapes(codes: list[torch.Tensor]) -> list[tuple[int, int]]:

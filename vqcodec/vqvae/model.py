@@ -301,7 +301,9 @@ class VQVAE(nn.Module):
         hp, wp = -(-height // c.stride) * c.stride, -(-width // c.stride) * c.stride
         return [(hp // c.level_stride(lvl), wp // c.level_stride(lvl)) for lvl in range(c.levels)]
 
-    def _quantize_all(self, x: torch.Tensor):
+    def _quantize_all(self, x: torch.Tensor, latents: list | None = None):
+        """(quantized, codes, commitment loss) of every level, bottom first; ``latents``, if given,
+        receives each coded level's quantizer input (B, D, H, W), top first."""
         feats = [self.encoders[0](x)]
         for enc in self.encoders[1:]:
             feats.append(enc(feats[-1]))
@@ -312,7 +314,10 @@ class VQVAE(nn.Module):
         dropped = self.config.dropped_levels
         for lvl in reversed(range(dropped, self.config.levels)):
             inp = feats[lvl] if cond is None else torch.cat([feats[lvl], cond], 1)
-            q, commit, idx = self.quantizers[lvl](self.pre_quant[lvl](inp))
+            z = self.pre_quant[lvl](inp)
+            if latents is not None:
+                latents.append(z)
+            q, commit, idx = self.quantizers[lvl](z)
             quant[lvl], codes[lvl] = q, idx
             loss = loss + commit
             if lvl > dropped:
@@ -383,6 +388,18 @@ class VQVAE(nn.Module):
         return self._quantize_all(self.pad(x) - 0.5)[1]
 
     @torch.no_grad()
+    def encode_candidates(self, x: torch.Tensor, k: int) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+        """``encode``'s code maps, and for the bottom level the ``k`` nearest codes of each latent
+        vector (B, H, W, k) with their squared distances (B, H, W, k): the choices a rate-aware
+        encoder weighs (``coding.rdo``). The codes above are fixed first, as ``encode`` fixes them."""
+        if self.config.dropped_levels:
+            raise ValueError("a model that drops its bottom level has no bottom codes to choose")
+        latents: list[torch.Tensor] = []
+        codes = self._quantize_all(self.pad(x) - 0.5, latents)[1]
+        idx, dist = self.quantizers[0].candidates(latents[-1].permute(0, 2, 3, 1), k)
+        return codes, idx, dist
+
+    @torch.no_grad()
     def decode(self, codes: list[torch.Tensor], height: int, width: int) -> torch.Tensor:
         """Images in [0, 1] (unclamped) from code maps, cropped to ``height`` x ``width``."""
         dropped = self.config.dropped_levels
@@ -406,25 +423,35 @@ def _spans(length: int, window: int, margin: int) -> list[tuple[int, int, int, i
 
 @torch.no_grad()
 def encode_windowed(
-    model: VQVAE, x: torch.Tensor, window: int = 1024, margin: int = DECODER_REACH
-) -> list[torch.Tensor]:
+    model: VQVAE, x: torch.Tensor, window: int = 1024, margin: int = DECODER_REACH, candidates: int = 0,
+) -> list[torch.Tensor] | tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
     """``model.encode`` in overlapping windows of ``window`` pixels, so memory stays bounded for very
     large images. Each window is encoded with ``margin`` pixels of context on every side and only its
-    core's codes are kept; codes far from window edges equal those of a whole-image encode."""
+    core's codes are kept; codes far from window edges equal those of a whole-image encode. With
+    ``candidates`` = k, ``model.encode_candidates``'s bottom candidates and distances come too."""
     s = model.config.stride
     window, margin = -(-window // s) * s, -(-margin // s) * s
     x = model.pad(x)
     h, w = x.shape[2:]
-    codes = [torch.zeros((x.shape[0], hh, ww), dtype=torch.long, device=x.device) for hh, ww in model.code_shapes(h, w)]
+    shapes = model.code_shapes(h, w)
+    codes = [torch.zeros((x.shape[0], hh, ww), dtype=torch.long, device=x.device) for hh, ww in shapes]
+    cand = [torch.zeros((x.shape[0], *shapes[0], candidates), dtype=dt, device=x.device)
+            for dt in (torch.long, torch.float32)] if candidates else []
     for ys, ye, ylo, yhi in _spans(h, window, margin):
         for xs, xe, xlo, xhi in _spans(w, window, margin):
-            part = model.encode(x[:, :, ylo:yhi, xlo:xhi])
+            window_x = x[:, :, ylo:yhi, xlo:xhi]
+            if candidates:
+                part, *extra = model.encode_candidates(window_x, candidates)
+            else:
+                part, extra = model.encode(window_x), []
             for lvl, c in enumerate(part):
                 f = model.config.level_stride(lvl)
-                codes[lvl][:, ys // f : ye // f, xs // f : xe // f] = c[
-                    :, (ys - ylo) // f : (ye - ylo) // f, (xs - xlo) // f : (xe - xlo) // f
-                ]
-    return codes
+                core = (slice(None), slice((ys - ylo) // f, (ye - ylo) // f), slice((xs - xlo) // f, (xe - xlo) // f))
+                codes[lvl][:, ys // f : ye // f, xs // f : xe // f] = c[core]
+                if lvl == 0:
+                    for out, e in zip(cand, extra):
+                        out[:, ys // f : ye // f, xs // f : xe // f] = e[core]
+    return (codes, *cand) if candidates else codes
 
 
 def decode_windows(

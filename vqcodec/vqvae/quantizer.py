@@ -61,6 +61,16 @@ class VectorQuantizerEMA(nn.Module):
                for c in flat.tensor_split(parts)]
         return (out[0] if parts == 1 else torch.cat(out)).reshape(z.shape[:-1])
 
+    def candidates(self, z: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The ``k`` nearest codes of channel-last vectors ``z`` (..., D), nearest first, and their
+        squared distances: (..., k) int64 and (..., k) float32, in the chunks of ``codes``."""
+        flat = z.reshape(-1, self.dim)
+        sq = self.embed.pow(2).sum(1)[None, :]
+        parts = [(c.pow(2).sum(1, keepdim=True) - 2 * c @ self.embed.t() + sq).topk(k, 1, largest=False)
+                 for c in flat.tensor_split(max(1, round(flat.shape[0] / NEAREST_ROWS)))]
+        shape = (*z.shape[:-1], k)
+        return torch.cat([p.indices for p in parts]).reshape(shape), torch.cat([p.values for p in parts]).reshape(shape)
+
     def lookup(self, codes: torch.Tensor) -> torch.Tensor:
         """Code vectors (..., D) for integer codes (...)."""
         return F.embedding(codes, self.embed)
