@@ -30,7 +30,7 @@ import torch
 from PIL import Image
 
 from vqcodec.coding.bitstream import MAX_PIXELS, Bitstream, Header, pack, unpack
-from vqcodec.coding.rdo import CANDIDATES, choose_bottom_codes
+from vqcodec.coding.rdo import CANDIDATES, choose_bottom_codes, weighs_codes
 from vqcodec.coding.tile_codec import decode_tiles, encode_tiles
 from vqcodec.coding.tiles import check_tile, tile_grid
 from vqcodec.errors import VQCodecError, VQCodecWarning
@@ -44,7 +44,6 @@ from vqcodec.imageio import (
     to_model_input,
 )
 from vqcodec.priors.autoregress import one_thread
-from vqcodec.priors.uncoded import is_uncoded
 from vqcodec.resample import check_scale, coded_size, resize
 from vqcodec.vqvae import (
     DECODER_REACH,
@@ -246,11 +245,10 @@ def image_codes(m: CodecModel, pixels: np.ndarray, bit_depth: int, size: tuple[i
     ``size`` = (width, height) in tiles of ``tile`` bottom codes (default the model's), the bottom
     codes chosen with weight ``rdo`` on their bits (``coding.rdo``; 0: the nearest codewords)."""
     x = resize(to_model_input(pixels, bit_depth).to(m.device), *size)
-    weigh = rdo > 0 and not m.vqvae.config.dropped_levels and not is_uncoded(m.priors[0])
     windowed = size[0] * size[1] > WINDOW_ABOVE
     # every convolution split the same way, each part on one thread: the same codes whatever the thread count
     with split_convolutions(torch.get_num_threads()), one_thread():
-        if not weigh:
+        if not weighs_codes(m, rdo):
             return encode_windowed(m.vqvae, x) if windowed else m.vqvae.encode(x)
         if windowed:
             found = encode_windowed(m.vqvae, x, candidates=CANDIDATES)
@@ -343,8 +341,8 @@ def _decode_region(m: CodecModel, head: Header, payloads: list[bytes], region: t
     out = torch.zeros((1, cfg.in_channels, h, w), device=maps[0].device)
     with one_thread():
         for ref, _, _, (cy0, cy1), (cx0, cx1) in jobs:
-            ry0, _, rx0, _ = ref
-            rec = decode_part(m.vqvae, maps, ref, (ref[0], ref[1]))  # the whole window: the full decode's shapes
+            ry0, ry1, rx0, _ = ref
+            rec = decode_part(m.vqvae, maps, ref, (ry0, ry1))  # the whole window: the full decode's shapes
             out[:, :, cy0 - y : cy1 - y, cx0 - x : cx1 - x] = rec[:, :, cy0 - ry0 : cy1 - ry0, cx0 - rx0 : cx1 - rx0]
     return out
 

@@ -18,12 +18,11 @@ import torch
 
 from vqcodec.codec import compress
 from vqcodec.coding.bitstream import Bitstream, pack, unpack
-from vqcodec.coding.rdo import CANDIDATES, choose_bottom_codes
+from vqcodec.coding.rdo import CANDIDATES, choose_bottom_codes, weighs_codes
 from vqcodec.imageio import to_tensor
 from vqcodec.priors.contract import IntegerPrior
 from vqcodec.priors.pixelcnn import PixelCNNPrior, PriorConfig
 from vqcodec.priors.registry import integer_twin
-from vqcodec.priors.uncoded import is_uncoded
 from vqcodec.sampling import sample_codes
 from vqcodec.vqvae import BOTTOM_STRIDE, VQVAE, VQVAEConfig
 from vqcodec.zoo.codec_model import CodecModel, codec_model_from
@@ -74,7 +73,7 @@ def image_codes(model: CodecModel, pixels: np.ndarray, size: tuple[int, int] | N
         x = x.repeat(1, 3, 1, 1)
     if size is not None and size != (x.shape[3], x.shape[2]):
         x = torch.nn.functional.interpolate(x, size=(size[1], size[0]), mode="bicubic", antialias=True)
-    if rdo == 0 or model.vqvae.config.dropped_levels or is_uncoded(model.priors[0]):
+    if not weighs_codes(model, rdo):
         return model.vqvae.encode(x)
     codes, candidates, distances = model.vqvae.encode_candidates(x, CANDIDATES)
     return choose_bottom_codes(model.priors, codes, candidates, distances, rdo, tile or model.tile)

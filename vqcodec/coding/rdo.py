@@ -5,12 +5,12 @@ The nearest codeword is what the VQ-VAE was trained to decode, but often a sligh
 far cheaper to code: the prior expects it there. Weighing the two moves a model along a better
 rate-distortion curve than its rungs' scales do, at no cost to decoding (the decoder reads whichever
 codes were written, exactly as before). Measured on 12 BSD validation photos with ``paper-refit2``
-(``docs/models.md``): lambda 0.02 saves 4.2 % of the bits for 0.10 dB, where coding at a smaller
+(``docs/models.md``): lambda 0.02 saves 4.3 % of the payload's bits for 0.10 dB, where coding at a smaller
 scale would lose 0.17 dB for the same bits.
 
 The bits come from one parallel pass of the integer bottom prior over the nearest codes (the exact
 probabilities the coder uses, in the context of the nearest codes rather than of the chosen ones:
-a second pass was measured to gain nothing over a larger lambda). Everything is exact or computed in
+a second pass with the chosen codes' context was measured, and did worse). Everything is exact or computed in
 chunks fixed by the image's size, so the choice does not depend on the thread count.
 """
 
@@ -24,10 +24,17 @@ from vqcodec.coding.tile_codec import ENCODE_BATCH_TILES, _batches, _windows
 from vqcodec.coding.tiles import tile_grid
 from vqcodec.priors.autoregress import levels_above
 from vqcodec.priors.contract import IntegerPrior
+from vqcodec.priors.uncoded import is_uncoded
 
 CANDIDATES = 8  # nearest codewords weighed per bottom position
 SUGGESTED_LAMBDA = 0.02  # tuned on BSD validation photos (never Kodak) for the shipped models; opt-in (--rdo)
 # until a Kodak run of the whole ladder measures it (the default stays the nearest codes)
+
+
+def weighs_codes(model, lam: float) -> bool:
+    """Whether ``lam`` makes a codec model choose its bottom codes by rate: lam > 0 and a coded
+    bottom level (a model that drops it, or leaves it uncoded, has no bottom codes to choose)."""
+    return lam > 0 and not model.vqvae.config.dropped_levels and not is_uncoded(model.priors[0])
 
 
 @torch.no_grad()

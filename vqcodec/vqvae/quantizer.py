@@ -25,7 +25,7 @@ def _distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
-NEAREST_ROWS = 2048  # vectors whose distances to the codebook are computed at once (``codes``)
+NEAREST_ROWS = 2048  # vectors whose distances to the codebook are computed at once (``_distances``)
 
 
 class VectorQuantizerEMA(nn.Module):
@@ -49,25 +49,25 @@ class VectorQuantizerEMA(nn.Module):
         self.register_buffer("restarts", torch.zeros((), dtype=torch.long))
         self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
 
-    def codes(self, z: torch.Tensor) -> torch.Tensor:
-        """Indices of the nearest codes for channel-last vectors ``z`` (..., D). The distances are
-        computed for about NEAREST_ROWS vectors at a time: the whole (N, K) matrix of a large image
-        (150 MB at 1344x896 pixels) makes every pass over it wait on memory (0.41 vs 0.13 s, one
-        thread). The chunks depend only on N, never on the thread count, and are even in size."""
+    def _distances(self, z: torch.Tensor) -> list[torch.Tensor]:
+        """Squared distances (n, K) of channel-last vectors ``z`` (..., D) to every code, about
+        NEAREST_ROWS vectors a chunk: the whole (N, K) matrix of a large image (150 MB at 1344x896
+        pixels) makes every pass over it wait on memory (0.41 vs 0.13 s, one thread). The chunks
+        depend only on N, never on the thread count, and are even in size."""
         flat = z.reshape(-1, self.dim)
         sq = self.embed.pow(2).sum(1)[None, :]
-        parts = max(1, round(flat.shape[0] / NEAREST_ROWS))
-        out = [(c.pow(2).sum(1, keepdim=True) - 2 * c @ self.embed.t() + sq).argmin(1)
-               for c in flat.tensor_split(parts)]
-        return (out[0] if parts == 1 else torch.cat(out)).reshape(z.shape[:-1])
+        return [c.pow(2).sum(1, keepdim=True) - 2 * c @ self.embed.t() + sq
+                for c in flat.tensor_split(max(1, round(flat.shape[0] / NEAREST_ROWS)))]
+
+    def codes(self, z: torch.Tensor) -> torch.Tensor:
+        """Indices of the nearest codes for channel-last vectors ``z`` (..., D)."""
+        out = [d.argmin(1) for d in self._distances(z)]
+        return (out[0] if len(out) == 1 else torch.cat(out)).reshape(z.shape[:-1])
 
     def candidates(self, z: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The ``k`` nearest codes of channel-last vectors ``z`` (..., D), nearest first, and their
-        squared distances: (..., k) int64 and (..., k) float32, in the chunks of ``codes``."""
-        flat = z.reshape(-1, self.dim)
-        sq = self.embed.pow(2).sum(1)[None, :]
-        parts = [(c.pow(2).sum(1, keepdim=True) - 2 * c @ self.embed.t() + sq).topk(k, 1, largest=False)
-                 for c in flat.tensor_split(max(1, round(flat.shape[0] / NEAREST_ROWS)))]
+        squared distances: (..., k) int64 and (..., k) float32."""
+        parts = [d.topk(k, 1, largest=False) for d in self._distances(z)]
         shape = (*z.shape[:-1], k)
         return torch.cat([p.indices for p in parts]).reshape(shape), torch.cat([p.values for p in parts]).reshape(shape)
 
