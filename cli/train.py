@@ -130,6 +130,11 @@ def train_vqvae_cmd(**kw) -> None:
                 dropped_levels=kw["drop_levels"], rung_scales=scales, upscaler=upscaler)
 
 
+# what a prior's architecture is made of: a --refit run takes these from the model it starts from
+PRIOR_ARCHITECTURE = ("tile", "channels", "layers", "attention_every", "attention_wavefront", "heads", "dropout",
+                      "out_blocks", "cond_channels", "cond_blocks")
+
+
 @train.command("prior")
 @click.option("--codes", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
               help="Code dataset made by extract-codes.")
@@ -140,19 +145,34 @@ def train_vqvae_cmd(**kw) -> None:
 @click.option("--channels", type=int, default=64, show_default=True)
 @click.option("--layers", type=int, default=6, show_default=True)
 @click.option("--attention-every", type=int, default=3, show_default=True, help="Top prior only.")
+@click.option("--attention-wavefront", is_flag=True,
+              help="Top prior only: attention sees what a wavefront decoder has decoded, so the level decodes "
+                   "by wavefronts (about half the steps of raster order).")
 @click.option("--heads", type=int, default=2, show_default=True)
 @click.option("--dropout", type=float, default=0.1, show_default=True)
 @click.option("--out-blocks", type=int, default=2, show_default=True)
 @click.option("--cond-channels", type=int, default=64, show_default=True)
 @click.option("--cond-blocks", type=int, default=3, show_default=True)
 @click.option("--val-tiles", type=int, default=256, show_default=True)
+@click.option("--refit", default=None, metavar="NAME|FILE",
+              help="Start from this codec model's prior of --level (its integer prior made float again) and "
+                   "fine-tune it; the architecture and tile are that prior's. Export with --refit-of.")
 @common_options
 @friendly_errors
 def train_prior_cmd(**kw) -> None:
     """Train the PixelCNN prior of one level on a code dataset."""
     from vqcodec.train.prior import train_prior
+    from vqcodec.zoo.registry import resolve_model
 
     apply_preset(kw, f"prior-{kw['level']}")
+    if kw["refit"] is not None:
+        ctx = click.get_current_context()
+        given = [k for k in PRIOR_ARCHITECTURE if ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE]
+        if given:
+            raise click.UsageError(f"--{given[0].replace('_', '-')} is the --refit model's; leave it out")
+        for k in PRIOR_ARCHITECTURE[1:]:  # the tile goes on, and the model's replaces it
+            kw.pop(k)
+        kw["refit"] = resolve_model(kw["refit"])
     settings = settings_from(kw)
     train_prior(kw.pop("codes"), kw.pop("level"), settings, tile=kw.pop("tile"), val_codes=kw.pop("val_codes"),
                 val_tiles=kw.pop("val_tiles"), **kw)

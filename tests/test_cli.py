@@ -317,6 +317,95 @@ def test_refit_for_rungs_then_export_as_delta(tiny_images, tmp_path, monkeypatch
     assert res.exit_code == 1 and "--delta stores a --refit-of model's differences" in res.output
 
 
+def test_prior_refit_for_a_rung_then_export_as_delta(tiny_images, tmp_path, monkeypatch):
+    """A shipped prior fine-tuned for the codes of a rung: ``extract-codes --scale`` codes images as
+    that rung does, ``train prior --refit`` starts from the model's prior (float again) and keeps its
+    architecture, ``export --refit-of --prior-bottom --delta`` keeps the VQ-VAE and the top prior and
+    quantizes the new bottom prior; its files decode exactly, on 1 and 2 threads."""
+    from safetensors.torch import load_file
+
+    from vqcodec.codec import compress, decompress
+    from vqcodec.testing import smooth_image, write_tiny_codec_model
+    from vqcodec.zoo import registry
+    from vqcodec.zoo.codec_model import load_codec_model
+
+    monkeypatch.setenv(registry.ENV_VAR, "")
+    models = tmp_path / "models"
+    base = write_tiny_codec_model(models / "base.safetensors")
+    codes = tmp_path / "codes"
+    run("extract-codes", "--vqvae", str(base), "--data", str(tiny_images), "--out", str(codes), "--crop", "32",
+        "--crops", "2", "--scale", "1.5")
+    meta = json.loads((codes / "meta.json").read_text())
+    assert meta["scale"] == 1.5 and np.load(codes / "level0.npy").shape == (16, 8, 8)
+    bad = CliRunner().invoke(cli_main, ["extract-codes", "--vqvae", str(base), "--data", str(tiny_images),
+                                        "--out", str(tmp_path / "c2"), "--scale", "5"])
+    assert bad.exit_code == 1 and "scale must be from" in bad.output and not (tmp_path / "c2").exists()
+    out = tmp_path / "prior"
+    args = ["train", "prior", "--refit", str(base), "--level", "bottom", "--codes", str(codes), "--val-codes",
+            str(codes), "--val-tiles", "4", "--out", str(out), "--workers", "0", "--steps", "4", "--batch", "4",
+            "--lr", "0.01", "--validate-every", "4"]
+    bad = CliRunner().invoke(cli_main, [*args, "--channels", "8"])
+    assert bad.exit_code == 2 and "--channels is the --refit model's" in bad.output
+    run(*args)
+    kind, config, tensors = load_model(out / "model.safetensors")
+    start = load_codec_model(base).priors[0]
+    assert kind == "prior-bottom" and config["tile"] == 8 and config["channels"] == start.config.channels
+    bad = CliRunner().invoke(cli_main, ["export", "--refit-of", str(base), "--prior-bottom",
+                                        str(out / "model.safetensors"), "--out", str(tmp_path / "x.safetensors")])
+    assert bad.exit_code == 1 and "--calibration is needed" in bad.output
+    bad = CliRunner().invoke(cli_main, ["export", "--refit-of", str(base), "--out", str(tmp_path / "x.safetensors")])
+    assert bad.exit_code == 1 and "needs what changed" in bad.output
+    delta = models / "rung.safetensors"
+    run("export", "--refit-of", str(base), "--prior-bottom", str(out / "model.safetensors"), "--calibration",
+        str(codes), "--tiles", "8", "--delta", "--out", str(delta))
+    stored = load_file(str(delta))
+    assert stored and all(k.startswith("prior0.") for k in stored)  # the VQ-VAE and the top prior are base's
+    new, old = load_codec_model(delta), load_codec_model(base)
+    assert new.fingerprint != old.fingerprint
+    pixels = smooth_image(40, 48, 7)
+    threads = torch.get_num_threads()
+    try:
+        files, images = [], []
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            files.append(compress(pixels, str(delta), scale=1.5))
+            images.append(decompress(files[-1], str(delta)))
+    finally:
+        torch.set_num_threads(threads)
+    assert files[0] == files[1] and np.array_equal(images[0], images[1])
+    old_file = compress(pixels, str(base), scale=1.5)
+    assert old_file != files[0]  # the same codes as the base model, so its pixels: only the bits changed
+    assert np.array_equal(images[0], decompress(old_file, str(base)))
+
+
+def test_export_with_wavefront_attention_keeps_the_weights_and_decodes_by_wavefronts(tmp_path, monkeypatch):
+    """``export --refit-of M --wavefront-attention``: M's integer weights unchanged, the top prior's
+    attention limited to the wavefront, so its tiles decode by wavefronts; the file records the reach
+    (a delta of one small tensor, a fingerprint of its own) and codes to the same pixels as M."""
+    from safetensors.torch import load_file
+
+    from vqcodec.codec import compress, decompress
+    from vqcodec.testing import smooth_image, write_tiny_codec_model
+    from vqcodec.zoo import registry
+
+    monkeypatch.setenv(registry.ENV_VAR, "")
+    models = tmp_path / "models"
+    base = write_tiny_codec_model(models / "base.safetensors")
+    wf = models / "wf.safetensors"
+    run("export", "--refit-of", str(base), "--wavefront-attention", "--delta", "--out", str(wf))
+    assert set(load_file(str(wf))) == {"prior1.attn.reach"}
+    old, new = load_codec_model(base), load_codec_model(wf)
+    assert old.priors[1].reach is None and new.priors[1].reach == new.priors[1].config.stack_reach
+    assert new.fingerprint != old.fingerprint
+    pixels = smooth_image(40, 48, 3)
+    before, after = compress(pixels, str(base)), compress(pixels, str(wf))
+    assert after != before and abs(len(after) - len(before)) <= 0.1 * len(before)
+    assert np.array_equal(decompress(after, str(wf)), decompress(before, str(base)))
+    bad = CliRunner().invoke(cli_main, ["export", "--vqvae", str(base), "--wavefront-attention",
+                                        "--out", str(tmp_path / "x.safetensors")])
+    assert bad.exit_code == 1 and "--wavefront-attention changes a --refit-of model" in bad.output
+
+
 def test_refit_with_an_upscaler_trains_only_it(tiny_images, tmp_path, monkeypatch):
     """``--upscaler`` adds a learned upscaler and trains nothing else: the delta holds only it, the
     files keep their bits, and a rung below scale 1 decodes through it (other pixels than bicubic)."""
@@ -499,15 +588,17 @@ def test_train_extract_export_compress(tiny_images, tmp_path):
     vq = f"{r}/vq/model.safetensors"
     run("extract-codes", "--vqvae", vq, "--data", str(tiny_images), "--out", f"{r}/codes", "--crop", "32",
         "--crops", "2")
-    for level in ("top", "bottom"):
+    for level, extra in (("top", ["--attention-wavefront"]), ("bottom", [])):
         run("train", "prior", "--level", level, "--codes", f"{r}/codes", "--val-codes", f"{r}/codes", "--out",
             f"{r}/{level}", "--tile", "8", "--channels", "8", "--layers", "2", "--cond-channels", "8",
-            "--cond-blocks", "1", "--val-tiles", "4", *tiny)
+            "--cond-blocks", "1", "--val-tiles", "4", *extra, *tiny)
     out = run("export", "--vqvae", vq, "--prior-top", f"{r}/top/model.safetensors", "--prior-bottom",
               f"{r}/bottom/model.safetensors", "--calibration", f"{r}/codes", "--tiles", "32",
               "--out", f"{r}/m.safetensors")
     assert "fingerprint" in out
     fingerprint = re.search(r"fingerprint ([0-9a-f]{32})", out).group(1)
+    top = load_codec_model(f"{r}/m.safetensors").priors[1]  # --attention-wavefront: the top decodes by wavefronts
+    assert top.config.attention_wavefront and top.reach == 2 and len(top.decode_order(4, 4)) < 16
     # the old spellings are still accepted and give the same codes and the same model
     run("extract-codes", "--model", vq, "--data", str(tiny_images), "--out", f"{r}/codes_old", "--crop", "32",
         "--crops", "2")

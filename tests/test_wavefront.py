@@ -76,6 +76,49 @@ def test_priors_with_attention_decode_in_raster_order() -> None:
         WavefrontStepper(net, 3, 9, 13, cond, label, 1.0, 5)
 
 
+@pytest.mark.parametrize("cfg", [
+    dict(layers=2, attention_every=1, num_classes=3),
+    dict(layers=3, attention_every=3, heads=4, cond_levels=1),
+    dict(layers=4, attention_every=2, v_rows=3, v_cols=5, h_cols=2),
+])
+def test_wavefront_attention_decodes_along_the_wavefront_exactly(cfg) -> None:
+    """Attention limited to positions no later on the wavefront (``attention_mask``): the prior has
+    the reach of its stacks, its stepper gives the parallel pass's probabilities in far fewer steps
+    (and in raster order too), and the tensors record the reach, so the fingerprint does."""
+    net, codes, cond, label = random_int_prior(len(cfg) + 3, attention_wavefront=True, **cfg)
+    assert net.reach == net.config.stack_reach and "attn.reach" in net.state()
+    parallel = net.parallel_probs(codes, cond, label)
+    for order in ("fast", "raster"):
+        stepper = net.stepper(3, 9, 13, cond, label, order=order)
+        assert len(stepper.order) == (9 * 13 if order == "raster" else 13 + (net.reach + 1) * 8)
+        assert stepper_mismatches(stepper, parallel, codes) == [], order
+    raster, _, _, _ = random_int_prior(len(cfg) + 3, **cfg)  # the same weights, attention in raster order
+    assert not torch.equal(raster.parallel_probs(codes, cond, label), parallel)  # the mask matters here
+    with pytest.raises(VQCodecError, match="reach is larger"):
+        WavefrontStepper(net, 3, 9, 13, cond, label, 1.0, net.reach - 1)
+
+
+def test_wavefront_attention_sees_no_code_decoded_later() -> None:
+    """The float model: the logits at a position do not depend on any code decoded at or after it in
+    wavefront order (gradients through the embedded input), and do depend on some decoded before."""
+    from vqcodec.priors.pixelcnn import attention_mask
+
+    torch.manual_seed(5)
+    prior = PixelCNNPrior(PriorConfig(num_codes=8, channels=8, layers=3, attention_every=1, dropout=0.0,
+                                      out_blocks=1, attention_wavefront=True)).double().eval()
+    hh, ww, reach = 5, 9, prior.config.stack_reach
+    e = prior.embed(torch.randint(0, 8, (1, hh, ww))).permute(0, 3, 1, 2).detach().clone().requires_grad_(True)
+    logits = prior.forward_embedded(e)
+    step = {(r, c): c + (reach + 1) * r for r in range(hh) for c in range(ww)}
+    for (r, c), t in step.items():
+        (grad,) = torch.autograd.grad(logits[0, :, r, c].sum(), e, retain_graph=True)
+        moved = grad[0].abs().sum(0) > 0
+        later = torch.tensor([[step[(rr, cc)] >= t for cc in range(ww)] for rr in range(hh)])
+        assert not (moved & later).any(), (r, c)
+        assert moved.any() or (r, c) == (0, 0)
+    assert attention_mask(2, 9, reach).sum() > attention_mask(2, 9, None).sum()  # some of the row above is hidden
+
+
 def test_shipped_bottom_prior_wavefront_is_exact_on_real_codes() -> None:
     m = load_codec_model()
     codes = m.vqvae.encode(to_model_input(read_image(SAMPLE).pixels[:128, :128], 8))

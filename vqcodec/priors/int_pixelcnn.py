@@ -34,7 +34,7 @@ import torch.nn.functional as F
 
 from vqcodec.errors import VQCodecError
 from vqcodec.priors.calibration import Tap, activation_ranges
-from vqcodec.priors.pixelcnn import PixelCNNPrior, PriorConfig
+from vqcodec.priors.pixelcnn import PixelCNNPrior, PriorConfig, attention_mask
 from vqcodec.priors.wavefront import Order, WavefrontStepper, raster_order, wavefront_order
 
 Q = 32767  # activation range [-Q, Q]
@@ -106,6 +106,11 @@ class IntPixelCNN:
         """Quantize ``prior``; ``calibration`` yields (codes, cond list|None, label|None) batches."""
         ranges = activation_ranges(prior, calibration_taps(prior), calibration)
         return cls(prior.config, quantize(prior, ranges))
+
+    def to_float(self) -> PixelCNNPrior:
+        """The float prior that computes what this twin does, up to its roundings (``dequantize``):
+        where fine-tuning a shipped prior starts."""
+        return dequantize(self.config, self.t)
 
     def state(self) -> dict[str, torch.Tensor]:
         """Tensors for the model file: weights as int16, everything else float64."""
@@ -234,8 +239,7 @@ class IntPixelCNN:
         e = self.embed(codes)
         v = F.pad(e, (0, 0, 1, 0))[:, :, :-1]
         h = F.pad(e, (1, 0))[:, :, :, :-1]
-        n = codes.shape[1] * codes.shape[2]
-        mask = torch.ones(n, n, dtype=torch.bool, device=self.device).triu(1)
+        mask = attention_mask(codes.shape[1], codes.shape[2], cfg.attention_reach, self.device)
         for i in range(cfg.layers):
             cv, ch, lv, lh = biases[i]
             v_conv = self.v_layer(i, F.pad(v, (0, 0, cfg.v_rows - 1, 0)))
@@ -278,9 +282,9 @@ class IntPixelCNN:
     @property
     def reach(self) -> int | None:
         """Columns to the right that a code's context reaches in the rows above; None: unbounded
-        (attention sees every earlier position)."""
+        (attention in raster order sees every earlier position)."""
         cfg = self.config
-        return None if cfg.attention_every else cfg.layers * (cfg.v_cols // 2)
+        return None if cfg.attention_every and not cfg.attention_wavefront else cfg.stack_reach
 
     def decode_order(self, height: int, width: int, order: str = "fast") -> Order:
         """The steps of decoding a map: ``"raster"``, or ``"fast"``: the wavefront where the reach
@@ -325,6 +329,9 @@ def check_tensors(config: PriorConfig, tensors: dict[str, torch.Tensor]) -> None
         if tuple(tensors[name].shape) != shape:
             got = tuple(tensors[name].shape)
             raise VQCodecError(f"tensor '{name}' has shape {got}, its configuration needs {shape}")
+    if "attn.reach" in want and float(tensors["attn.reach"]) != config.stack_reach:
+        raise VQCodecError(f"tensor 'attn.reach' is {float(tensors['attn.reach']):g}, its configuration's reach "
+                           f"is {config.stack_reach}")
 
 
 # -- conversion ------------------------------------------------------------------------------------
@@ -396,9 +403,69 @@ def quantize(prior: PixelCNNPrior, stats: dict[str, float]) -> dict[str, torch.T
             d = cfg.channels // cfg.heads
             t[f"attn.{i}.score_m"] = torch.tensor(s["q"] * s["k"] / math.sqrt(d) / logit_s, dtype=torch.float64)
             _quant_conv(t, f"attn.{i}.out", att.out, s["v"], s_h)
+    if cfg.attention_every and cfg.attention_wavefront:  # the mask is part of the function, so of the fingerprint
+        t["attn.reach"] = torch.tensor(float(cfg.stack_reach), dtype=torch.float64)
     for j, (a, b) in enumerate(prior.out_blocks):
         s_a = _scale(stats[f"out.{j}.a"])
         _quant_conv(t, f"out.{j}.a", a, s_h, s_a)
         _quant_conv(t, f"out.{j}.b", b, s_a, s_h)
     _quant_conv(t, "logits", prior.logits, s_h, logit_s)
     return t
+
+
+FREE_RANGE = 8.0  # the float range given to an activation whose scale the integer twin does not keep
+
+
+@torch.no_grad()
+def dequantize(cfg: PriorConfig, t: dict[str, torch.Tensor]) -> PixelCNNPrior:
+    """The inverse of ``quantize``: a float prior computing the same function as the integer tensors
+    ``t``, up to their roundings. A convolution's integers keep only the ratio of its input and
+    output scales (``m``), so the scales ``quantize`` took from calibration are not recoverable; the
+    gates', gated outputs' and logits' scales are fixed constants, and every other activation (the
+    h-stream, the conditioning stack, the attention's values, the head's blocks) is given the scale
+    of a float range of ``FREE_RANGE``. Linear maps, ReLUs and residual sums do not care which scale
+    an activation has, so the function is the same whatever it is; the attention's q and k share
+    their product's scale, which ``score_m`` keeps."""
+    t = {k: v.detach().double().cpu() for k, v in t.items()}
+    prior = PixelCNNPrior(cfg).double()
+    gate_s, gated_s, logit_s = 2.0**-GATE_FRAC, 2.0**-GATED_FRAC, 2.0**-LOGIT_FRAC
+    free = _scale(FREE_RANGE)
+    s_h = free
+    state: dict[str, torch.Tensor] = {}
+
+    def conv(name: str, module: str, in_scale: float, out_scale: float) -> None:
+        s_w = t[f"{name}.m"].reshape(-1) * out_scale / in_scale  # m = s_w * in_scale / out_scale
+        state[f"{module}.weight"] = t[f"{name}.w"] * s_w[:, None, None, None]
+        state[f"{module}.bias"] = t[f"{name}.b"] * s_w * in_scale
+
+    state["embed.weight"] = t["embed"] * s_h
+    if cfg.cond_levels:
+        for i in range(cfg.cond_levels):
+            state[f"cond_stack.embeds.{i}.weight"] = t[f"cond.embed.{i}"] * free
+        conv("cond.inp", "cond_stack.inp", free, free)
+        for j in range(cfg.cond_blocks):
+            conv(f"cond.block.{j}.conv3", f"cond_stack.blocks.{j}.0", free, free)
+            conv(f"cond.block.{j}.conv1", f"cond_stack.blocks.{j}.1", free, free)
+        conv("cond.post", "cond_stack.post", free, free)
+    for i in range(cfg.layers):
+        conv(f"layers.{i}.v_conv", f"layers.{i}.v_conv", s_h if i == 0 else gated_s, gate_s)
+        conv(f"layers.{i}.h_conv", f"layers.{i}.h_conv", s_h, gate_s)
+        conv(f"layers.{i}.link", f"layers.{i}.link", gate_s, gate_s)
+        conv(f"layers.{i}.h_out", f"layers.{i}.h_out", gated_s, s_h)
+        if cfg.cond_levels:
+            conv(f"layers.{i}.cond", f"layers.{i}.cond", free, gate_s)
+        if cfg.num_classes:
+            state[f"layers.{i}.label.weight"] = t[f"layers.{i}.label"] * gate_s
+        if cfg.attention_after(i):
+            d = cfg.channels // cfg.heads
+            s_qk = math.sqrt(float(t[f"attn.{i}.score_m"]) * math.sqrt(d) * logit_s)
+            conv(f"attn.{i}.q", f"attention.{i}.q", s_h, s_qk)
+            conv(f"attn.{i}.k", f"attention.{i}.k", s_h, s_qk)
+            conv(f"attn.{i}.v", f"attention.{i}.v", s_h, free)
+            conv(f"attn.{i}.out", f"attention.{i}.out", free, s_h)
+    for j in range(cfg.out_blocks):
+        conv(f"out.{j}.a", f"out_blocks.{j}.0", s_h, free)
+        conv(f"out.{j}.b", f"out_blocks.{j}.1", free, s_h)
+    conv("logits", "logits", s_h, logit_s)
+    prior.load_state_dict(state)  # strict: a tensor this function forgot is an error, not a random weight
+    return prior.float().eval()

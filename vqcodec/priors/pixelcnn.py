@@ -40,6 +40,10 @@ class PriorConfig:
     v_cols: int = 3  # and columns c-v_cols//2..c+v_cols//2
     h_cols: int = 3  # horizontal kernel covers columns c-h_cols+1..c
     attention_every: int = 0  # 0: no attention (lower priors); top prior: every few layers
+    # attention sees only positions decoded before (or with) its own on the wavefront of the stacks'
+    # reach (``attention_mask``), so the prior decodes along that wavefront like one without
+    # attention; False: every earlier position in raster order, decoded one code per step
+    attention_wavefront: bool = False
     heads: int = 2
     dropout: float = 0.1
     out_blocks: int = 2
@@ -57,6 +61,31 @@ class PriorConfig:
 
     def attention_after(self, layer: int) -> bool:
         return self.attention_every > 0 and (layer + 1) % self.attention_every == 0
+
+    @property
+    def stack_reach(self) -> int:
+        """Columns to the right that the vertical stack reaches in the rows above (half a kernel per layer)."""
+        return self.layers * (self.v_cols // 2)
+
+    @property
+    def attention_reach(self) -> int | None:
+        """The wavefront reach that limits the attention (``attention_mask``); None: raster order."""
+        return self.stack_reach if self.attention_wavefront else None
+
+
+def attention_mask(height: int, width: int, reach: int | None, device: torch.device | str = "cpu") -> torch.Tensor:
+    """(N, N) bool over raster positions, True where query i must not see key j: every later position
+    in raster order, and with a ``reach`` also every position on a later wavefront
+    t = c + (reach + 1) * r, i.e. the rows above far to the right, which a wavefront decoder has not
+    decoded yet when it reaches i. Positions on i's own wavefront in rows above are seen: a decoder
+    computes them in the same step, before the attention."""
+    n = height * width
+    hidden = torch.ones(n, n, dtype=torch.bool, device=device).triu(1)
+    if reach is not None:
+        rows = torch.arange(height, device=device).repeat_interleave(width)
+        t = torch.arange(width, device=device).repeat(height) + (reach + 1) * rows
+        hidden |= t[None, :] > t[:, None]
+    return hidden
 
 
 def gate(x: torch.Tensor) -> torch.Tensor:
@@ -83,12 +112,13 @@ class ResidualBlock(nn.ModuleList):
 
 
 class CausalAttention(nn.Module):
-    """Multi-head self-attention where position i (raster order) attends to positions j <= i; the
-    module returns ``h`` plus the attention output (the residual sum is what gets quantized)."""
+    """Multi-head self-attention where position i (raster order) attends to positions j <= i (on a
+    wavefront no later than i's, with a ``reach``: ``attention_mask``); the module returns ``h``
+    plus the attention output (the residual sum is what gets quantized)."""
 
-    def __init__(self, channels: int, heads: int) -> None:
+    def __init__(self, channels: int, heads: int, reach: int | None = None) -> None:
         super().__init__()
-        self.heads = heads
+        self.heads, self.reach = heads, reach
         self.q, self.k, self.v = (nn.Conv2d(channels, channels, 1) for _ in range(3))
         self.out = nn.Conv2d(channels, channels, 1)
 
@@ -101,8 +131,7 @@ class CausalAttention(nn.Module):
 
         q, k, v = split(self.q(h)), split(self.k(h)), split(self.v(h))
         scores = q @ k.transpose(2, 3) / math.sqrt(d)
-        n = hh * ww
-        mask = torch.ones(n, n, dtype=torch.bool, device=h.device).triu(1)
+        mask = attention_mask(hh, ww, self.reach, h.device)
         attn = scores.masked_fill(mask, float("-inf")).softmax(-1)
         out = (attn @ v).transpose(2, 3).reshape(b, c, hh, ww)
         return h + self.out(out)
@@ -175,7 +204,8 @@ class PixelCNNPrior(nn.Module):
         self.embed = nn.Embedding(cfg.num_codes, c)
         self.layers = nn.ModuleList([GatedLayer(cfg) for _ in range(cfg.layers)])
         self.attention = nn.ModuleDict(
-            {str(i): CausalAttention(c, cfg.heads) for i in range(cfg.layers) if cfg.attention_after(i)}
+            {str(i): CausalAttention(c, cfg.heads, cfg.attention_reach) for i in range(cfg.layers)
+             if cfg.attention_after(i)}
         )
         self.cond_stack = ConditionStack(cfg) if cfg.cond_levels else None
         self.out_blocks = nn.ModuleList([ResidualBlock(c, 1) for _ in range(cfg.out_blocks)])

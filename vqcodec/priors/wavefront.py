@@ -28,6 +28,7 @@ import torch
 
 from vqcodec.errors import VQCodecError
 from vqcodec.priors.autoregress import inside_extents
+from vqcodec.priors.pixelcnn import attention_mask
 
 if TYPE_CHECKING:
     from vqcodec.priors.int_pixelcnn import IntPixelCNN
@@ -199,8 +200,8 @@ class WavefrontStepper:
         label: torch.Tensor | None, temperature: float, reach: int, extents: torch.Tensor | None = None,
     ) -> None:
         cfg = self.cfg = net.config
-        if cfg.attention_every and reach < width - 1:
-            raise VQCodecError("a prior with attention decodes in raster order only")
+        if cfg.attention_every and not cfg.attention_wavefront and reach < width - 1:
+            raise VQCodecError("a prior with attention in raster order decodes in raster order only")
         self.net, self.temperature, self.batch, self.width = net, temperature, batch, width
         self.order = wavefront_order(height, width, reach)
         self.plan = _plan(height, width, reach, cfg.layers, cfg.v_rows, cfg.v_cols, cfg.h_cols)
@@ -228,8 +229,13 @@ class WavefrontStepper:
         self.kv = {i: (torch.zeros(batch, cfg.heads, height * width, d, dtype=torch.float64, device=dev),
                        torch.zeros(batch, cfg.heads, height * width, d, dtype=torch.float64, device=dev))
                    for i in range(cfg.layers) if cfg.attention_after(i)}
-        # attention never sees a position outside its map's extent: (B, 1, 1, H*W), True = hidden
+        # attention never sees a position outside its map's extent: (B, 1, 1, H*W), True = hidden;
+        # nor a later one (raster order, or a later wavefront of the prior's reach): (H*W, H*W)
         self.hidden = None if self.valid is None else (self.valid.t() == 0)[:, None, None, :]
+        self.later, self.raster_index = None, []
+        if cfg.attention_every:
+            self.later = attention_mask(height, width, cfg.attention_reach, dev)
+            self.raster_index = [torch.from_numpy(p[:, 0] * width + p[:, 1]).to(dev) for p in self.order]
         if dev.type != "cpu":
             self.plan = [_Step(**{f.name: _to(getattr(s, f.name), dev) for f in dataclasses.fields(s)})
                          for s in self.plan]
@@ -268,23 +274,30 @@ class WavefrontStepper:
             v_conv = self.v_conv[i].index_select(0, plan.here).reshape(n * self.batch, -1, 1, 1)
             _, ch, _, lh = self.biases[i]
             new = net.h_layer(i, h_cols, h_cols[..., -1:], v_conv, _at(ch, plan.here), self._label(lh, n))
-            if cfg.attention_after(i):  # raster order: one position, attending to every earlier one
-                new = self._attend(i, new, int(self.order[step][0, 0]) * self.width + int(self.order[step][0, 1]))
+            if cfg.attention_after(i):
+                new = self._attend(i, new, self.raster_index[step])
             self.h[i + 1].index_copy_(0, plan.h_out, new.view(n, self.batch, -1))
         last = self.h[cfg.layers].index_select(0, plan.h_out).reshape(n * self.batch, -1, 1, 1)
         probs = net.probs(net.head_logits(last, self.temperature))  # (n * B, K, 1, 1)
         return probs.view(n, self.batch, -1).transpose(0, 1)
 
-    def _attend(self, i: int, h: torch.Tensor, pos: int) -> torch.Tensor:
-        """Attention layer i for the position with raster index ``pos``; h is (B, C, 1, 1)."""
-        q, k, v = self.net.qkv(i, h)  # (B, heads, 1, d)
+    def _attend(self, i: int, h: torch.Tensor, at: torch.Tensor) -> torch.Tensor:
+        """Attention layer i for the step's positions (raster indices ``at``, P of them); h is
+        (P * B, C, 1, 1), position-major. Every position of the step enters the key and value cache
+        first: a position on the same wavefront in a row above is seen (``attention_mask``)."""
+        n, b = len(at), self.batch
+        heads, c = self.cfg.heads, h.shape[1]
+        q, k, v = (t.reshape(n, b, heads, -1).permute(1, 2, 0, 3) for t in self.net.qkv(i, h))  # (B, heads, P, d)
         keys, values = self.kv[i]
-        keys[:, :, pos : pos + 1], values[:, :, pos : pos + 1] = k, v
-        hidden = None if self.hidden is None else self.hidden[..., : pos + 1]
-        w = self.net.attn_weights(i, q @ keys[:, :, : pos + 1].transpose(2, 3), hidden)
-        b, c, heads = h.shape[0], h.shape[1], self.cfg.heads
-        weighted = (w @ values[:, :, : pos + 1]).transpose(2, 3).reshape(b, c, 1, 1)
-        total = w.sum(-1)[:, :, None, :].expand(b, heads, c // heads, 1).reshape(b, c, 1, 1)
+        keys.index_copy_(2, at, k)
+        values.index_copy_(2, at, v)
+        seen = int(at.max()) + 1  # no position after the step's last in raster order is ever seen
+        hidden = self.later[at, :seen][None, None]  # (1, 1, P, seen)
+        if self.hidden is not None:
+            hidden = hidden | self.hidden[..., :seen]
+        w = self.net.attn_weights(i, q @ keys[:, :, :seen].transpose(2, 3), hidden)  # (B, heads, P, seen)
+        weighted = (w @ values[:, :, :seen]).permute(2, 0, 1, 3).reshape(n * b, c, 1, 1)
+        total = w.sum(-1).permute(2, 0, 1)[..., None].expand(n, b, heads, c // heads).reshape(n * b, c, 1, 1)
         return self.net.attn_finish(i, h, weighted, total)
 
     def record(self, step: int, codes: torch.Tensor) -> None:

@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from vqcodec.errors import VQCodecError
 from vqcodec.imageio import list_images
+from vqcodec.resample import check_scale, coded_size, resize
 from vqcodec.train.crops import load_rgb, pad_to
 from vqcodec.vqvae import VQVAE
 from vqcodec.zoo.files import fingerprint
@@ -28,6 +29,15 @@ def class_names(folder: Path, files: list[Path]) -> list[str]:
     if not names:
         raise VQCodecError(f"--labels needs one sub-folder per class under {folder}")
     return names
+
+
+def rung_pixels(pix: np.ndarray, scale: float) -> np.ndarray:
+    """An (H, W, 3) float image as a rung at ``scale`` codes it: resized whole, as ``compress`` does."""
+    if scale == 1.0:
+        return pix
+    h, w = pix.shape[:2]
+    x = torch.from_numpy(np.ascontiguousarray(pix.transpose(2, 0, 1)))[None]
+    return resize(x, *coded_size(w, h, scale))[0].numpy().transpose(1, 2, 0)
 
 
 @torch.no_grad()
@@ -42,12 +52,16 @@ def extract_codes(
     device: str = "cpu",
     batch: int = 16,
     min_scale: float = 1.0,
+    scale: float = 1.0,
 ) -> dict:
     """Encode random crops (with random flips) of every image; crops equal to ``crop`` pixels square.
 
     With ``min_scale`` < 1 each crop covers ``crop / s`` pixels, s uniform in [min_scale, 1], resized
-    down to ``crop``: more varied scales from a small dataset."""
+    down to ``crop``: more varied scales from a small dataset. With ``scale`` the whole image is
+    first resized as a rung of the quality ladder at that scale resizes it (``resample``), so a
+    prior can learn the codes that rung makes."""
     data, out = Path(data), Path(out)
+    scale = check_scale(scale)
     stride = model.config.stride
     if crop % (stride * 2):
         raise VQCodecError(f"--crop must be a multiple of {stride * 2}")
@@ -66,7 +80,7 @@ def extract_codes(
         pending.clear()
 
     for f in tqdm(files, desc="extract", dynamic_ncols=True):
-        pix = pad_to(load_rgb(f), crop)
+        pix = pad_to(rung_pixels(load_rgb(f), scale), crop)
         h, w = pix.shape[:2]
         label = names.index(f.relative_to(data).parts[0]) if labels else -1
         for _ in range(crops_per_image):
@@ -96,6 +110,7 @@ def extract_codes(
         "crops_per_image": crops_per_image,
         "flips": "random horizontal, p=0.5",
         "min_scale": min_scale,
+        "scale": scale,
         "seed": seed,
         "levels": model.config.levels,
         "num_codes": model.config.num_codes,

@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 
 from vqcodec.errors import VQCodecError
+from vqcodec.priors.pixelcnn import PriorConfig
 from vqcodec.priors.registry import integer_twin
 from vqcodec.priors.uncoded import UncodedConfig
 from vqcodec.train.code_datasets import CodeTiles, load_codes
@@ -24,6 +25,19 @@ def calibration_batches(prior: torch.nn.Module, tiles: CodeTiles, count: int, ba
         codes, *cond, lab = (torch.stack(t) for t in zip(*items))
         batches.append((codes, cond or None, lab if prior.config.num_classes else None))
     return batches
+
+
+def quantized_prior(path: str | Path, level: int, tile: int, maps: list, labels, count: int) -> dict[str, torch.Tensor]:
+    """The model-file tensors (``prior{level}.*``) of the float prior trained at ``path``, quantized on
+    ``count`` tiles of a code dataset."""
+    prior, cfg = load_prior(path)
+    if cfg.get("level") != level:
+        raise VQCodecError(f"{path} is the prior of level {cfg.get('level')}, expected level {level}")
+    if cfg["tile"] != tile:
+        raise VQCodecError(f"{path} was trained on tiles of {cfg['tile']} codes; the model codes tiles of {tile}")
+    tiles = CodeTiles(maps, labels, level, tile, seed=4242)
+    net = integer_twin(prior, calibration_batches(prior, tiles, count))
+    return {f"prior{level}.{k}": v for k, v in net.state().items()}
 
 
 def build_codec_model(
@@ -45,14 +59,10 @@ def build_codec_model(
     prior_cfgs, tile = [], None
     for level, path in enumerate(prior_paths):
         prior, cfg = load_prior(path)
-        if cfg.get("level") != level:
-            raise VQCodecError(f"{path} is the prior of level {cfg.get('level')}, expected level {level}")
         if tile is not None and cfg["tile"] != tile:
             raise VQCodecError("all priors must be trained with the same --tile")
         tile = cfg["tile"]
-        tiles = CodeTiles(maps, labels, level, tile, seed=4242)
-        net = integer_twin(prior, calibration_batches(prior, tiles, calibration_tiles))
-        tensors.update({f"prior{level}.{k}": v for k, v in net.state().items()})
+        tensors.update(quantized_prior(path, level, tile, maps, labels, calibration_tiles))
         prior_cfgs.append(prior.config.to_dict())
     config = {"name": name, "tile": tile, "vqvae": vqvae.config.to_dict(), "priors": prior_cfgs}
     if description:
@@ -71,18 +81,26 @@ def _stage1_codes_part(tensors: dict[str, torch.Tensor], dropped: int) -> dict[s
 
 
 def build_refit_codec_model(
-    base: str | Path, vqvae_path: str | Path, out: str | Path, name: str, description: str = "",
-    delta: bool = False,
+    base: str | Path, vqvae_path: str | Path | None, out: str | Path, name: str, description: str = "",
+    delta: bool = False, priors: dict[int, Path] | None = None, calibration_codes: str | Path | None = None,
+    calibration_tiles: int = 128, wavefront_attention: bool = False,
 ) -> CodecModel:
     """A codec model from a ``vqcodec train vqvae --refit base`` run: its VQ-VAE with ``base``'s
     integer priors, which stay exact because the refit never changed how images become codes
-    (checked here, tensor by tensor); a level the refit dropped gets the uncoded prior. With
-    ``delta`` the file stores only what differs from ``base`` (``zoo.files``), which must then be
-    installed where the file will be looked for (its folder, $VQCODEC_MODELS or the shipped ones)."""
+    (checked here, tensor by tensor); a level the refit dropped gets the uncoded prior. Without a
+    VQ-VAE it is ``base``'s. ``priors`` (level -> a ``train prior --refit base`` run's model) replace
+    ``base``'s priors of those levels, quantized on ``calibration_codes``. ``wavefront_attention``
+    limits the attention of ``base``'s priors to the wavefront (``PriorConfig.attention_wavefront``),
+    their integer weights unchanged, so they decode in far fewer steps. With ``delta`` the file
+    stores only what differs from ``base`` (``zoo.files``), which must then be installed where the
+    file will be looked for (its folder, $VQCODEC_MODELS or the shipped ones)."""
     kind, base_cfg, base_tensors = load_model(base)
     if kind != "codec":
         raise VQCodecError(f"{base} is a '{kind}' file; --refit-of needs the codec model the decoder was refit from")
-    vqvae = load_vqvae(vqvae_path)
+    priors = priors or {}
+    if priors and calibration_codes is None:
+        raise VQCodecError("--calibration is needed to quantize the priors")
+    vqvae = load_vqvae(vqvae_path if vqvae_path is not None else base)
     new = vqvae.state_dict()
     old = sub_tensors(base_tensors, "vqvae.")
     cfg = vqvae.config
@@ -93,14 +111,27 @@ def build_refit_codec_model(
         raise VQCodecError(f"{vqvae_path} does not code images as {base} does: it was not refit from it")
     if cfg.dropped_levels < base_vq.get("dropped_levels", 0):
         raise VQCodecError(f"{vqvae_path} codes a level that {base} does not")
+    uncoded = [lvl for lvl in priors if not cfg.dropped_levels <= lvl < cfg.levels]
+    if uncoded:
+        raise VQCodecError(f"level {LEVEL_NAMES[cfg.levels][uncoded[0]]} is not coded by this model: it takes no prior")
     tensors = {f"vqvae.{k}": v for k, v in new.items()}
     prior_cfgs = []
     for level, prior_cfg in enumerate(base_cfg["priors"]):
         if level < cfg.dropped_levels:
             prior_cfgs.append(UncodedConfig().to_dict())
             continue
+        if level in priors:
+            maps, labels, _ = load_codes(calibration_codes)
+            prior, _ = load_prior(priors[level])
+            prior_cfgs.append(prior.config.to_dict())
+            tensors.update(quantized_prior(priors[level], level, base_cfg["tile"], maps, labels, calibration_tiles))
+            continue
         prior_cfgs.append(prior_cfg)
         tensors.update({k: v for k, v in base_tensors.items() if k.startswith(f"prior{level}.")})
+        if wavefront_attention and prior_cfg.get("attention_every") and not prior_cfg.get("attention_wavefront"):
+            prior_cfgs[-1] = {**prior_cfg, "attention_wavefront": True}
+            reach = PriorConfig.from_dict(prior_cfgs[-1]).stack_reach
+            tensors[f"prior{level}.attn.reach"] = torch.tensor(float(reach), dtype=torch.float64)
     config = {"name": name, "tile": base_cfg["tile"], "vqvae": cfg.to_dict(), "priors": prior_cfgs}
     if description:
         config["description"] = description

@@ -36,14 +36,31 @@ def prior_loss(model: torch.nn.Module, batch: tuple[torch.Tensor, ...]) -> tuple
 def build_prior(meta: dict, level: int, cfg_overrides: dict) -> PixelCNNPrior:
     top = meta["levels"] - 1
     attention_every = cfg_overrides.pop("attention_every", 3)
+    wavefront = cfg_overrides.pop("attention_wavefront", False)
     cfg = PriorConfig(
         num_codes=meta["num_codes"],
         cond_levels=top - level,
         attention_every=attention_every if level == top else 0,
+        attention_wavefront=bool(wavefront and level == top),
         num_classes=len(meta["classes"]),
         **cfg_overrides,
     )
     return PixelCNNPrior(cfg)
+
+
+def refit_start(path: str | Path, meta: dict, level: int) -> tuple[PixelCNNPrior, int]:
+    """(float prior, tile) where fine-tuning the prior of ``level`` of the codec model at ``path`` starts."""
+    from vqcodec.zoo.codec_model import load_codec_model
+
+    m = load_codec_model(path)
+    vq = m.vqvae.config
+    if (vq.levels, vq.num_codes) != (meta["levels"], meta["num_codes"]):
+        raise VQCodecError(f"the code dataset has {meta['levels']} levels of {meta['num_codes']} codes; "
+                           f"{path} codes {vq.levels} levels of {vq.num_codes}")
+    to_float = getattr(m.priors[level], "to_float", None)
+    if to_float is None:
+        raise VQCodecError(f"{path} has no trained prior for level {LEVEL_NAMES[vq.levels][level]} to start from")
+    return to_float(), m.tile
 
 
 def train_prior(
@@ -53,12 +70,19 @@ def train_prior(
     tile: int = 32,
     val_codes: str | Path | None = None,
     val_tiles: int = 256,
+    refit: str | Path | None = None,
     **cfg_overrides,
 ) -> PixelCNNPrior:
+    """Train the prior of level ``level_name`` on a code dataset; with ``refit`` (a codec model's
+    file) start from that model's prior of the level, made float again, with its architecture and
+    tile (a shipped prior fine-tuned on the codes of the rungs it will code, say)."""
     maps, labels, meta = load_codes(codes)
     level = level_index(level_name, meta["levels"])
     torch.manual_seed(settings.seed)  # --seed decides the initial weights too
-    model = build_prior(meta, level, dict(cfg_overrides))
+    if refit is not None:
+        model, tile = refit_start(refit, meta, level)
+    else:
+        model = build_prior(meta, level, dict(cfg_overrides))
     config = {**model.config.to_dict(), "level": level, "tile": tile, "levels": meta["levels"]}
     dataset = CodeTiles(maps, labels, level, tile, settings.seed)
     train_probe = CodeTiles(maps, labels, level, tile, seed=999_999)

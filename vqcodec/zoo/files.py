@@ -104,11 +104,15 @@ def fingerprint(tensors: dict[str, torch.Tensor]) -> bytes:
 
 
 def load_vqvae(path: str | Path):  # -> VQVAE (imported late: model files are read without building models)
-    """The stage-1 model of a ``vqvae`` model file (a vqvae run's model.safetensors)."""
+    """The stage-1 model of a ``vqvae`` model file (a vqvae run's model.safetensors), or of a codec
+    model (its VQ-VAE: the codes that model makes, e.g. to train a prior for it)."""
     from vqcodec.vqvae import VQVAE, VQVAEConfig
 
     kind, config, tensors = load_model(path)
-    if kind != "vqvae":
+    if kind == "codec":
+        config = config["vqvae"]
+        tensors = {k[len("vqvae."):]: v for k, v in tensors.items() if k.startswith("vqvae.")}
+    elif kind != "vqvae":
         raise VQCodecError(f"{path} holds a '{kind}' model, not a vqvae")
     model = VQVAE(VQVAEConfig.from_dict(config))
     model.load_state_dict(tensors)
