@@ -404,6 +404,10 @@ def test_export_with_wavefront_attention_keeps_the_weights_and_decodes_by_wavefr
     bad = CliRunner().invoke(cli_main, ["export", "--vqvae", str(base), "--wavefront-attention",
                                         "--out", str(tmp_path / "x.safetensors")])
     assert bad.exit_code == 1 and "--wavefront-attention changes a --refit-of model" in bad.output
+    again = ["export", "--refit-of", str(wf), "--wavefront-attention", "--out", str(tmp_path / "y.safetensors")]
+    bad = CliRunner().invoke(cli_main, again)  # already by wavefronts: it would be the same model
+    assert bad.exit_code == 1 and "no prior left whose attention runs in raster order" in bad.output
+    assert not (tmp_path / "y.safetensors").exists()
 
 
 def test_refit_with_an_upscaler_trains_only_it(tiny_images, tmp_path, monkeypatch):

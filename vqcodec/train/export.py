@@ -114,6 +114,10 @@ def build_refit_codec_model(
     uncoded = [lvl for lvl in priors if not cfg.dropped_levels <= lvl < cfg.levels]
     if uncoded:
         raise VQCodecError(f"level {LEVEL_NAMES[cfg.levels][uncoded[0]]} is not coded by this model: it takes no prior")
+    raster = [lvl for lvl, c in enumerate(base_cfg["priors"]) if lvl not in priors and lvl >= cfg.dropped_levels
+              and c.get("attention_every") and not c.get("attention_wavefront")]
+    if wavefront_attention and not raster:
+        raise VQCodecError(f"--wavefront-attention: {base} has no prior left whose attention runs in raster order")
     tensors = {f"vqvae.{k}": v for k, v in new.items()}
     prior_cfgs = []
     for level, prior_cfg in enumerate(base_cfg["priors"]):
@@ -128,10 +132,12 @@ def build_refit_codec_model(
             continue
         prior_cfgs.append(prior_cfg)
         tensors.update({k: v for k, v in base_tensors.items() if k.startswith(f"prior{level}.")})
-        if wavefront_attention and prior_cfg.get("attention_every") and not prior_cfg.get("attention_wavefront"):
+        if wavefront_attention and level in raster:
             prior_cfgs[-1] = {**prior_cfg, "attention_wavefront": True}
             reach = PriorConfig.from_dict(prior_cfgs[-1]).stack_reach
             tensors[f"prior{level}.attn.reach"] = torch.tensor(float(reach), dtype=torch.float64)
+    if fingerprint(tensors) == fingerprint(base_tensors):
+        raise VQCodecError(f"nothing differs from {base}: this would be the same model")
     config = {"name": name, "tile": base_cfg["tile"], "vqvae": cfg.to_dict(), "priors": prior_cfgs}
     if description:
         config["description"] = description
