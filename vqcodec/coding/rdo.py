@@ -27,8 +27,6 @@ from vqcodec.priors.contract import IntegerPrior
 from vqcodec.priors.uncoded import is_uncoded
 
 CANDIDATES = 8  # nearest codewords weighed per bottom position
-SUGGESTED_LAMBDA = 0.02  # tuned on BSD validation photos (never Kodak) for the shipped models; opt-in (--rdo)
-# until a Kodak run of the whole ladder measures it (the default stays the nearest codes)
 
 
 def weighs_codes(model, lam: float) -> bool:

@@ -202,7 +202,7 @@ class WavefrontStepper:
         cfg = self.cfg = net.config
         if cfg.attention_every and not cfg.attention_wavefront and reach < width - 1:
             raise VQCodecError("a prior with attention in raster order decodes in raster order only")
-        self.net, self.temperature, self.batch, self.width = net, temperature, batch, width
+        self.net, self.temperature, self.batch = net, temperature, batch
         self.order = wavefront_order(height, width, reach)
         self.plan = _plan(height, width, reach, cfg.layers, cfg.v_rows, cfg.v_cols, cfg.h_cols)
         dev, c, pad = net.device, cfg.channels, cfg.v_cols // 2

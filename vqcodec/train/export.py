@@ -27,10 +27,11 @@ def calibration_batches(prior: torch.nn.Module, tiles: CodeTiles, count: int, ba
     return batches
 
 
-def quantized_prior(path: str | Path, level: int, tile: int, maps: list, labels, count: int) -> dict[str, torch.Tensor]:
-    """The model-file tensors (``prior{level}.*``) of the float prior trained at ``path``, quantized on
-    ``count`` tiles of a code dataset."""
-    prior, cfg = load_prior(path)
+def quantized_prior(
+    path: str | Path, prior: torch.nn.Module, cfg: dict, level: int, tile: int, maps: list, labels, count: int,
+) -> dict[str, torch.Tensor]:
+    """The model-file tensors (``prior{level}.*``) of the float ``prior`` (with its run's ``cfg``, as
+    ``load_prior`` read them from ``path``), quantized on ``count`` tiles of a code dataset."""
     if cfg.get("level") != level:
         raise VQCodecError(f"{path} is the prior of level {cfg.get('level')}, expected level {level}")
     if cfg["tile"] != tile:
@@ -62,7 +63,7 @@ def build_codec_model(
         if tile is not None and cfg["tile"] != tile:
             raise VQCodecError("all priors must be trained with the same --tile")
         tile = cfg["tile"]
-        tensors.update(quantized_prior(path, level, tile, maps, labels, calibration_tiles))
+        tensors.update(quantized_prior(path, prior, cfg, level, tile, maps, labels, calibration_tiles))
         prior_cfgs.append(prior.config.to_dict())
     config = {"name": name, "tile": tile, "vqvae": vqvae.config.to_dict(), "priors": prior_cfgs}
     if description:
@@ -118,6 +119,7 @@ def build_refit_codec_model(
               and c.get("attention_every") and not c.get("attention_wavefront")]
     if wavefront_attention and not raster:
         raise VQCodecError(f"--wavefront-attention: {base} has no prior left whose attention runs in raster order")
+    maps, labels, _ = load_codes(calibration_codes) if priors else (None, None, None)
     tensors = {f"vqvae.{k}": v for k, v in new.items()}
     prior_cfgs = []
     for level, prior_cfg in enumerate(base_cfg["priors"]):
@@ -125,10 +127,10 @@ def build_refit_codec_model(
             prior_cfgs.append(UncodedConfig().to_dict())
             continue
         if level in priors:
-            maps, labels, _ = load_codes(calibration_codes)
-            prior, _ = load_prior(priors[level])
+            prior, cfg_run = load_prior(priors[level])
             prior_cfgs.append(prior.config.to_dict())
-            tensors.update(quantized_prior(priors[level], level, base_cfg["tile"], maps, labels, calibration_tiles))
+            tensors.update(quantized_prior(priors[level], prior, cfg_run, level, base_cfg["tile"], maps, labels,
+                                           calibration_tiles))
             continue
         prior_cfgs.append(prior_cfg)
         tensors.update({k: v for k, v in base_tensors.items() if k.startswith(f"prior{level}.")})
