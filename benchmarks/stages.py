@@ -27,14 +27,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vqcodec.codec import WINDOW_ABOVE, compress, decompress, image_codes
+from vqcodec.codec import compress, decompress, image_codes, reconstruction_windows
 from vqcodec.coding.bitstream import Bitstream, Header, pack, unpack
 from vqcodec.coding.range_coder import encode_symbols
 from vqcodec.coding.tile_codec import decode_tiles, tile_symbols
 from vqcodec.imageio import from_model_output, list_images, read_image
 from vqcodec.priors.autoregress import one_thread
-from vqcodec.resample import coded_size, resize
-from vqcodec.vqvae import decode_windowed
+from vqcodec.resample import coded_size
+from vqcodec.vqvae import decode_in_windows
 from vqcodec.zoo.codec_model import load_codec_model
 
 ENCODE = ("VQ-VAE encode", "prior pass", "range coding", "container")
@@ -71,11 +71,11 @@ def staged(model, pixels: np.ndarray, scale: float) -> tuple[dict[str, float], d
     maps = decode_tiles(model.priors, shapes, list(stream.tiles), head.tile_size, order=head.symbol_order)
     dec["priors + range decoding"] = time.perf_counter() - t
     t = time.perf_counter()
+    workers = torch.get_num_threads()
     with one_thread(), torch.no_grad():
-        chh, cww = head.coded_height, head.coded_width
-        recon = (decode_windowed(model.vqvae, maps, chh, cww) if chh * cww > WINDOW_ABOVE
-                 else model.vqvae.decode(maps, chh, cww))
-        recon = resize(recon, head.width, head.height)
+        recon = decode_in_windows(model.vqvae, maps, reconstruction_windows(model, head), head.coded_height,
+                                  head.coded_width, workers)
+        recon = model.vqvae.resize_back(recon, head.width, head.height)
     out = from_model_output(recon.cpu(), head.channels, head.bit_depth)
     dec["VQ-VAE decode"] = time.perf_counter() - t
     return enc, dec, data, out

@@ -3,18 +3,20 @@ trips with the default and a 3-level model, bit-exactness across processes and t
 inputs the API accepts and refuses, the tile size, regions, salvaging damaged tiles, fuzzing of whole
 files and the golden file.
 
-Golden files (tests/data/golden.png, golden_v3.vqc, golden_v2.vqc, golden.vqc, golden.sha256) pin the format
-and the default model's coding: golden_v3.vqc is what compress writes for an image coded at another size
-(format version 3), golden_v2.vqc what it writes otherwise (format version 2), golden.vqc the
-same image as format version 1 wrote it (symbols in raster order), which must keep decoding. When the
-model or the format changes on purpose, regenerate them from the repository root with
+Golden files (tests/data/golden.png, golden_v4.vqc, golden_v3.vqc, golden_v2.vqc, golden.vqc, golden.sha256)
+pin the format and the default model's coding: golden_v4.vqc is what compress writes (format version 4:
+the VQ-VAE decodes in bands; the image, golden_image() seven times over, is tall enough for two), golden_v3.vqc
+what vqcodec wrote before version 4 for an image coded at another size (format version 3), golden_v2.vqc what it
+wrote otherwise (format version 2), golden.vqc the same image as format version 1 wrote it (symbols in raster
+order); all must keep decoding to the same pixels. When the model or the format changes on purpose, regenerate
+them from the repository root with
 
     .venv/bin/python -m pytest tests/test_codec.py -k golden --regen-golden
 
-which writes golden_image() to tests/data/golden.png, compresses that PNG with GOLDEN_MODEL to
-golden_v2.vqc (as version 1 to golden.vqc, and at scale 0.75 to golden_v3.vqc) and writes the SHA-256
-of each file's decoded pixel bytes (decompress(...).tobytes()) to golden.sha256, then checks the new
-files as usual; review and commit them.
+which writes golden_image() to tests/data/golden.png, compresses it with GOLDEN_MODEL and writes each file as
+its version holds it (version 2 and 3: the same codes and payloads under the older header; at scale 0.75 for
+version 3), and the SHA-256 of each file's decoded pixel bytes (decompress(...).tobytes()) to golden.sha256,
+then checks the new files as usual; review and commit them.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ import torch
 from PIL import Image
 
 import vqcodec
-from vqcodec.codec import compress, decompress, decompress_image
+from vqcodec.codec import compress, decompress, decompress_image, reconstruction_windows
 from vqcodec.coding.bitstream import Bitstream, pack, unpack
 from vqcodec.coding.tile_codec import decode_tiles, encode_tiles
 from vqcodec.coding.tiles import tile_grid
@@ -149,7 +151,7 @@ with open(sys.argv[4], "rb") as f:
 
 @pytest.mark.slow
 def test_bit_exact_across_processes_and_threads(model, tmp_path):
-    img = smooth_image(40, 56, seed=21)
+    img = smooth_image(264, 56, seed=21)  # two bands of the VQ-VAE decoder (format 4): side by side on 2 threads
     ref = compress(img, model)  # this process, one thread
     (tmp_path / "ref.vqc").write_bytes(ref)
     np.save(tmp_path / "img.npy", img)
@@ -221,9 +223,22 @@ def golden_image() -> np.ndarray:
     return np.stack([r, g, b], -1).astype(np.uint8)
 
 
-GOLDEN = {1: "golden.vqc", 2: "golden_v2.vqc", 3: "golden_v3.vqc"}  # a file of every format version read
+GOLDEN = {1: "golden.vqc", 2: "golden_v2.vqc", 3: "golden_v3.vqc", 4: "golden_v4.vqc"}  # every format version
 GOLDEN_MODEL = "paper"  # the first shipped model: the files it wrote must decode forever
 GOLDEN_SCALE = {3: 0.75}  # version 3: the image coded at three quarters of its size
+
+
+def golden_source(version: int) -> np.ndarray:
+    """The image of a version's golden file: version 4's is golden_image() seven times over (48x280,
+    two bands of the VQ-VAE decoder), the others' golden_image() itself."""
+    return np.tile(golden_image(), (7, 1, 1)) if version == 4 else golden_image()
+
+
+def as_version(data: bytes, version: int) -> bytes:
+    """A file with the same codes and payloads as ``data`` under a header of an older ``version``:
+    what vqcodec wrote before version 4 (the bytes differ only in the version byte and the header CRC)."""
+    stream = unpack(data)
+    return pack(dataclasses.replace(stream, header=dataclasses.replace(stream.header, version=version)))
 
 
 def golden_digests() -> dict[str, str]:
@@ -246,8 +261,9 @@ def write_golden_files(folder: Path = DATA) -> None:
     Image.fromarray(golden_image()).save(folder / "golden.png")
     model = load_codec_model(GOLDEN_MODEL)
     (folder / GOLDEN[1]).write_bytes(version_1(model, golden_image()))
-    (folder / GOLDEN[2]).write_bytes(compress(folder / "golden.png", model))
-    (folder / GOLDEN[3]).write_bytes(compress(folder / "golden.png", model, scale=GOLDEN_SCALE[3]))
+    for version in (2, 3, 4):
+        data = compress(golden_source(version), model, scale=GOLDEN_SCALE.get(version, 1.0))
+        (folder / GOLDEN[version]).write_bytes(as_version(data, version))
     digests = [hashlib.sha256(decompress(folder / name).tobytes()).hexdigest() + "  " + name
                for name in GOLDEN.values()]
     (folder / "golden.sha256").write_text("\n".join(digests) + "\n")
@@ -263,27 +279,31 @@ def test_golden_file(regen_golden, version):
         np.testing.assert_array_equal(np.asarray(im), golden_image())  # the PNG is what golden_image() makes
     data = vqc.read_bytes()
     head = unpack(data).header
-    assert (head.width, head.height, head.channels, head.bit_depth, head.version) == (48, 40, 3, 8, version)
+    source = golden_source(version)
+    assert (head.width, head.height, head.channels, head.bit_depth, head.version) == (48, len(source), 3, 8, version)
     assert head.model_fingerprint == model.fingerprint, f"the {GOLDEN_MODEL} model changed: it must not (its files)"
     pixels = decompress(data, model)
-    assert pixels.shape == (40, 48, 3) and pixels.dtype == np.uint8
+    assert pixels.shape == source.shape and pixels.dtype == np.uint8
     # the code maps must decode exactly (integer prior + range coder: platform-independent) ...
     stream = unpack(data)
     size = (head.coded_width, head.coded_height)
-    assert size == coded_size(48, 40, GOLDEN_SCALE.get(version, 1.0))
+    assert size == coded_size(48, len(source), GOLDEN_SCALE.get(version, 1.0))
     codes = decode_tiles(model.priors, model.vqvae.code_shapes(size[1], size[0]), list(stream.tiles),
                          head.tile_size, order=head.symbol_order)
-    assert_codes_equal(codes, image_codes(model, golden_image(), size))
+    assert_codes_equal(codes, image_codes(model, source, size))
     # ... and the pixels must be the ones recorded (this also pins the float VQ-VAE decoder's output)
     want = golden_digests()[vqc.name]
     assert hashlib.sha256(pixels.tobytes()).hexdigest() == want, (
         f"{vqc.name} decodes to different pixels than recorded although its codes decode exactly: the "
         "VQ-VAE decoder's float arithmetic differs here (torch version / CPU), or the model changed"
     )
-    if version > 1:
+    if version == 4:
+        assert len(reconstruction_windows(model, head)) == 2  # the bands this file pins
+        assert compress(source, model) == data, f"encoding golden_source(4) no longer gives {vqc.name}"
+    elif version > 1:
         scale = GOLDEN_SCALE.get(version, 1.0)
-        assert compress(png, model, scale=scale) == data, f"re-encoding golden.png no longer gives {vqc.name}"
-        assert compress(golden_image(), model, scale=scale) == data
+        assert as_version(compress(png, model, scale=scale), version) == data, (
+            f"re-encoding golden.png no longer gives {vqc.name}'s codes")
     else:
         assert version_1(model, golden_image()) == data, f"the version-{version} layout of the codes changed"
 
@@ -525,22 +545,30 @@ def test_region_is_exactly_the_crop_of_the_full_decode(model, threads, monkeypat
     noisy = smooth_image(160, 200, seed=9).astype(int) + np.random.default_rng(0).integers(-30, 30, (160, 200, 3))
     files = [compress(np.clip(noisy, 0, 255).astype(np.uint8), model, tile=8),  # was off by one at (85, 24, 66, 79)
              compress(smooth_image(200, 264, seed=81), model, tile=8),
-             compress(smooth_image(75, 130, seed=82, channels=1, dtype=np.uint16), model)]
+             compress(smooth_image(75, 130, seed=82, channels=1, dtype=np.uint16), model),
+             compress(smooth_image(300, 120, seed=83), model)]  # two bands (rows 0-152, 152-304 padded)
+    assert [len(reconstruction_windows(model, unpack(d).header)) for d in files] == [1, 1, 1, 2]
     for data in files:
         full = decompress(data, model)
         height, width = full.shape[:2]
         for x, y, w, h in [(85, 24, 66, 79), (150, 120, 40, 30), (0, 0, 17, 9), (100, 50, 30, 25), (3, 7, 120, 5),
-                           (width - 4, 0, 4, 10), (0, 0, width, height)]:
+                           (width - 4, 0, 4, 10), (0, 0, width, height), (10, 140, 50, 30), (0, 160, 120, 140)]:
             if x + w > width or y + h > height:
                 continue
             part = decompress(data, model, region=(x, y, w, h))
             np.testing.assert_array_equal(part, full[y : y + h, x : x + w], err_msg=f"region {(x, y, w, h)}")
-    # the windowed path of large images: a region is the crop of decode_windowed's output too
+    # the windowed path of large images before format 4: a region is the crop of decode_windowed's output too
     from vqcodec import codec as codec_module
 
     monkeypatch.setattr(codec_module, "WINDOW_ABOVE", 0)
-    full = decompress(files[0], model)
-    np.testing.assert_array_equal(decompress(files[0], model, region=(85, 24, 66, 79)), full[24:103, 85:151])
+    old = as_version(files[0], 2)
+    assert len(reconstruction_windows(model, unpack(old).header)) == 1  # 160x200: one 1024-pixel window
+    old_tall = as_version(compress(smooth_image(1100, 16, seed=84), model), 3)
+    assert len(reconstruction_windows(model, unpack(old_tall).header)) == 2
+    for data, box in [(old, (85, 24, 66, 79)), (old_tall, (0, 1000, 16, 60))]:
+        x, y, w, h = box
+        full = decompress(data, model)
+        np.testing.assert_array_equal(decompress(data, model, region=box), full[y : y + h, x : x + w])
 
 
 @pytest.mark.slow
@@ -624,4 +652,7 @@ def test_the_vqvae_runs_on_one_thread_whatever_the_setting(model, monkeypatch):
     data = compress(smooth_image(16, 24, seed=7), model)
     decompress(data, model)
     assert seen == [1, 1]
+    seen.clear()
+    decompress(compress(smooth_image(264, 24, seed=7), model), model)  # two bands, side by side in threads
+    assert seen == [1, 1, 1]
     assert torch.get_num_threads() == 2

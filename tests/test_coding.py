@@ -196,23 +196,33 @@ def test_bad_magic(data: bytes) -> None:
 
 
 def test_newer_version() -> None:
-    refused(raw(version=4), r"^written by a newer vqcodec \(format version 4\); this one reads versions 1, 2 and 3\.$")
+    refused(raw(version=5),
+            r"^written by a newer vqcodec \(format version 5\); this one reads versions 1, 2, 3 and 4\.$")
 
 
-def test_version_3_adds_the_coded_size() -> None:
-    """Flag bit 1 (version 3 only): two varints after the height, the size the codes describe. A
-    header without it is written as version 2, so every older vqcodec reads it."""
-    plain = Bitstream(header(width=300, height=3), (b"ab",))
-    assert plain.header.version == 2 and plain.header.coded_width == 300 and plain.header.coded_height == 3
-    stream = Bitstream(header(width=300, height=3, coded_size=(150, 2)), (b"ab",))
-    assert stream.header.version == 3 and (stream.header.coded_width, stream.header.coded_height) == (150, 2)
+@pytest.mark.parametrize("version", [3, 4])
+def test_versions_3_and_4_add_the_coded_size(version) -> None:
+    """Flag bit 1 (from version 3): two varints after the height, the size the codes describe.
+    Version 4 has version 3's layout; only the decoder's windows differ (``Header.banded``)."""
+    plain = Bitstream(header(width=300, height=3, version=version), (b"ab",))
+    assert plain.header.coded_width == 300 and plain.header.coded_height == 3
+    stream = Bitstream(header(width=300, height=3, coded_size=(150, 2), version=version), (b"ab",))
+    assert (stream.header.coded_width, stream.header.coded_height) == (150, 2)
+    assert stream.header.banded == (version == 4) and stream.header.symbol_order == "fast"
     data = pack(stream)
-    expected = raw(version=3, flags=0x02, width=leb128(300) + leb128(3) + leb128(150), height=leb128(2),
+    expected = raw(version=version, flags=0x02, width=leb128(300) + leb128(3) + leb128(150), height=leb128(2),
                    fields=bytes((3, 8, 2, 4)), tiles=(b"ab",))
     assert data == expected and data[5] == 0x02 and data[22:27] == bytes.fromhex("ac 02 03 96 01")
     assert unpack(data) == stream and pack(unpack(data)) == data
-    with_icc = Bitstream(header(coded_size=(1, 1), icc_profile=b"ICC"), (b"",))
+    with_icc = Bitstream(header(coded_size=(1, 1), icc_profile=b"ICC", version=version), (b"",))
     assert unpack(pack(with_icc)) == with_icc and pack(with_icc)[5] == 0x03
+
+
+def test_new_files_are_version_4() -> None:
+    """What vqcodec writes: version 4, with or without a coded size; versions 1 to 3 stay readable."""
+    assert FORMAT_VERSION == 4
+    assert header().version == 4 and header(coded_size=(5, 5)).version == 4 and header().banded
+    assert not any(header(version=v).banded for v in (1, 2, 3))
 
 
 @pytest.mark.parametrize(("overrides", "match"), [
@@ -231,14 +241,15 @@ def test_bad_coded_size_is_refused(overrides, match) -> None:
 def test_coded_size_flag_is_unknown_before_version_3() -> None:
     refused(raw(version=2, flags=0x02), "unknown flags 0x02; the file is not valid version 2")
     refused(raw(version=3, flags=0x04), "unknown flags 0x04; the file is not valid version 3")
+    refused(raw(version=4, flags=0x04), "unknown flags 0x04; the file is not valid version 4")
     refused(raw(version=3, flags=0x02, width=leb128(64) + leb128(48) + leb128(64), height=leb128(48)),
             "equals the image size")
 
 
 def test_readable_versions_parse_and_others_cannot_be_written() -> None:
-    for version in (1, 2, 3):
+    for version in (1, 2, 3, 4):
         assert unpack(raw(version=version)).header.version == version
-    for version in (0, 4, True):
+    for version in (0, 5, True):
         with pytest.raises(VQCodecError, match="format version must be one of"):
             header(version=version)
 
@@ -372,7 +383,8 @@ def test_damaged_field_is_validated() -> None:
 
 
 def test_unknown_flags() -> None:
-    refused(raw(flags=0x02), "unknown flags 0x02")
+    refused(raw(flags=0x04), "unknown flags 0x04")
+    refused(raw(flags=0x80), "unknown flags 0x80")
 
 
 def test_empty_icc_refused() -> None:

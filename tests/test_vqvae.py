@@ -219,6 +219,58 @@ def test_windowed_encode_and_decode_match_whole_image():
     assert torch.allclose(img_whole, img_windowed, atol=1e-4)
 
 
+@pytest.mark.parametrize(("height", "width", "stride"), [
+    (512, 768, 8), (768, 512, 8), (896, 1344, 8), (328, 488, 8), (256, 64, 8), (248, 1000, 8), (40, 48, 8),
+    (4000, 6000, 8), (1024, 2064, 16), (264, 264, 16), (65536, 16, 8),
+])
+def test_band_windows_tile_the_image(height, width, stride):
+    """Format 4's bands: their cores tile the padded image exactly once, every edge on the stride, each
+    window its core plus DECODER_REACH (rounded to the stride) where the image goes on, an even number of
+    bands across the height (two cores share them evenly) unless the image is lower than BAND_MIN_HEIGHT,
+    none wider than BAND_MAX_WIDTH, and no core over BAND_MAX_PIXELS (bounded memory)."""
+    from vqcodec.vqvae.windows import BAND_MAX_PIXELS, BAND_MAX_WIDTH, BAND_MIN_HEIGHT, DECODER_REACH, band_windows
+
+    windows = band_windows(height, width, stride)
+    cover = torch.zeros(height, width, dtype=torch.int32)
+    margin = -(-DECODER_REACH // stride) * stride
+    for ys, ye, ylo, yhi, xs, xe, xlo, xhi in windows:
+        assert all(v % stride == 0 or v in (height, width) for v in (ys, ye, ylo, yhi, xs, xe, xlo, xhi))
+        assert (ylo, yhi, xlo, xhi) == (max(0, ys - margin), min(height, ye + margin),
+                                        max(0, xs - margin), min(width, xe + margin))
+        assert xe - xs <= BAND_MAX_WIDTH and (ye - ys) * (xe - xs) <= BAND_MAX_PIXELS
+        cover[ys:ye, xs:xe] += 1
+    assert bool((cover == 1).all())
+    rows = len({w[:2] for w in windows})
+    assert rows == 1 if height < BAND_MIN_HEIGHT else rows % 2 == 0
+    if (height, width) == (512, 768):  # a Kodak image: two bands of 256 rows
+        assert [w[:4] for w in windows] == [(0, 256, 0, 320), (256, 512, 192, 512)]
+
+
+def test_windows_decode_the_same_on_one_thread_or_several():
+    """``decode_in_windows`` runs its windows side by side on threads (each on one CPU thread under
+    ``one_thread``): the pixels must be those of running them one after another, and each window's
+    core those of decoding that window alone."""
+    from vqcodec.priors.autoregress import one_thread
+    from vqcodec.testing import tiny_codec_model
+    from vqcodec.vqvae import band_windows, decode_in_windows, decode_window
+
+    vqvae = tiny_codec_model(tile=16).vqvae
+    torch.manual_seed(1)
+    codes = [torch.randint(0, vqvae.config.num_codes, (1, *s)) for s in vqvae.code_shapes(328, 200)]
+    windows = band_windows(328, 200, vqvae.config.stride)
+    assert len(windows) == 2
+    with one_thread():
+        seq = decode_in_windows(vqvae, codes, windows, 321, 197, workers=1)
+        par = decode_in_windows(vqvae, codes, windows, 321, 197, workers=2)
+        alone = [decode_window(vqvae, codes, w) for w in windows]
+    assert seq.shape == (1, 3, 321, 197) and torch.equal(seq, par)
+    for (ys, ye, _, _, xs, xe, _, _), core in zip(windows, alone):
+        ye, xe = min(ye, 321), min(xe, 197)
+        assert torch.equal(seq[:, :, ys:ye, xs:xe], core[:, :, : ye - ys, : xe - xs])
+    whole = vqvae.decode(codes, 321, 197)  # the same function of the codes, up to float summation order
+    assert torch.allclose(whole, seq, atol=1e-5)
+
+
 # -- the same bits on any thread count (issue 12) ------------------------------------------------------------
 
 

@@ -229,7 +229,7 @@ def test_quality_picks_the_rung_and_the_file_names_it(model) -> None:
         head = unpack(data).header
         assert head.model_fingerprint.hex() == fingerprints[r.model]
         assert (head.coded_width, head.coded_height) == resample.coded_size(56, 40, r.scale)
-        assert (head.coded_size is None) == (r.scale == 1) and head.version == (2 if r.scale == 1 else 3)
+        assert (head.coded_size is None) == (r.scale == 1) and head.version == 4
         assert registry.rung_of(head.model_fingerprint.hex(), 56, 40, head.coded_size) == r
         assert vqcodec.decompress(data).shape == pixels.shape
         sizes.append(len(data))

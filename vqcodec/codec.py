@@ -13,8 +13,9 @@ tile whose payload is too short for its codes is refused (a range coder cannot c
 than ``min_bits_per_code`` bits), and so is any image, to compress or to decode, that cannot fit in
 the memory actually available (``check_memory``). The VQ-VAE's float arithmetic never depends on
 the thread count: the encoder computes every convolution as fixed halves, each on one thread
-(``vqvae.split_convolutions``), the decoder runs on one thread; so an image always gives the same
-codes, and a file the same pixels.
+(``vqvae.split_convolutions``), the decoder runs each of the windows the file's format version
+defines on one thread (``reconstruction_windows``), several windows at once on several cores; so an
+image always gives the same codes, and a file the same pixels.
 """
 
 from __future__ import annotations
@@ -46,13 +47,16 @@ from vqcodec.imageio import (
 from vqcodec.priors.autoregress import one_thread
 from vqcodec.resample import check_scale, coded_size, resize
 from vqcodec.vqvae import (
+    BOTTOM_STRIDE,
     DECODER_REACH,
-    decode_part,
-    decode_windowed,
+    band_windows,
+    decode_in_windows,
+    decode_window,
     decode_windows,
     encode_windowed,
     split_convolutions,
 )
+from vqcodec.vqvae.windows import Window, run_all
 from vqcodec.zoo.codec_model import CodecModel, check_device, load_codec_model
 from vqcodec.zoo.registry import choose_rung, find_by_fingerprint
 
@@ -62,7 +66,7 @@ RANGE_CODER_PRECISION = 24  # constriction's default range coder quantizes proba
 # Peak memory (issue 12, /usr/bin/time -v, shipped model): a fixed part (process, torch, the model:
 # 0.29 GB measured), bytes per pixel of the whole image (pixels, the model's float input or output
 # and their copies), and the VQ-VAE's activations over what it runs on at once: the whole image up to
-# WINDOW_ABOVE pixels, else one window (1152 x 1152). Measured peaks: compress 2.17 GB for 2048 x 2048
+# WINDOW_ABOVE pixels, else one window (1152 x 1152) per core decoding. Measured peaks: compress 2.17 GB for 2048 x 2048
 # and 2.41 GB for 9000 x 9000; decompress 1.25 GB for 2048 x 2048 and 4.58 GB for 9000 x 9000. These
 # constants overestimate them by a fifth to a third, so only what really cannot fit is refused.
 FIXED_BYTES = 400 << 20
@@ -144,7 +148,8 @@ def available_memory() -> int | None:
 def memory_needed(pixels: int, decode: bool) -> int:
     """An upper estimate of the peak memory (bytes) of compressing or decoding ``pixels`` pixels."""
     per_pixel = DECOMPRESS_BYTES_PER_PIXEL if decode else COMPRESS_BYTES_PER_PIXEL
-    at_once = pixels if pixels <= WINDOW_ABOVE else VQVAE_WINDOW_PIXELS  # the whole image, or one window
+    windows = torch.get_num_threads() if decode else 1  # the decoder runs a window per core at once
+    at_once = pixels if pixels <= WINDOW_ABOVE else VQVAE_WINDOW_PIXELS * windows  # the whole image, or windows
     return FIXED_BYTES + per_pixel * pixels + VQVAE_BYTES_PER_PIXEL[decode] * at_once
 
 
@@ -305,45 +310,61 @@ def model_for(head: Header, model: ModelSpec, device: str | None, model_dirs: tu
     return m
 
 
+def reconstruction_windows(m: CodecModel, head: Header) -> list[Window]:
+    """The windows the VQ-VAE decodes a file's coded image in, as its format version defines them:
+    version 4 the bands of ``vqvae.band_windows``; earlier versions the whole image, or 1024-pixel
+    squares above WINDOW_ABOVE pixels. The pixels depend on them (oneDNN sums in an order it picks
+    from each convolution's shape), so a file decodes the same way whatever decodes it."""
+    shapes = m.vqvae.code_shapes(head.coded_height, head.coded_width)
+    ph, pw = shapes[0][0] * BOTTOM_STRIDE, shapes[0][1] * BOTTOM_STRIDE
+    if head.banded:
+        return band_windows(ph, pw, m.vqvae.config.stride)
+    if head.coded_width * head.coded_height > WINDOW_ABOVE:
+        return decode_windows(m.vqvae, ph, pw)
+    return [(0, ph, 0, ph, 0, pw, 0, pw)]
+
+
+def _window_workers(m: CodecModel) -> int:
+    """Windows the VQ-VAE decodes at once: one per thread of the caller's budget on a CPU."""
+    return torch.get_num_threads() if m.device.type == "cpu" else 1
+
+
 def _decode_region(m: CodecModel, head: Header, payloads: list[bytes], region: tuple[int, int, int, int],
                    skip: frozenset[int]) -> torch.Tensor:
     """Pixels (1, C, h, w) of region (x, y, w, h), bit for bit those of the full decode: only the
     tiles under it (plus the decoder's reach) are decoded, except those in ``skip`` (damaged), and
-    the VQ-VAE decodes each window of the full decode that the region touches (the whole image
-    below WINDOW_ABOVE pixels), in one piece as the full decode does. A strip across the region
+    the VQ-VAE decodes each window of the full decode that the region touches
+    (``reconstruction_windows``), in one piece as the full decode does. A strip across the region
     would be cheaper but is not exact: oneDNN picks its blocking, and so its order of summation,
     from a convolution's shape (a strip of 61 rows of top codes where the image has 105 gave other
     bits), which moved pixels of regions of 512x455 and 838x552 images by one level."""
     x, y, w, h = region
-    cfg = m.vqvae.config
-    s, b = cfg.stride, cfg.level_stride(0)
+    s, b = m.vqvae.config.stride, BOTTOM_STRIDE
     shapes = m.vqvae.code_shapes(head.height, head.width)
-    ph, pw = shapes[0][0] * b, shapes[0][1] * b
-    if head.height * head.width > WINDOW_ABOVE:
-        refs = decode_windows(m.vqvae, ph, pw)
-    else:
-        refs = [(0, ph, 0, ph, 0, pw, 0, pw)]
-    jobs = []  # (ref window, strip rows, region rows, region columns)
-    for ys, ye, ylo, yhi, xs, xe, xlo, xhi in refs:
+    jobs = []  # (window, region rows, region columns)
+    needed = set()  # the tiles under the region and the decoder's reach around it
+    tiles = tile_grid(shapes[0][0], shapes[0][1], head.tile_size)
+    for window in reconstruction_windows(m, head):
+        ys, ye, ylo, yhi, xs, xe, xlo, xhi = window
         cy0, cy1, cx0, cx1 = max(y, ys), min(y + h, ye), max(x, xs), min(x + w, xe)
         if cy0 >= cy1 or cx0 >= cx1:
             continue
         py0, py1 = max(ylo, (cy0 - DECODER_REACH) // s * s), min(yhi, -(-(cy1 + DECODER_REACH) // s) * s)
         px0, px1 = max(xlo, (cx0 - DECODER_REACH) // s * s), min(xhi, -(-(cx1 + DECODER_REACH) // s) * s)
-        jobs.append(((ylo, yhi, xlo, xhi), (py0, py1), (px0, px1), (cy0, cy1), (cx0, cx1)))  # reach: tiles
-    tiles = tile_grid(shapes[0][0], shapes[0][1], head.tile_size)
-    needed = {  # the codes the region's pixels depend on: the region and the decoder's reach around it
-        k for k, t in enumerate(tiles)
-        for _, (py0, py1), (px0, px1), _, _ in jobs
-        if t.row < py1 // b and t.row + t.height > py0 // b and t.col < px1 // b and t.col + t.width > px0 // b
-    }
+        jobs.append((window, (cy0, cy1), (cx0, cx1)))
+        needed |= {k for k, t in enumerate(tiles) if t.row < py1 // b and t.row + t.height > py0 // b
+                   and t.col < px1 // b and t.col + t.width > px0 // b}
     maps = decode_tiles(m.priors, shapes, payloads, head.tile_size, only=needed - skip, order=head.symbol_order)
-    out = torch.zeros((1, cfg.in_channels, h, w), device=maps[0].device)
+    out = torch.zeros((1, m.vqvae.config.in_channels, h, w), device=maps[0].device)
+
+    def run(job: tuple[Window, tuple[int, int], tuple[int, int]]) -> None:
+        window, (cy0, cy1), (cx0, cx1) = job
+        ys, _, _, _, xs, _, _, _ = window
+        rec = decode_window(m.vqvae, maps, window)  # the whole window: the full decode's shapes
+        out[:, :, cy0 - y : cy1 - y, cx0 - x : cx1 - x] = rec[:, :, cy0 - ys : cy1 - ys, cx0 - xs : cx1 - xs]
+
     with one_thread():
-        for ref, _, _, (cy0, cy1), (cx0, cx1) in jobs:
-            ry0, ry1, rx0, _ = ref
-            rec = decode_part(m.vqvae, maps, ref, (ry0, ry1))  # the whole window: the full decode's shapes
-            out[:, :, cy0 - y : cy1 - y, cx0 - x : cx1 - x] = rec[:, :, cy0 - ry0 : cy1 - ry0, cx0 - rx0 : cx1 - rx0]
+        run_all(run, jobs, _window_workers(m))
     return out
 
 
@@ -412,8 +433,9 @@ def _decode_whole(m: CodecModel, head: Header, payloads: list[bytes], damaged: s
     shapes = m.vqvae.code_shapes(ch, cw)
     only = set(range(len(payloads))) - damaged if damaged else None
     maps = decode_tiles(m.priors, shapes, payloads, head.tile_size, only=only, order=head.symbol_order)
-    with one_thread():  # the same pixels whatever the thread count, and those a region decode gives
-        recon = decode_windowed(m.vqvae, maps, ch, cw) if ch * cw > WINDOW_ABOVE else m.vqvae.decode(maps, ch, cw)
+    workers = _window_workers(m)
+    with one_thread():  # each window on one thread: the same pixels whatever the thread count, and a region's
+        recon = decode_in_windows(m.vqvae, maps, reconstruction_windows(m, head), ch, cw, workers)
         return m.vqvae.resize_back(recon, head.width, head.height)
 
 

@@ -2,7 +2,7 @@
 
 A rung of the ladder (``zoo.registry.Rung``) is a model and a scale. The encoder resizes the
 image to ``scale`` times its size, codes that, and records the coded size in the file (format
-version 3); the decoder decodes the codes at the coded size and resizes the result back. Below 1
+version 3 and later); the decoder decodes the codes at the coded size and resizes the result back. Below 1
 the bits fall about as the pixel count does (scale 0.5: a quarter of the codes) and the detail
 lost is the finest; above 1 the model sees a smoother image, which it reconstructs better, and
 spends more codes on it. It is the lever AV1 (super-resolution frames) and VVC (reference picture

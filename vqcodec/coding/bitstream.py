@@ -18,16 +18,17 @@ from dataclasses import dataclass
 from vqcodec.errors import VQCodecError
 
 MAGIC = b"VQC\x89"  # the non-ASCII last byte makes the file non-text and exposes 7-bit mangling
-FORMAT_VERSION = 2  # what a header without a coded size is written as (readable by every vqcodec since 0.1)
+FORMAT_VERSION = 4  # what vqcodec writes
 RESAMPLED_VERSION = 3  # the first version with a coded size (a file coded at another resolution)
-READABLE_VERSIONS = (1, 2, 3)  # 1: raster order; 2: each level in its prior's order; 3: 2 + coded size
+BANDED_VERSION = 4  # the first version whose pixels are decoded in bands (``vqvae.band_windows``)
+READABLE_VERSIONS = (1, 2, 3, 4)  # 1: raster order; 2: each level in its prior's order; 3: 2 + coded size; 4: 3 + bands
 MAX_PIXELS = 1 << 30  # refuse absurd sizes before anyone allocates width * height
 MAX_SIDE = 1 << 17
 
 FINGERPRINT_SIZE = 16
 FLAG_ICC = 0x01
 FLAG_RESAMPLED = 0x02  # version 3: the codes describe the image at another size (coded width, height)
-_KNOWN_FLAGS = {1: FLAG_ICC, 2: FLAG_ICC, 3: FLAG_ICC | FLAG_RESAMPLED}
+_KNOWN_FLAGS = {1: FLAG_ICC, 2: FLAG_ICC, 3: FLAG_ICC | FLAG_RESAMPLED, 4: FLAG_ICC | FLAG_RESAMPLED}
 _MAX_VARINT_BYTES = 10  # enough for any value below 2**64
 _CRC = struct.Struct("<I")
 _TILE_CRC = struct.Struct("<H")
@@ -46,7 +47,7 @@ class Header:
     levels: int  # 2 or 3 code-map levels
     tile_size: int  # tile side in bottom-level codes (a power of two, 4..256)
     icc_profile: bytes | None = None
-    version: int | None = None  # decides the order of the symbols; None: the oldest that can say it all
+    version: int = FORMAT_VERSION  # decides the order of the symbols and the decoder's windows
     coded_size: tuple[int, int] | None = None  # (width, height) the codes were made at, if not the image's
 
     @property
@@ -63,9 +64,13 @@ class Header:
         """The decoding order (``priors.contract``) the payloads were written in."""
         return "raster" if self.version == 1 else "fast"
 
+    @property
+    def banded(self) -> bool:
+        """Whether the VQ-VAE decodes the image in the bands of ``vqvae.band_windows`` (version 4),
+        not whole (earlier versions): the pixels differ in the last float bits, so the file says."""
+        return self.version >= BANDED_VERSION
+
     def __post_init__(self) -> None:
-        if self.version is None:
-            object.__setattr__(self, "version", RESAMPLED_VERSION if self.coded_size else FORMAT_VERSION)
         _validate_header(self)
 
 

@@ -1,18 +1,17 @@
 """Stage 1: the hierarchical VQ-VAE (encoder, EMA quantizers, decoder) and its geometry."""
 
-from vqcodec.vqvae.model import (
-    BOTTOM_STRIDE,
+from vqcodec.vqvae.model import BOTTOM_STRIDE, LEVEL_NAMES, VQVAE, VQVAEConfig, split_convolutions
+from vqcodec.vqvae.windows import (
     DECODER_REACH,
-    LEVEL_NAMES,
-    VQVAE,
-    VQVAEConfig,
+    band_windows,
     crop_codes,
-    decode_part,
+    decode_in_windows,
+    decode_window,
     decode_windowed,
     decode_windows,
     encode_windowed,
-    split_convolutions,
 )
 
-__all__ = ["BOTTOM_STRIDE", "DECODER_REACH", "LEVEL_NAMES", "VQVAE", "VQVAEConfig", "crop_codes",
-           "decode_part", "decode_windowed", "decode_windows", "encode_windowed", "split_convolutions"]
+__all__ = ["BOTTOM_STRIDE", "DECODER_REACH", "LEVEL_NAMES", "VQVAE", "VQVAEConfig", "band_windows", "crop_codes",
+           "decode_in_windows", "decode_window", "decode_windowed", "decode_windows", "encode_windowed",
+           "split_convolutions"]

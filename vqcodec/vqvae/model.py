@@ -23,7 +23,6 @@ from vqcodec.vqvae.quantizer import VectorQuantizerEMA
 from vqcodec.vqvae.upscaler import Upscaler
 
 BOTTOM_STRIDE = 4  # pixels per bottom-level code; each level above halves the resolution again
-DECODER_REACH = 64  # pixels of context the decoder needs around a window (windowed and region decoding)
 LEVEL_NAMES = {2: ["bottom", "top"], 3: ["bottom", "middle", "top"]}
 
 
@@ -408,99 +407,3 @@ class VQVAE(nn.Module):
         if dropped:
             quant[:dropped] = self.predict_dropped(quant)
         return self.decode_quantized(quant)[:, :, :height, :width] + 0.5
-
-
-def _spans(length: int, window: int, margin: int) -> list[tuple[int, int, int, int]]:
-    """(core start, core end, window start, window end) covering [0, length) in steps of ``window``."""
-    spans = []
-    for start in range(0, length, window):
-        end = min(length, start + window)
-        lo = max(0, start - margin)
-        hi = min(length, end + margin)
-        spans.append((start, end, lo, hi))
-    return spans
-
-
-@torch.no_grad()
-def encode_windowed(
-    model: VQVAE, x: torch.Tensor, window: int = 1024, margin: int = DECODER_REACH, candidates: int = 0,
-) -> list[torch.Tensor] | tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
-    """``model.encode`` in overlapping windows of ``window`` pixels, so memory stays bounded for very
-    large images. Each window is encoded with ``margin`` pixels of context on every side and only its
-    core's codes are kept; codes far from window edges equal those of a whole-image encode. With
-    ``candidates`` = k, ``model.encode_candidates``'s bottom candidates and distances come too."""
-    s = model.config.stride
-    window, margin = -(-window // s) * s, -(-margin // s) * s
-    x = model.pad(x)
-    h, w = x.shape[2:]
-    shapes = model.code_shapes(h, w)
-    codes = [torch.zeros((x.shape[0], hh, ww), dtype=torch.long, device=x.device) for hh, ww in shapes]
-    cand = [torch.zeros((x.shape[0], *shapes[0], candidates), dtype=dt, device=x.device)
-            for dt in (torch.long, torch.float32)] if candidates else []
-    for ys, ye, ylo, yhi in _spans(h, window, margin):
-        for xs, xe, xlo, xhi in _spans(w, window, margin):
-            window_x = x[:, :, ylo:yhi, xlo:xhi]
-            if candidates:
-                part, *extra = model.encode_candidates(window_x, candidates)
-            else:
-                part, extra = model.encode(window_x), []
-            for lvl, c in enumerate(part):
-                f = model.config.level_stride(lvl)
-                core = (slice(None), slice((ys - ylo) // f, (ye - ylo) // f), slice((xs - xlo) // f, (xe - xlo) // f))
-                codes[lvl][:, ys // f : ye // f, xs // f : xe // f] = c[core]
-                if lvl == 0:
-                    for out, e in zip(cand, extra):
-                        out[:, ys // f : ye // f, xs // f : xe // f] = e[core]
-    return (codes, *cand) if candidates else codes
-
-
-def decode_windows(
-    model: VQVAE, height: int, width: int, window: int = 1024, margin: int = DECODER_REACH
-) -> list[tuple[int, int, int, int, int, int, int, int]]:
-    """The windows ``decode_windowed`` decodes for a padded image of ``height`` x ``width`` pixels:
-    (core y0, y1, window y0, y1, core x0, x1, window x0, x1), each a multiple of the stride."""
-    s = model.config.stride
-    window, margin = -(-window // s) * s, -(-margin // s) * s
-    return [(ys, ye, ylo, yhi, xs, xe, xlo, xhi)
-            for ys, ye, ylo, yhi in _spans(height, window, margin)
-            for xs, xe, xlo, xhi in _spans(width, window, margin)]
-
-
-@torch.no_grad()
-def decode_windowed(
-    model: VQVAE, codes: list[torch.Tensor], height: int, width: int, window: int = 1024,
-    margin: int = DECODER_REACH,
-) -> torch.Tensor:
-    """``model.decode`` in overlapping windows (pixels), keeping each window's core: bounded memory."""
-    hp, wp = codes[0].shape[1] * BOTTOM_STRIDE, codes[0].shape[2] * BOTTOM_STRIDE
-    out = torch.zeros((codes[0].shape[0], model.config.in_channels, hp, wp), device=codes[0].device)
-    for ys, ye, ylo, yhi, xs, xe, xlo, xhi in decode_windows(model, hp, wp, window, margin):
-        part = crop_codes(model, codes, ylo, yhi, xlo, xhi)
-        img = model.decode(part, yhi - ylo, xhi - xlo)
-        out[:, :, ys:ye, xs:xe] = img[:, :, ys - ylo : ye - ylo, xs - xlo : xe - xlo]
-    return out[:, :, :height, :width]
-
-
-@torch.no_grad()
-def decode_part(
-    model: VQVAE, codes: list[torch.Tensor], ref: tuple[int, int, int, int], rows: tuple[int, int]
-) -> torch.Tensor:
-    """The decoder's output (B, C, y1 - y0, x1 - x0), unclamped, for the pixel rows ``rows`` =
-    (y0, y1) of the window ``ref`` = (y0, y1, x0, x1) that ``decode`` (whole image) or
-    ``decode_windowed`` (one of its windows) decodes in one piece; all multiples of the stride, in
-    pixels of the padded image.
-
-    Away from the strip's top and bottom edges (by DECODER_REACH, unless an edge is one of
-    ``ref``'s) the pixels are bit for bit those of decoding all of ``ref``, on one CPU thread: a
-    convolution there (oneDNN) gives each output the same bits whatever the number of rows of its
-    input, but not whatever its width, so the strip keeps ``ref``'s full width. So a region decodes
-    to exactly the pixels of the full image, at the cost of decoding a strip across it."""
-    y0, y1 = rows
-    _, _, x0, x1 = ref
-    return model.decode(crop_codes(model, codes, y0, y1, x0, x1), y1 - y0, x1 - x0)
-
-
-def crop_codes(model: VQVAE, codes: list[torch.Tensor], y0: int, y1: int, x0: int, x1: int) -> list[torch.Tensor]:
-    """The codes of every level under the pixel window [y0, y1) x [x0, x1) (multiples of the stride)."""
-    f = model.config.level_stride
-    return [c[:, y0 // f(lvl) : y1 // f(lvl), x0 // f(lvl) : x1 // f(lvl)] for lvl, c in enumerate(codes)]
