@@ -66,9 +66,10 @@ RANGE_CODER_PRECISION = 24  # constriction's default range coder quantizes proba
 # Peak memory (issue 12, /usr/bin/time -v, shipped model): a fixed part (process, torch, the model:
 # 0.29 GB measured), bytes per pixel of the whole image (pixels, the model's float input or output
 # and their copies), and the VQ-VAE's activations over what it runs on at once: the whole image up to
-# WINDOW_ABOVE pixels, else one window (1152 x 1152) per core decoding. Measured peaks: compress 2.17 GB for 2048 x 2048
-# and 2.41 GB for 9000 x 9000; decompress 1.25 GB for 2048 x 2048 and 4.58 GB for 9000 x 9000. These
-# constants overestimate them by a fifth to a third, so only what really cannot fit is refused.
+# WINDOW_ABOVE pixels, else one window (1152 x 1152; decoding, one per core). Measured peaks: compress
+# 2.17 GB for 2048 x 2048 and 2.41 GB for 9000 x 9000; decompress 1.25 GB for 2048 x 2048 and 4.58 GB
+# for 9000 x 9000. These constants overestimate them by a fifth to a third, so only what really
+# cannot fit is refused. (Format 4's bands hold at most 2**20 pixels plus context, less than a window.)
 FIXED_BYTES = 400 << 20
 COMPRESS_BYTES_PER_PIXEL = 24
 DECOMPRESS_BYTES_PER_PIXEL = 60

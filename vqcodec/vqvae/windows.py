@@ -7,9 +7,9 @@ decoder's pixels at a position depend only on codes within DECODER_REACH of it, 
 enough from the window's cut edges gets the same values as a decode of the whole image, up to the
 float summation order, which oneDNN picks from a convolution's shape. So a file's pixels depend on
 the windows it is decoded in: formats 1 to 3 decode the whole image at once (in 1024-pixel windows
-above WINDOW_ABOVE pixels), format 4 in the bands of ``band_windows``. Each window is computed on
-one thread, so the same windows give the same pixels whether they run one after another or side by
-side on several cores (``decode_in_windows``).
+above ``codec.WINDOW_ABOVE`` pixels), format 4 in the bands of ``band_windows``. The codec computes
+each window on one thread (``one_thread()``), so the same windows give the same pixels whether they
+run one after another or side by side on several cores (``decode_in_windows``).
 """
 
 from __future__ import annotations
