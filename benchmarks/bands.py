@@ -13,13 +13,12 @@ each and the PSNR of both decodes (they differ only in float rounding).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import statistics
 import time
-from pathlib import Path
 
 import torch
+from options import image_folder_parser  # benchmarks/options.py, beside this script
 
 from vqcodec.codec import compress, decompress
 from vqcodec.coding.bitstream import pack, unpack
@@ -36,12 +35,7 @@ def older_version(data: bytes) -> bytes:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", required=True, type=Path)
-    ap.add_argument("--model", default=None)
-    ap.add_argument("--scale", type=float, default=1.0)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--max-images", type=int, default=None)
+    ap = image_folder_parser(__doc__)
     ap.add_argument("--repeats", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)

@@ -19,13 +19,12 @@ the breakdown times the real code paths.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
+from options import image_folder_parser  # benchmarks/options.py, beside this script
 
 from vqcodec.codec import compress, decompress, image_codes, reconstruction_windows
 from vqcodec.coding.bitstream import Bitstream, Header, pack, unpack
@@ -91,12 +90,7 @@ def table(title: str, names: tuple[str, ...], runs: list[dict[str, float]]) -> N
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", required=True, type=Path)
-    ap.add_argument("--model", default=None)
-    ap.add_argument("--scale", type=float, default=1.0)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--max-images", type=int, default=None)
+    ap = image_folder_parser(__doc__)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     model = load_codec_model(args.model)
