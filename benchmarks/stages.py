@@ -74,7 +74,7 @@ def staged(model, pixels: np.ndarray, scale: float) -> tuple[dict[str, float], d
     with one_thread(), torch.no_grad():
         recon = decode_in_windows(model.vqvae, maps, reconstruction_windows(model, head), head.coded_height,
                                   head.coded_width, workers)
-        recon = model.vqvae.resize_back(recon, head.width, head.height)
+        recon = model.vqvae.resize_back(recon, head.width, head.height, workers)
     out = from_model_output(recon.cpu(), head.channels, head.bit_depth)
     dec["VQ-VAE decode"] = time.perf_counter() - t
     return enc, dec, data, out

@@ -112,7 +112,8 @@ def test_a_new_upscaler_is_bicubic_and_runs_only_when_enlarging() -> None:
 @pytest.mark.parametrize("extra_rows, width", [(1, 40), (37, 40), (300, 97)])
 def test_the_upscaler_in_bands_gives_the_bits_of_one_piece(extra_rows, width) -> None:
     """Bands of BAND_ROWS rows with the upscaler's reach as margin: every output row sees the rows it
-    would in one piece, so a tall image (bounded memory) gives the very same bits on one thread."""
+    would in one piece, so a tall image (bounded memory) gives the very same bits on one thread, its
+    bands one after another or side by side."""
     from vqcodec.priors.autoregress import one_thread
     from vqcodec.vqvae import upscaler as up
 
@@ -120,5 +121,6 @@ def test_the_upscaler_in_bands_gives_the_bits_of_one_piece(extra_rows, width) ->
     x = torch.rand(1, 3, up.BAND_ROWS + extra_rows, width)
     with torch.no_grad(), one_thread():
         banded = model.upscaler(x, 2.0)
+        side_by_side = model.upscaler(x, 2.0, workers=2)  # the bands in two threads, each on one
         whole = x + model.upscaler.net(torch.cat([x, torch.full_like(x[:, :1], 1.0)], 1))
-    assert torch.equal(banded, whole)
+    assert torch.equal(banded, whole) and torch.equal(side_by_side, banded)

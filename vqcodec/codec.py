@@ -46,6 +46,7 @@ from vqcodec.imageio import (
 )
 from vqcodec.priors.autoregress import one_thread
 from vqcodec.resample import check_scale, coded_size, resize
+from vqcodec.threads import run_all
 from vqcodec.vqvae import (
     BOTTOM_STRIDE,
     DECODER_REACH,
@@ -56,7 +57,7 @@ from vqcodec.vqvae import (
     encode_windowed,
     split_convolutions,
 )
-from vqcodec.vqvae.windows import Window, run_all
+from vqcodec.vqvae.windows import Window
 from vqcodec.zoo.codec_model import CodecModel, check_device, load_codec_model
 from vqcodec.zoo.registry import choose_rung, find_by_fingerprint
 
@@ -437,7 +438,7 @@ def _decode_whole(m: CodecModel, head: Header, payloads: list[bytes], damaged: s
     workers = _window_workers(m)
     with one_thread():  # each window on one thread: the same pixels whatever the thread count, and a region's
         recon = decode_in_windows(m.vqvae, maps, reconstruction_windows(m, head), ch, cw, workers)
-        return m.vqvae.resize_back(recon, head.width, head.height)
+        return m.vqvae.resize_back(recon, head.width, head.height, workers)
 
 
 def decompress(

@@ -354,13 +354,13 @@ class VQVAE(nn.Module):
             self.pre_quant[lvl].requires_grad_(False)
             self.cond_decoders[lvl].requires_grad_(False)
 
-    def resize_back(self, recon: torch.Tensor, width: int, height: int) -> torch.Tensor:
+    def resize_back(self, recon: torch.Tensor, width: int, height: int, workers: int = 1) -> torch.Tensor:
         """The decoder's output ``recon`` at the coded size brought to ``width`` x ``height`` pixels:
         antialiased bicubic (``vqcodec.resample``), then the learned upscaler when the model has one
-        and the image was coded smaller than it is."""
+        and the image was coded smaller than it is (its bands up to ``workers`` at once)."""
         out = resize(recon, width, height)
         if hasattr(self, "upscaler") and width > recon.shape[-1]:
-            out = self.upscaler(out, width / recon.shape[-1])
+            out = self.upscaler(out, width / recon.shape[-1], workers)
         return out
 
     def decode_quantized(self, quant: list[torch.Tensor]) -> torch.Tensor:

@@ -14,6 +14,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from vqcodec.threads import run_all
+
 BAND_ROWS = 256  # rows per band: memory is bounded whatever the image's height
 
 
@@ -35,22 +37,27 @@ class Upscaler(nn.Module):
         self.net = nn.Sequential(*convs)
         self.reach = layers  # rows of context each output row needs on either side
 
-    def forward(self, x: torch.Tensor, enlargement: float) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, enlargement: float, workers: int = 1) -> torch.Tensor:
         """``x`` (B, C, H, W), the bicubic enlargement of the decoder's output, with the residual
         added. Runs in bands of BAND_ROWS full-width rows with ``reach`` rows of margin, at bounded
-        memory: each output row sees exactly the rows it would in one piece. The bands depend only
-        on the image's size, so its pixels do too: oneDNN picks its order of summation from a
-        convolution's shape, so a band may round differently from one piece (a band of a few rows
-        measurably did, which is why the last band overlaps the one before rather than being short)."""
+        memory, up to ``workers`` bands at once in threads: each output row sees exactly the rows it
+        would in one piece. The bands depend only on the image's size, so its pixels do too: oneDNN
+        picks its order of summation from a convolution's shape, so a band may round differently from
+        one piece (a band of a few rows measurably did, which is why the last band overlaps the one
+        before rather than being short); run under ``one_thread()``, as the codec runs it, each band
+        computes on one thread, so the pixels do not depend on ``workers`` either."""
         h = x.shape[2]
         if h <= BAND_ROWS:
             return x + self.net(self._with_level(x, enlargement))
         out = torch.empty_like(x)
-        for start in range(0, h, BAND_ROWS):
+
+        def band(start: int) -> None:
             y0 = min(start, h - BAND_ROWS)  # the last band overlaps the one before: every band is as tall
             lo, hi = max(0, y0 - self.reach), min(h, y0 + BAND_ROWS + self.reach)
-            band = self.net(self._with_level(x[:, :, lo:hi], enlargement))[:, :, start - lo : y0 - lo + BAND_ROWS]
-            out[:, :, start : y0 + BAND_ROWS] = x[:, :, start : y0 + BAND_ROWS] + band
+            residual = self.net(self._with_level(x[:, :, lo:hi], enlargement))[:, :, start - lo : y0 - lo + BAND_ROWS]
+            out[:, :, start : y0 + BAND_ROWS] = x[:, :, start : y0 + BAND_ROWS] + residual
+
+        run_all(band, range(0, h, BAND_ROWS), workers)
         return out
 
     @staticmethod

@@ -14,12 +14,9 @@ run one after another or side by side on several cores (``decode_in_windows``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
-
 import torch
 
+from vqcodec.threads import run_all
 from vqcodec.vqvae.model import BOTTOM_STRIDE, VQVAE
 
 DECODER_REACH = 64  # pixels of context the decoder needs around a window (windowed and region decoding)
@@ -28,7 +25,6 @@ BAND_MAX_PIXELS = 1 << 20  # format 4: the most core pixels in one band (bounded
 BAND_MIN_HEIGHT = 4 * DECODER_REACH  # format 4: lower images are one band (a cut would cost more than it saves)
 
 Window = tuple[int, int, int, int, int, int, int, int]
-T = TypeVar("T")
 
 
 def _spans(length: int, window: int, margin: int) -> list[tuple[int, int, int, int]]:
@@ -108,17 +104,6 @@ def decode_in_windows(
 
     run_all(run, windows, workers)
     return out[:, :, :height, :width]
-
-
-def run_all(job: Callable[[T], None], items: Sequence[T], workers: int) -> None:
-    """``job(item)`` for every item, up to ``workers`` at once in threads (the convolutions release
-    the interpreter), in order on this thread when there is one worker or one item."""
-    if workers > 1 and len(items) > 1:
-        with ThreadPoolExecutor(max_workers=min(workers, len(items))) as pool:
-            list(pool.map(job, items))
-    else:
-        for item in items:
-            job(item)
 
 
 @torch.no_grad()
