@@ -62,9 +62,10 @@ def band_windows(height: int, width: int, stride: int) -> list[Window]:
     (``stride``: the model's top-level stride; docs/bitstream.md has the rule).
 
     Full-width bands (columns only past BAND_MAX_WIDTH pixels), an even number of them, so two
-    cores share the work evenly, and as few as keep each core under BAND_MAX_PIXELS pixels, each
-    with DECODER_REACH pixels of context on every side where the image goes on. An image under
-    BAND_MIN_HEIGHT pixels high has one row of bands. A 768x512 image is two bands of 256 rows, 1344x896 two of 448."""
+    cores share the work evenly, and as few as keep each core under BAND_MAX_PIXELS pixels (give or
+    take the rounding of its height to the stride), each with DECODER_REACH pixels of context on
+    every side where the image goes on. An image under BAND_MIN_HEIGHT pixels high has one row of
+    bands. A 768x512 image is two bands of 256 rows, 1344x896 two of 448."""
     columns = -(-width // BAND_MAX_WIDTH)
     band_w = _round_up(-(-width // columns), stride)
     rows = 1 if height < BAND_MIN_HEIGHT else 2 * -(-height * band_w // (2 * BAND_MAX_PIXELS))
