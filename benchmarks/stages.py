@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from options import image_folder_parser  # benchmarks/options.py, beside this script
 
-from vqcodec.codec import compress, decompress, image_codes, reconstruction_windows
+from vqcodec.codec import WINDOW_WORKERS, compress, decompress, image_codes, reconstruction_windows
 from vqcodec.coding.bitstream import Bitstream, Header, pack, unpack
 from vqcodec.coding.range_coder import encode_symbols
 from vqcodec.coding.tile_codec import decode_tiles, tile_symbols
@@ -70,11 +70,10 @@ def staged(model, pixels: np.ndarray, scale: float) -> tuple[dict[str, float], d
     maps = decode_tiles(model.priors, shapes, list(stream.tiles), head.tile_size, order=head.symbol_order)
     dec["priors + range decoding"] = time.perf_counter() - t
     t = time.perf_counter()
-    workers = torch.get_num_threads()
-    with one_thread(), torch.no_grad():
+    with one_thread(), torch.no_grad():  # the windows as decompress runs them (WINDOW_WORKERS at once)
         recon = decode_in_windows(model.vqvae, maps, reconstruction_windows(model, head), head.coded_height,
-                                  head.coded_width, workers)
-        recon = model.vqvae.resize_back(recon, head.width, head.height, workers)
+                                  head.coded_width, WINDOW_WORKERS)
+        recon = model.vqvae.resize_back(recon, head.width, head.height, WINDOW_WORKERS)
     out = from_model_output(recon.cpu(), head.channels, head.bit_depth)
     dec["VQ-VAE decode"] = time.perf_counter() - t
     return enc, dec, data, out

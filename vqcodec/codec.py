@@ -62,6 +62,12 @@ from vqcodec.zoo.codec_model import CodecModel, check_device, load_codec_model
 from vqcodec.zoo.registry import choose_rung, find_by_fingerprint
 
 WINDOW_ABOVE = 2048 * 2048  # images with more pixels run the VQ-VAE in overlapping windows (bounded memory)
+# Windows the VQ-VAE decodes at once: one, for now. Side by side in threads (one per core) they decoded
+# a Kodak image at quality 8 in 8.5 s instead of 10.9 s with the same pixels, but a worker process that
+# ``decode_tiles`` forked later in the same process once hung in MKL's allocator (``mm_account_ptr_by_tid``,
+# spinning) after those threads had run MKL's matrix products: a fork after threads is not safe with
+# MKL. Until the windows run in forked workers as the tiles do, they run one after another.
+WINDOW_WORKERS = 1
 RANGE_CODER_PRECISION = 24  # constriction's default range coder quantizes probabilities to 24 bits
 
 # Peak memory (issue 12, /usr/bin/time -v, shipped model): a fixed part (process, torch, the model:
@@ -326,17 +332,6 @@ def reconstruction_windows(m: CodecModel, head: Header) -> list[Window]:
     return [(0, ph, 0, ph, 0, pw, 0, pw)]
 
 
-def _window_workers(m: CodecModel) -> int:
-    """Windows the VQ-VAE decodes at once: one, for now. Side by side in threads (one per core) they
-    decoded a Kodak image at quality 8 in 8.5 s instead of 10.9 s with the same pixels, but a worker
-    process that ``decode_tiles`` forked later in the same process once hung in MKL's allocator
-    (``mm_account_ptr_by_tid``, spinning) after those threads had run MKL's matrix products: a fork
-    after threads is not safe with MKL. Until the windows run in forked workers as the tiles do,
-    they run one after another."""
-    del m
-    return 1
-
-
 def _decode_region(m: CodecModel, head: Header, payloads: list[bytes], region: tuple[int, int, int, int],
                    skip: frozenset[int]) -> torch.Tensor:
     """Pixels (1, C, h, w) of region (x, y, w, h), bit for bit those of the full decode: only the
@@ -372,7 +367,7 @@ def _decode_region(m: CodecModel, head: Header, payloads: list[bytes], region: t
         out[:, :, cy0 - y : cy1 - y, cx0 - x : cx1 - x] = rec[:, :, cy0 - ys : cy1 - ys, cx0 - xs : cx1 - xs]
 
     with one_thread():
-        run_all(run, jobs, _window_workers(m))
+        run_all(run, jobs, WINDOW_WORKERS)
     return out
 
 
@@ -441,10 +436,9 @@ def _decode_whole(m: CodecModel, head: Header, payloads: list[bytes], damaged: s
     shapes = m.vqvae.code_shapes(ch, cw)
     only = set(range(len(payloads))) - damaged if damaged else None
     maps = decode_tiles(m.priors, shapes, payloads, head.tile_size, only=only, order=head.symbol_order)
-    workers = _window_workers(m)
     with one_thread():  # each window on one thread: the same pixels whatever the thread count, and a region's
-        recon = decode_in_windows(m.vqvae, maps, reconstruction_windows(m, head), ch, cw, workers)
-        return m.vqvae.resize_back(recon, head.width, head.height, workers)
+        recon = decode_in_windows(m.vqvae, maps, reconstruction_windows(m, head), ch, cw, WINDOW_WORKERS)
+        return m.vqvae.resize_back(recon, head.width, head.height, WINDOW_WORKERS)
 
 
 def decompress(
