@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from options import image_folder_parser  # benchmarks/options.py, beside this script
 
-from vqcodec.codec import WINDOW_WORKERS, compress, decompress, image_codes, reconstruction_windows
+from vqcodec.codec import compress, decompress, image_codes, reconstruction_windows
 from vqcodec.coding.bitstream import Bitstream, Header, pack, unpack
 from vqcodec.coding.range_coder import encode_symbols
 from vqcodec.coding.tile_codec import decode_tiles, tile_symbols
@@ -34,6 +34,7 @@ from vqcodec.imageio import from_model_output, list_images, read_image
 from vqcodec.priors.autoregress import one_thread
 from vqcodec.resample import coded_size
 from vqcodec.vqvae import decode_in_windows
+from vqcodec.workers import fork_workers
 from vqcodec.zoo.codec_model import load_codec_model
 
 ENCODE = ("VQ-VAE encode", "prior pass", "range coding", "container")
@@ -70,10 +71,11 @@ def staged(model, pixels: np.ndarray, scale: float) -> tuple[dict[str, float], d
     maps = decode_tiles(model.priors, shapes, list(stream.tiles), head.tile_size, order=head.symbol_order)
     dec["priors + range decoding"] = time.perf_counter() - t
     t = time.perf_counter()
-    with one_thread(), torch.no_grad():  # the windows as decompress runs them (WINDOW_WORKERS at once)
+    workers = fork_workers(maps[0].device)
+    with one_thread(), torch.no_grad():  # the windows as decompress runs them (in worker processes)
         recon = decode_in_windows(model.vqvae, maps, reconstruction_windows(model, head), head.coded_height,
-                                  head.coded_width, WINDOW_WORKERS)
-        recon = model.vqvae.resize_back(recon, head.width, head.height, WINDOW_WORKERS)
+                                  head.coded_width, workers)
+        recon = model.vqvae.resize_back(recon, head.width, head.height, workers)
     out = from_model_output(recon.cpu(), head.channels, head.bit_depth)
     dec["VQ-VAE decode"] = time.perf_counter() - t
     return enc, dec, data, out

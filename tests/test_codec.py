@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import os
 import random
 import signal
 import subprocess
@@ -635,24 +636,32 @@ def test_compress_gives_the_same_file_on_1_and_2_threads(tmp_path):
     assert (tmp_path / "1.bin").read_bytes() == (tmp_path / "2.bin").read_bytes()
 
 
-def test_the_vqvae_runs_on_one_thread_whatever_the_setting(model, monkeypatch):
-    """Item 11: the float encoder's sums (and the decoder's) must not depend on the thread count."""
-    seen = []
+def test_the_vqvae_runs_on_one_thread_whatever_the_setting(model, monkeypatch, tmp_path):
+    """Item 11: the float encoder's sums (and the decoder's) must not depend on the thread count,
+    in this process or in the decoder's worker processes (which is why the spy writes to a file)."""
+    log = tmp_path / "threads"
     encode, decode = model.vqvae.encode, model.vqvae.decode
 
     def spy(fn):
         def wrapped(*args, **kwargs):
-            seen.append(torch.get_num_threads())
+            with open(log, "a") as f:
+                f.write(f"{os.getpid()} {torch.get_num_threads()}\n")
             return fn(*args, **kwargs)
         return wrapped
+
+    def seen() -> list[tuple[int, int]]:
+        lines = log.read_text().split() if log.exists() else []
+        log.unlink(missing_ok=True)
+        return [(int(pid), int(n)) for pid, n in zip(lines[::2], lines[1::2])]
 
     monkeypatch.setattr(model.vqvae, "encode", spy(encode))
     monkeypatch.setattr(model.vqvae, "decode", spy(decode))
     torch.set_num_threads(2)
     data = compress(smooth_image(16, 24, seed=7), model)
     decompress(data, model)
-    assert seen == [1, 1]
-    seen.clear()
-    decompress(compress(smooth_image(264, 24, seed=7), model), model)  # two bands, side by side in threads
-    assert seen == [1, 1, 1]
+    assert [n for _, n in seen()] == [1, 1]
+    decompress(compress(smooth_image(264, 24, seed=7), model), model)  # two bands, in two worker processes
+    calls = seen()
+    assert [n for _, n in calls] == [1, 1, 1]
+    assert len({pid for pid, _ in calls[1:]} - {os.getpid()}) == 2  # the bands ran in two other processes
     assert torch.get_num_threads() == 2

@@ -221,6 +221,7 @@ def test_batches_decoded_in_worker_processes_give_the_same_codes(monkeypatch) ->
     """With two threads the batches go to two forked processes: the same codes as one process,
     and a damaged tile still gives one clean VQCodecError."""
     import vqcodec.coding.tile_codec as tile_codec
+    from vqcodec.workers import fork_workers
 
     monkeypatch.setattr(tile_codec, "BATCH_TILES", 2)
     m = tiny_codec_model(levels=2, tile=8)
@@ -230,7 +231,7 @@ def test_batches_decoded_in_worker_processes_give_the_same_codes(monkeypatch) ->
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(2)
-        assert tile_codec._workers(torch.device("cpu")) == 2
+        assert fork_workers(torch.device("cpu")) == 2
         assert len(tile_codec._decode_batches(tile_grid(*shapes[0], 8), None, 2)) == 4  # 6 tiles: 3 batches, made even
         decoded = decode_tiles(m.priors, shapes, payloads, 8)
         assert all(torch.equal(a, b) for a, b in zip(decoded, codes))

@@ -20,6 +20,7 @@ file the same pixels.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import warnings
@@ -46,10 +47,10 @@ from vqcodec.imageio import (
 )
 from vqcodec.priors.autoregress import one_thread
 from vqcodec.resample import check_scale, coded_size, resize
-from vqcodec.threads import run_all
 from vqcodec.vqvae import (
     BOTTOM_STRIDE,
     DECODER_REACH,
+    VQVAE,
     band_windows,
     decode_in_windows,
     decode_window,
@@ -58,16 +59,11 @@ from vqcodec.vqvae import (
     split_convolutions,
 )
 from vqcodec.vqvae.windows import Window
+from vqcodec.workers import fork_workers, map_forked
 from vqcodec.zoo.codec_model import CodecModel, check_device, load_codec_model
 from vqcodec.zoo.registry import choose_rung, find_by_fingerprint
 
 WINDOW_ABOVE = 2048 * 2048  # images with more pixels run the VQ-VAE in overlapping windows (bounded memory)
-# Windows the VQ-VAE decodes at once: one, for now. Side by side in threads (one per core) they decoded
-# a Kodak image at quality 8 in 8.5 s instead of 10.9 s with the same pixels, but a worker process that
-# ``decode_tiles`` forked later in the same process once hung in MKL's allocator (``mm_account_ptr_by_tid``,
-# spinning) after those threads had run MKL's matrix products: a fork after threads is not safe with
-# MKL. Until the windows run in forked workers as the tiles do, they run one after another.
-WINDOW_WORKERS = 1
 RANGE_CODER_PRECISION = 24  # constriction's default range coder quantizes probabilities to 24 bits
 
 # Peak memory (issue 12, /usr/bin/time -v, shipped model): a fixed part (process, torch, the model:
@@ -359,16 +355,21 @@ def _decode_region(m: CodecModel, head: Header, payloads: list[bytes], region: t
                    and t.col < px1 // b and t.col + t.width > px0 // b}
     maps = decode_tiles(m.priors, shapes, payloads, head.tile_size, only=needed - skip, order=head.symbol_order)
     out = torch.zeros((1, m.vqvae.config.in_channels, h, w), device=maps[0].device)
-
-    def run(job: tuple[Window, tuple[int, int], tuple[int, int]]) -> None:
-        window, (cy0, cy1), (cx0, cx1) = job
-        ys, _, _, _, xs, _, _, _ = window
-        rec = decode_window(m.vqvae, maps, window)  # the whole window: the full decode's shapes
-        out[:, :, cy0 - y : cy1 - y, cx0 - x : cx1 - x] = rec[:, :, cy0 - ys : cy1 - ys, cx0 - xs : cx1 - xs]
-
     with one_thread():
-        run_all(run, jobs, WINDOW_WORKERS)
+        parts = map_forked(functools.partial(_region_part, m.vqvae, maps), jobs, fork_workers(maps[0].device))
+        for (_, (cy0, cy1), (cx0, cx1)), part in zip(jobs, parts):
+            out[:, :, cy0 - y : cy1 - y, cx0 - x : cx1 - x] = torch.from_numpy(part).to(out.device)
     return out
+
+
+def _region_part(vqvae: VQVAE, maps: list[torch.Tensor],
+                 job: tuple[Window, tuple[int, int], tuple[int, int]]) -> np.ndarray:
+    """The part (rows cy0..cy1, columns cx0..cx1) of one window's core that a region shows."""
+    window, (cy0, cy1), (cx0, cx1) = job
+    ys, _, _, _, xs, _, _, _ = window
+    with torch.no_grad():
+        rec = decode_window(vqvae, maps, window)  # the whole window: the full decode's shapes
+        return rec[:, :, cy0 - ys : cy1 - ys, cx0 - xs : cx1 - xs].cpu().numpy()
 
 
 @torch.no_grad()
@@ -436,9 +437,10 @@ def _decode_whole(m: CodecModel, head: Header, payloads: list[bytes], damaged: s
     shapes = m.vqvae.code_shapes(ch, cw)
     only = set(range(len(payloads))) - damaged if damaged else None
     maps = decode_tiles(m.priors, shapes, payloads, head.tile_size, only=only, order=head.symbol_order)
+    workers = fork_workers(maps[0].device)
     with one_thread():  # each window on one thread: the same pixels whatever the thread count, and a region's
-        recon = decode_in_windows(m.vqvae, maps, reconstruction_windows(m, head), ch, cw, WINDOW_WORKERS)
-        return m.vqvae.resize_back(recon, head.width, head.height, WINDOW_WORKERS)
+        recon = decode_in_windows(m.vqvae, maps, reconstruction_windows(m, head), ch, cw, workers)
+        return m.vqvae.resize_back(recon, head.width, head.height, workers)
 
 
 def decompress(

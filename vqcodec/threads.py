@@ -7,19 +7,14 @@ command line takes ``--threads``, else ``OMP_NUM_THREADS``, else the cores free 
 cores this process may run on, less the cores the rest of the machine kept busy over a short look
 at ``/proc/stat`` (the load average lags by a minute and would count a vqcodec run that just ended).
 The library itself never changes torch's setting; bits never depend on it (``vqcodec.codec``).
-``run_all`` runs independent pieces of work (windows of the VQ-VAE decoder, bands of the upscaler)
-side by side on that many threads.
+A decode uses that many cores through worker processes (``vqcodec.workers``).
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
-
-T = TypeVar("T")
+from collections.abc import Callable, Mapping
 
 SAMPLE_SECONDS = 0.1  # how long to watch the machine's load before choosing
 
@@ -73,16 +68,3 @@ def choose_threads(requested: int | None = None, environ: Mapping[str, str] = os
     if value.isdigit() and int(value) > 0:
         return int(value)
     return free()
-
-
-def run_all(job: Callable[[T], None], items: Sequence[T], workers: int) -> None:
-    """``job(item)`` for every item, up to ``workers`` at once in threads (torch's convolutions
-    release the interpreter), in order on this thread when there is one worker or one item. Under
-    ``one_thread()`` each job computes on one CPU thread, so what it computes does not depend on
-    ``workers``."""
-    if workers > 1 and len(items) > 1:
-        with ThreadPoolExecutor(max_workers=min(workers, len(items))) as pool:
-            list(pool.map(job, items))
-    else:
-        for item in items:
-            job(item)

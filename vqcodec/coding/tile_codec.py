@@ -6,14 +6,12 @@ wrote them, or "fast", the wavefront where a prior allows it) -- the order in wh
 ``priors.autoregress.generate`` decodes them. The encoder computes every probability in one
 parallel pass per level; the decoder recomputes them step by step, and the integer priors
 guarantee both give the same numbers. The decoder runs up to ``BATCH_TILES`` tiles of any shapes
-as one batch, and its batches in as many forked processes as it has cores.
+as one batch, and its batches in as many forked processes as it has cores (``vqcodec.workers``).
 """
 
 from __future__ import annotations
 
-import multiprocessing
-import sys
-import warnings
+import functools
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -26,8 +24,9 @@ from vqcodec.priors.autoregress import Pick, generate, levels_above, one_thread
 from vqcodec.priors.contract import IntegerPrior
 from vqcodec.priors.uncoded import is_uncoded
 from vqcodec.priors.wavefront import flat_positions
+from vqcodec.workers import fork_workers, map_forked
 
-BATCH_TILES = 32  # tiles decoded together: big enough to amortise each step, small enough to bound memory
+BATCH_TILES = 48  # tiles decoded together: big enough to amortise each step, small enough to bound memory (~8 MB each)
 ENCODE_BATCH_TILES = 8  # tiles the encoder's parallel pass holds at once (its cost hardly depends on it)
 
 
@@ -51,31 +50,10 @@ def _decode_batches(tiles: list[Tile], only: set[int] | None = None, workers: in
     return [idx[a:b] for a, b in zip(bounds, bounds[1:])]
 
 
-_worker_job: tuple | None = None  # (priors, payloads, tiles, order) in a decoding worker process
-
-
-def _set_worker_job(job: tuple) -> None:
-    """A worker's initializer: the job comes with the fork (nothing is pickled), one per pool, so
-    threads decoding different files at once never see each other's."""
-    global _worker_job
-    _worker_job = job
-
-
-def _workers(device: torch.device) -> int:
-    """Processes to decode batches of tiles in: as many as torch has threads (the caller's budget
-    of cores, ``vqcodec.threads``). A step is many tiny operations, so threads of one process only
-    wait on each other (measured 1.6x slower); forked processes each run a batch on one core. One
-    off Linux (fork is missing or unsafe with the system's libraries), on a GPU, or in a daemonic
-    process (which may not have children)."""
-    if device.type != "cpu" or not sys.platform.startswith("linux") or multiprocessing.current_process().daemon:
-        return 1
-    return torch.get_num_threads()
-
-
-def _decode_batch(idx: list[int], job: tuple | None = None) -> list[np.ndarray]:
+def _decode_batch(job: tuple, idx: list[int]) -> list[np.ndarray]:
     """The code maps (by level, (len(idx), h, w)) of one batch of tiles, all shapes together; ``job``
-    is (priors, payloads, tiles, order), in a worker the one its pool gave it."""
-    priors, payloads, tiles, order = job if job is not None else _worker_job
+    is (priors, payloads, tiles, order)."""
+    priors, payloads, tiles, order = job
     with one_thread(), torch.inference_mode():  # inference mode: less bookkeeping per tiny operation
         decoders = TileDecoders([payloads[k] for k in idx])
         extents = [torch.tensor([[tiles[k].height >> lv, tiles[k].width >> lv] for k in idx])
@@ -144,17 +122,9 @@ def decode_tiles(
     if len(tiles) != len(payloads):
         raise VQCodecError(f"the file holds {len(payloads)} tiles where its geometry needs {len(tiles)}")
     maps = [torch.zeros((1, *s), dtype=torch.long, device=priors[0].device) for s in shapes]
-    workers = _workers(priors[0].device)
+    workers = fork_workers(priors[0].device)
     batches = _decode_batches(tiles, only, workers)
-    job = (priors, payloads, tiles, order)
-    if workers > 1 and len(batches) > 1:
-        with warnings.catch_warnings():  # Python >= 3.12 warns of fork with threads; ours idle
-            warnings.filterwarnings("ignore", "This process .* is multi-threaded", DeprecationWarning)
-            pool = multiprocessing.get_context("fork").Pool(min(workers, len(batches)), _set_worker_job, (job,))
-        with pool:
-            results = pool.map(_decode_batch, batches, chunksize=1)
-    else:
-        results = [_decode_batch(idx, job) for idx in batches]
+    results = map_forked(functools.partial(_decode_batch, (priors, payloads, tiles, order)), batches, workers)
     for idx, decoded in zip(batches, results):
         for lv, batch in enumerate(decoded):
             for j, k in enumerate(idx):

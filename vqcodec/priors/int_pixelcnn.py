@@ -68,8 +68,14 @@ def requant(acc: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
 def _conv(
     x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, w_rows: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """Integer convolution (no padding) as im2col + float64 matmul: exact, and no FFT or Winograd
-    algorithm can be picked behind our back. ``w_rows`` is ``w`` as a (K, Cout) matrix, if at hand."""
+    """Integer convolution (no padding) as float64 matrix products: exact, and no FFT or Winograd
+    algorithm can be picked behind our back. ``w_rows`` is ``w`` as a (K, Cout) matrix, if at hand.
+
+    A kernel wider than 1x1 runs as one product per kernel tap on shifted views of the flattened
+    input (no im2col copy, which is kh*kw times the input): output (y, x) reads input flat index
+    (y + dy) * W + x + dx, so tap (dy, dx) is the input shifted by dy * W + dx, computed for whole
+    rows (the last kw - 1 columns of each row wrap around and are dropped). Every partial sum is an
+    integer below 2**53, so the order of the taps does not change a bit."""
     bsz, cin, hh, ww = x.shape
     cout, _, kh, kw = w.shape
     oh, ow = hh - kh + 1, ww - kw + 1
@@ -77,9 +83,18 @@ def _conv(
         w_rows = w.reshape(cout, -1).t() if w_rows is None else w_rows
         out = x.reshape(bsz, -1) @ w_rows if b is None else torch.addmm(b, x.reshape(bsz, -1), w_rows)
         return out.view(bsz, cout, 1, 1)
-    else:  # (Cout, K) @ (B, K, L): no transposed copies, the result is already NCHW
-        cols = x.reshape(bsz, cin, hh * ww) if kh == kw == 1 else F.unfold(x, (kh, kw))
-        out = torch.matmul(w.reshape(cout, -1), cols).reshape(bsz, cout, oh, ow)
+    flat = x.reshape(bsz, cin, hh * ww)
+    if kh == kw == 1:  # (Cout, K) @ (B, K, L): no transposed copies, the result is already NCHW
+        out = torch.matmul(w.reshape(cout, -1), flat).view(bsz, cout, oh, ow)
+    else:
+        span = (oh - 1) * ww + ow  # from the first output to the last, in input row width
+        acc = torch.matmul(w[:, :, 0, 0], flat[:, :, :span])
+        for tap in range(1, kh * kw):
+            shift = (tap // kw) * ww + tap % kw
+            acc.baddbmm_(w[:, :, tap // kw, tap % kw].expand(bsz, cout, cin), flat[:, :, shift : shift + span])
+        rows = torch.empty(bsz, cout, oh * ww, dtype=acc.dtype, device=acc.device)
+        rows[:, :, :span] = acc
+        out = rows.view(bsz, cout, oh, ww)[..., :ow].contiguous()
     return out if b is None else out.add_(b[None, :, None, None])
 
 
@@ -184,11 +199,13 @@ class IntPixelCNN:
 
     def condition(
         self, cond: list[torch.Tensor] | None, label: torch.Tensor | None, size: tuple[int, int],
-        position_major: bool = False,
+        position_major: bool = False, dtype: torch.dtype = torch.float64,
     ):
         """Per-layer (cond_v, cond_h, label_v, label_h) integer biases at the gate scale. The
         conditioning maps are (B, 2C, H, W), or (H*W, B, 2C) with ``position_major`` (the layout of
-        the wavefront stepper; the 1x1 convolution then runs on rows, the same integers)."""
+        the wavefront stepper; the 1x1 convolution then runs on rows, the same integers), in
+        ``dtype``: float32 holds them exactly (integers up to 2**15) in half the memory, and each
+        layer's maps are narrowed as they are made, so the float64 maps of only one layer are held."""
         c = self.config.channels
         feat = self.cond_features(cond, size) if self.config.cond_levels else None
         if feat is not None and position_major:
@@ -201,9 +218,9 @@ class IntPixelCNN:
                 maps = self.linear(f"layers.{i}.cond", feat)
                 if position_major:
                     maps = maps.view(size[0] * size[1], -1, 4 * c)
-                    cv, ch = maps[..., : 2 * c], maps[..., 2 * c :]
+                    cv, ch = maps[..., : 2 * c].to(dtype), maps[..., 2 * c :].to(dtype)
                 else:
-                    cv, ch = maps.split(2 * c, dim=1)
+                    cv, ch = (part.to(dtype) for part in maps.split(2 * c, dim=1))
             out.append((cv, ch, *self.label_biases(label, i)))
         return out
 

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from vqcodec.priors.int_pixelcnn import IntPixelCNN
 
 Order = list[np.ndarray]  # steps of (P, 2) int64 (row, column) positions
+STATE = torch.float32  # the stepper's cached activations: integers of at most 2**15, exact in float32
 
 
 def raster_order(height: int, width: int) -> Order:
@@ -142,7 +143,9 @@ def _rows(x: torch.Tensor, index: torch.Tensor, kernel: tuple[int, int]) -> torc
     kh, kw = kernel
     win = x.index_select(0, index)
     p, b, c = win.shape[0] // (kh * kw), win.shape[1], win.shape[2]
-    return win.view(p, kh * kw, b, c).permute(0, 2, 3, 1).reshape(p * b, c, kh, kw)
+    rows = torch.empty((p, b, c, kh * kw), dtype=torch.float64, device=x.device)
+    rows.copy_(win.view(p, kh * kw, b, c).permute(0, 2, 3, 1))  # one copy: the layout and float64
+    return rows.view(p * b, c, kh, kw)
 
 
 def _at(bias, index: torch.Tensor):
@@ -151,11 +154,6 @@ def _at(bias, index: torch.Tensor):
     if not torch.is_tensor(bias):
         return bias
     return bias.index_select(0, index).reshape(-1, bias.shape[-1], 1, 1)
-
-
-def _narrow(bias):
-    """A conditioning map as float32 (its integers are at most 2**15 in size); a scalar as it is."""
-    return bias.to(torch.float32) if torch.is_tensor(bias) else bias
 
 
 def _biases_by_extent(
@@ -173,7 +171,7 @@ def _biases_by_extent(
         eh, ew = ext
         # the level i above is 2**(i + 1) times coarser (``IntPixelCNN.cond_features``)
         part = [m[idx.to(m.device), : -(-eh >> i + 1), : -(-ew >> i + 1)] for i, m in enumerate(cond)]
-        for maps, (cv, ch, _, _) in zip(out, net.condition(part, None, (eh, ew))):
+        for maps, (cv, ch, _, _) in zip(out, net.condition(part, None, (eh, ew), dtype=torch.float32)):
             maps[:eh, :ew, idx.to(maps.device)] = torch.cat([cv, ch], 1).permute(2, 3, 0, 1).to(maps.dtype)
     return [(m[..., :c2].reshape(height * width, -1, c2), m[..., c2:].reshape(height * width, -1, c2),
              *net.label_biases(label, i)) for i, m in enumerate(out)]
@@ -211,19 +209,20 @@ class WavefrontStepper:
         # (H*W, B) float64: 1 inside each map's extent, 0 outside
         self.valid = (None if extents is None else
                       inside_extents(extents, height, width).reshape(height * width, -1).to(dev, torch.float64))
+        # the conditioning maps (H*W, B, 2C) are integers in [-Q, Q], held in float32 (exactly), which
+        # halves the largest part of the state; adding them to float64 sums promotes them back, exactly
         if extents is None or not cfg.cond_levels:
-            biases = net.condition(cond, label, (height, width), position_major=True)
+            self.biases = net.condition(cond, label, (height, width), position_major=True, dtype=torch.float32)
         else:
-            biases = _biases_by_extent(net, cond, label, height, width, extents)
-        # the conditioning maps (H*W, B, 2C) are integers in [-Q, Q], exact in float32, which halves
-        # the largest part of the state; adding them to float64 sums promotes them back, exactly
-        self.biases = [(_narrow(cv), _narrow(ch), lv, lh) for cv, ch, lv, lh in biases]
+            self.biases = _biases_by_extent(net, cond, label, height, width, extents)
 
         def zeros(positions: int, ch: int) -> torch.Tensor:
-            return torch.zeros(positions, batch, ch, dtype=torch.float64, device=dev)
+            return torch.zeros(positions, batch, ch, dtype=STATE, device=dev)
 
         self.v = [zeros((height + cfg.v_rows) * (width + 2 * pad), c) for _ in range(cfg.layers + 1)]
-        self.v_conv = [zeros(height * width, 2 * c) for _ in range(cfg.layers)]
+        # every position of v_conv is written (``_advance``) before a step reads it (``_plan``)
+        self.v_conv = [torch.empty(height * width, batch, 2 * c, dtype=STATE, device=dev)
+                       for _ in range(cfg.layers)]
         self.h = [zeros(height * (width + cfg.h_cols), c) for _ in range(cfg.layers + 1)]
         d = c // cfg.heads  # attention caches: keys and values of every position decoded so far
         self.kv = {i: (torch.zeros(batch, cfg.heads, height * width, d, dtype=torch.float64, device=dev),
@@ -258,11 +257,11 @@ class WavefrontStepper:
                 continue
             window = _rows(self.v[i], step.v_windows[i], (cfg.v_rows, cfg.v_cols))
             conv = net.linear(f"layers.{i}.v_conv", window)  # (n * B, 2C, 1, 1)
-            self.v_conv[i].index_copy_(0, step.v_conv_at[i], conv.view(n, self.batch, -1))
+            self.v_conv[i].index_copy_(0, step.v_conv_at[i], conv.view(n, self.batch, -1).to(STATE))
             cv, _, lv, _ = self.biases[i]
             pre = net.plus(net.plus(conv, _at(cv, step.v_conv_at[i])), self._label(lv, n))
             gated = net.gate(pre).view(n, self.batch, -1)
-            self.v[i + 1].index_copy_(0, step.v_out[i], self._inside(gated, step.v_conv_at[i]))
+            self.v[i + 1].index_copy_(0, step.v_out[i], self._inside(gated, step.v_conv_at[i]).to(STATE))
 
     def probs(self, step: int) -> torch.Tensor:
         """Integer-valued probabilities (B, P, K) of the step's positions."""
@@ -271,13 +270,13 @@ class WavefrontStepper:
         n = len(plan.here)
         for i in range(cfg.layers):
             h_cols = _rows(self.h[i], plan.h_windows, (1, cfg.h_cols))  # (n * B, C, 1, h_cols)
-            v_conv = self.v_conv[i].index_select(0, plan.here).reshape(n * self.batch, -1, 1, 1)
+            v_conv = self.v_conv[i].index_select(0, plan.here).reshape(n * self.batch, -1, 1, 1).double()
             _, ch, _, lh = self.biases[i]
             new = net.h_layer(i, h_cols, h_cols[..., -1:], v_conv, _at(ch, plan.here), self._label(lh, n))
             if cfg.attention_after(i):
                 new = self._attend(i, new, self.raster_index[step])
-            self.h[i + 1].index_copy_(0, plan.h_out, new.view(n, self.batch, -1))
-        last = self.h[cfg.layers].index_select(0, plan.h_out).reshape(n * self.batch, -1, 1, 1)
+            self.h[i + 1].index_copy_(0, plan.h_out, new.view(n, self.batch, -1).to(STATE))
+        last = self.h[cfg.layers].index_select(0, plan.h_out).reshape(n * self.batch, -1, 1, 1).double()
         probs = net.probs(net.head_logits(last, self.temperature))  # (n * B, K, 1, 1)
         return probs.view(n, self.batch, -1).transpose(0, 1)
 
@@ -303,6 +302,6 @@ class WavefrontStepper:
     def record(self, step: int, codes: torch.Tensor) -> None:
         """Record the codes (B, P) chosen at the step's positions."""
         plan = self.plan[step]
-        e = self._inside(self.net.t["embed"][codes.to(self.net.device).t()], plan.here)  # (P, B, C)
+        e = self._inside(self.net.t["embed"][codes.to(self.net.device).t()], plan.here).to(STATE)  # (P, B, C)
         self.v[0].index_copy_(0, plan.e_v, e)  # v[0] of the row below
         self.h[0].index_copy_(0, plan.e_h, e)  # h[0] of the column to the right

@@ -11,10 +11,14 @@ the codes are decoded, so the bits and their exactness do not depend on it.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+
+import numpy as np
 import torch
 from torch import nn
 
-from vqcodec.threads import run_all
+from vqcodec.workers import map_forked
 
 BAND_ROWS = 256  # rows per band: memory is bounded whatever the image's height
 
@@ -40,27 +44,39 @@ class Upscaler(nn.Module):
     def forward(self, x: torch.Tensor, enlargement: float, workers: int = 1) -> torch.Tensor:
         """``x`` (B, C, H, W), the bicubic enlargement of the decoder's output, with the residual
         added. Runs in bands of BAND_ROWS full-width rows with ``reach`` rows of margin, at bounded
-        memory, up to ``workers`` bands at once in threads: each output row sees exactly the rows it
+        memory; with ``workers`` > 1 (inference only) up to that many bands at once in forked
+        processes of one thread each (``vqcodec.workers``). Each output row sees exactly the rows it
         would in one piece. The bands depend only on the image's size, so its pixels do too: oneDNN
         picks its order of summation from a convolution's shape, so a band may round differently from
         one piece (a band of a few rows measurably did, which is why the last band overlaps the one
         before rather than being short); run under ``one_thread()``, as the codec runs it, each band
-        computes on one thread, so the pixels do not depend on ``workers`` either."""
+        computes on one thread, as it does in a worker, so the pixels do not depend on ``workers``."""
         h = x.shape[2]
         if h <= BAND_ROWS:
             return x + self.net(self._with_level(x, enlargement))
+        band = functools.partial(self._band, x, enlargement)
+        starts = range(0, h, BAND_ROWS)
         out = torch.empty_like(x)
-
-        def band(start: int) -> None:
-            y0 = min(start, h - BAND_ROWS)  # the last band overlaps the one before: every band is as tall
-            lo, hi = max(0, y0 - self.reach), min(h, y0 + BAND_ROWS + self.reach)
-            residual = self.net(self._with_level(x[:, :, lo:hi], enlargement))[:, :, start - lo : y0 - lo + BAND_ROWS]
-            out[:, :, start : y0 + BAND_ROWS] = x[:, :, start : y0 + BAND_ROWS] + residual
-
-        run_all(band, range(0, h, BAND_ROWS), workers)
+        for start, rows in zip(starts, map_forked(band if workers <= 1 else functools.partial(_as_numpy, band),
+                                                  starts, workers)):
+            out[:, :, start : start + rows.shape[2]] = torch.as_tensor(rows, device=x.device)
         return out
+
+    def _band(self, x: torch.Tensor, enlargement: float, start: int) -> torch.Tensor:
+        """Rows from ``start`` to the end of its band (BAND_ROWS, or to the image's end), upscaled."""
+        h = x.shape[2]
+        y0 = min(start, h - BAND_ROWS)  # the last band overlaps the one before: every band is as tall
+        lo, hi = max(0, y0 - self.reach), min(h, y0 + BAND_ROWS + self.reach)
+        residual = self.net(self._with_level(x[:, :, lo:hi], enlargement))[:, :, start - lo : y0 - lo + BAND_ROWS]
+        return x[:, :, start : y0 + BAND_ROWS] + residual
 
     @staticmethod
     def _with_level(x: torch.Tensor, enlargement: float) -> torch.Tensor:
         b, _, h, w = x.shape
         return torch.cat([x, x.new_full((b, 1, h, w), enlargement - 1.0)], 1)
+
+
+def _as_numpy(job: Callable[[int], torch.Tensor], start: int) -> np.ndarray:
+    """A band as a numpy array: what a worker process sends back (``vqcodec.workers``)."""
+    with torch.no_grad():
+        return job(start).cpu().numpy()

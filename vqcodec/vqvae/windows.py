@@ -8,16 +8,19 @@ enough from the window's cut edges gets the same values as a decode of the whole
 float summation order, which oneDNN picks from a convolution's shape. So a file's pixels depend on
 the windows it is decoded in: formats 1 to 3 decode the whole image at once (in 1024-pixel windows
 above ``codec.WINDOW_ABOVE`` pixels), format 4 in the bands of ``band_windows``. The codec computes
-each window on one thread (``one_thread()``), so the same windows give the same pixels whether they
-run one after another or side by side on several cores (``decode_in_windows``).
+each window on one thread, so the same windows give the same pixels whether they run one after
+another (under ``one_thread()``) or side by side in worker processes (``decode_in_windows``).
 """
 
 from __future__ import annotations
 
+import functools
+
+import numpy as np
 import torch
 
-from vqcodec.threads import run_all
 from vqcodec.vqvae.model import BOTTOM_STRIDE, VQVAE
+from vqcodec.workers import map_forked
 
 DECODER_REACH = 64  # pixels of context the decoder needs around a window (windowed and region decoding)
 BAND_MAX_WIDTH = 2048  # format 4: wider images are cut into columns too
@@ -87,23 +90,27 @@ def decode_window(model: VQVAE, codes: list[torch.Tensor], window: Window) -> to
     return img[:, :, ys - ylo : ye - ylo, xs - xlo : xe - xlo]
 
 
+def _window_core(model: VQVAE, codes: list[torch.Tensor], window: Window) -> np.ndarray:
+    """``decode_window`` as a numpy array: what a worker process sends back (``vqcodec.workers``)."""
+    with torch.no_grad():
+        return decode_window(model, codes, window).cpu().numpy()
+
+
 @torch.no_grad()
 def decode_in_windows(
     model: VQVAE, codes: list[torch.Tensor], windows: list[Window], height: int, width: int, workers: int = 1,
 ) -> torch.Tensor:
     """``model.decode`` of the image the code maps describe, window by window (their cores tile the
     padded image), cropped to ``height`` x ``width``. With ``workers`` > 1 up to that many windows run
-    at once in threads; under ``one_thread()`` each computes on one CPU thread, so the pixels do not
-    depend on ``workers`` (measured: two bands of a Kodak image at quality 8 in 1.6 s on 2 cores,
-    the whole image 3.3-3.6 s on one)."""
+    at once in forked processes of one thread each (``vqcodec.workers.map_forked``); one after
+    another under ``one_thread()`` each window computes on one thread too, so the pixels do not
+    depend on ``workers`` (measured: two bands of a Kodak image at quality 8 in 1.6-2.0 s on 2
+    cores, the whole image 3.3-3.6 s on one)."""
     hp, wp = codes[0].shape[1] * BOTTOM_STRIDE, codes[0].shape[2] * BOTTOM_STRIDE
     out = torch.zeros((codes[0].shape[0], model.config.in_channels, hp, wp), device=codes[0].device)
-
-    def run(window: Window) -> None:
-        ys, ye, _, _, xs, xe, _, _ = window
-        out[:, :, ys:ye, xs:xe] = decode_window(model, codes, window)
-
-    run_all(run, windows, workers)
+    cores = map_forked(functools.partial(_window_core, model, codes), windows, workers)
+    for (ys, ye, _, _, xs, xe, _, _), core in zip(windows, cores):
+        out[:, :, ys:ye, xs:xe] = torch.from_numpy(core).to(out.device)
     return out[:, :, :height, :width]
 
 
