@@ -14,8 +14,8 @@ than ``min_bits_per_code`` bits), and so is any image, to compress or to decode,
 the memory actually available (``check_memory``). The VQ-VAE's float arithmetic never depends on
 the thread count: the encoder computes every convolution as fixed halves, each on one thread
 (``vqvae.split_convolutions``), the decoder runs each of the windows the file's format version
-defines on one thread (``reconstruction_windows``); so an image always gives the same codes, and a
-file the same pixels.
+defines on one thread (``reconstruction_windows``), up to one window per core at once in worker
+processes (``vqcodec.workers``); so an image always gives the same codes, and a file the same pixels.
 """
 
 from __future__ import annotations

@@ -45,6 +45,7 @@ GATED_FRAC = 12  # gate outputs in units of 2**-12
 LOGIT_FRAC = 6  # logits (and attention scores) in units of 1/64 nat
 EXP_RANGE = 16 << LOGIT_FRAC  # exp table covers 16 nats below the maximum
 PROB_BITS = 20  # the most likely code gets 2**20; every code at least 1
+COND_ROWS = 512  # rows of the stepper's conditioning maps computed at once (they stay in cache)
 
 
 def _lut_tables() -> dict[str, torch.Tensor]:
@@ -206,23 +207,24 @@ class IntPixelCNN:
         the wavefront stepper; the 1x1 convolution then runs on rows, the same integers), in
         ``dtype``: float32 holds them exactly (integers up to 2**15) in half the memory, and each
         layer's maps are narrowed as they are made, so the float64 maps of only one layer are held."""
-        c = self.config.channels
+        c, layers = self.config.channels, self.config.layers
         feat = self.cond_features(cond, size) if self.config.cond_levels else None
-        if feat is not None and position_major:
-            b, cc, hh, ww = feat.shape
-            feat = feat.permute(2, 3, 0, 1).reshape(hh * ww * b, cc, 1, 1)
-        out = []
-        for i in range(self.config.layers):
-            cv = ch = 0.0
-            if feat is not None:
-                maps = self.linear(f"layers.{i}.cond", feat)
-                if position_major:
-                    maps = maps.view(size[0] * size[1], -1, 4 * c)
-                    cv, ch = maps[..., : 2 * c].to(dtype), maps[..., 2 * c :].to(dtype)
-                else:
-                    cv, ch = (part.to(dtype) for part in maps.split(2 * c, dim=1))
-            out.append((cv, ch, *self.label_biases(label, i)))
-        return out
+        if feat is None:
+            return [(0.0, 0.0, *self.label_biases(label, i)) for i in range(layers)]
+        if not position_major:
+            return [(*(part.to(dtype) for part in self.linear(f"layers.{i}.cond", feat).split(2 * c, dim=1)),
+                     *self.label_biases(label, i)) for i in range(layers)]
+        b, cc, hh, ww = feat.shape
+        rows = feat.permute(2, 3, 0, 1).reshape(hh * ww * b, cc, 1, 1)
+        cv = torch.empty(layers, hh * ww, b, 2 * c, dtype=dtype, device=feat.device)
+        ch = torch.empty_like(cv)
+        for start in range(0, len(rows), COND_ROWS):  # a block of rows through every layer, in cache
+            part = rows[start : start + COND_ROWS]
+            for i in range(layers):
+                maps = self.linear(f"layers.{i}.cond", part).view(len(part), 4 * c)
+                cv[i].view(-1, 2 * c)[start : start + len(part)] = maps[:, : 2 * c]
+                ch[i].view(-1, 2 * c)[start : start + len(part)] = maps[:, 2 * c :]
+        return [(cv[i], ch[i], *self.label_biases(label, i)) for i in range(layers)]
 
     def label_biases(self, label: torch.Tensor | None, layer: int) -> tuple:
         """(label_v, label_h) of ``layer``: (B, 2C, 1, 1) each, or zeros without a label."""
