@@ -187,10 +187,12 @@ class WavefrontStepper:
     Maps are stored position-major, (positions, B, channels), so gathering a step's windows copies
     whole rows, and every layer runs as one matrix product over (positions x maps) rows, through the
     same ``IntPixelCNN`` layer functions as the parallel pass (a window is a 1x1-output convolution).
-    State, all float64 integers: ``v[i]`` the gated vertical stack entering layer i (v[0] is the
-    codes' embedding shifted down one row) on a grid padded with v_rows-1 rows on top (one spare
-    below) and v_cols//2 columns on each side; ``v_conv[i]`` its convolution before the biases;
-    ``h[i]`` the horizontal stack, padded h_cols-1 columns left (one spare right).
+    State, integers held in float32 (``STATE``: exact, half the memory and traffic of float64; the
+    layers compute on float64 copies of the windows they read): ``v[i]`` the gated vertical stack
+    entering layer i (v[0] is the codes' embedding shifted down one row) on a grid padded with
+    v_rows-1 rows on top (one spare below) and v_cols//2 columns on each side; ``v_conv[i]`` its
+    convolution before the biases; ``h[i]`` the horizontal stack, padded h_cols-1 columns left (one
+    spare right). The attention caches stay float64 (the products read them whole).
     """
 
     def __init__(
