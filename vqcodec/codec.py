@@ -20,7 +20,6 @@ processes (``vqcodec.workers``); so an image always gives the same codes, and a 
 
 from __future__ import annotations
 
-import functools
 import math
 import os
 import warnings
@@ -50,16 +49,15 @@ from vqcodec.resample import check_scale, coded_size, resize
 from vqcodec.vqvae import (
     BOTTOM_STRIDE,
     DECODER_REACH,
-    VQVAE,
     band_windows,
     decode_in_windows,
-    decode_window,
     decode_windows,
     encode_windowed,
     split_convolutions,
+    window_cores,
 )
 from vqcodec.vqvae.windows import Window
-from vqcodec.workers import fork_workers, map_forked
+from vqcodec.workers import fork_workers
 from vqcodec.zoo.codec_model import CodecModel, check_device, load_codec_model
 from vqcodec.zoo.registry import choose_rung, find_by_fingerprint
 
@@ -355,21 +353,13 @@ def _decode_region(m: CodecModel, head: Header, payloads: list[bytes], region: t
                    and t.col < px1 // b and t.col + t.width > px0 // b}
     maps = decode_tiles(m.priors, shapes, payloads, head.tile_size, only=needed - skip, order=head.symbol_order)
     out = torch.zeros((1, m.vqvae.config.in_channels, h, w), device=maps[0].device)
-    with one_thread():
-        parts = map_forked(functools.partial(_region_part, m.vqvae, maps), jobs, fork_workers(maps[0].device))
-        for (_, (cy0, cy1), (cx0, cx1)), part in zip(jobs, parts):
-            out[:, :, cy0 - y : cy1 - y, cx0 - x : cx1 - x] = torch.from_numpy(part).to(out.device)
+    with one_thread():  # each window whole: the full decode's shapes
+        cores = window_cores(m.vqvae, maps, [window for window, _, _ in jobs], fork_workers(maps[0].device))
+        for (window, (cy0, cy1), (cx0, cx1)), core in zip(jobs, cores):
+            ys, _, _, _, xs, _, _, _ = window
+            part = torch.from_numpy(core[:, :, cy0 - ys : cy1 - ys, cx0 - xs : cx1 - xs])
+            out[:, :, cy0 - y : cy1 - y, cx0 - x : cx1 - x] = part.to(out.device)
     return out
-
-
-def _region_part(vqvae: VQVAE, maps: list[torch.Tensor],
-                 job: tuple[Window, tuple[int, int], tuple[int, int]]) -> np.ndarray:
-    """The part (rows cy0..cy1, columns cx0..cx1) of one window's core that a region shows."""
-    window, (cy0, cy1), (cx0, cx1) = job
-    ys, _, _, _, xs, _, _, _ = window
-    with torch.no_grad():
-        rec = decode_window(vqvae, maps, window)  # the whole window: the full decode's shapes
-        return rec[:, :, cy0 - ys : cy1 - ys, cx0 - xs : cx1 - xs].cpu().numpy()
 
 
 @torch.no_grad()

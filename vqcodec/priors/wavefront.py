@@ -172,7 +172,7 @@ def _biases_by_extent(
         # the level i above is 2**(i + 1) times coarser (``IntPixelCNN.cond_features``)
         part = [m[idx.to(m.device), : -(-eh >> i + 1), : -(-ew >> i + 1)] for i, m in enumerate(cond)]
         for maps, (cv, ch, _, _) in zip(out, net.condition(part, None, (eh, ew), dtype=torch.float32)):
-            maps[:eh, :ew, idx.to(maps.device)] = torch.cat([cv, ch], 1).permute(2, 3, 0, 1).to(maps.dtype)
+            maps[:eh, :ew, idx.to(maps.device)] = torch.cat([cv, ch], 1).permute(2, 3, 0, 1)
     return [(m[..., :c2].reshape(height * width, -1, c2), m[..., c2:].reshape(height * width, -1, c2),
              *net.label_biases(label, i)) for i, m in enumerate(out)]
 

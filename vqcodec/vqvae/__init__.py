@@ -10,8 +10,9 @@ from vqcodec.vqvae.windows import (
     decode_windowed,
     decode_windows,
     encode_windowed,
+    window_cores,
 )
 
 __all__ = ["BOTTOM_STRIDE", "DECODER_REACH", "LEVEL_NAMES", "VQVAE", "VQVAEConfig", "band_windows", "crop_codes",
            "decode_in_windows", "decode_window", "decode_windowed", "decode_windows", "encode_windowed",
-           "split_convolutions"]
+           "split_convolutions", "window_cores"]
