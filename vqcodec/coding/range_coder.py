@@ -32,7 +32,8 @@ def encode_symbols(parts: list[tuple[np.ndarray, torch.Tensor]]) -> bytes:
 
 
 class TileDecoders:
-    """One range decoder per tile of a batch, stepped together one symbol at a time."""
+    """One range decoder per tile of a batch, stepped together: each step reads the symbols of its
+    positions, one call per tile (a call per symbol cost ~3 us, a call per step of 5 ~1.5 us each)."""
 
     def __init__(self, payloads: list[bytes]) -> None:
         self.decoders = []
@@ -43,14 +44,18 @@ class TileDecoders:
             self.decoders.append(constriction.stream.queue.RangeDecoder(words))
 
     def decode(self, probs: torch.Tensor, inside: np.ndarray | None = None) -> torch.Tensor:
-        """Decode one symbol per tile; ``probs`` is (tiles, K). With ``inside`` (tiles,) bool, only
-        the tiles where it is true read a symbol (the others have no code there: 0)."""
+        """Decode the symbols of one step: ``probs`` is (tiles, P, K), P positions of every tile,
+        read in that order from each tile's stream, so a tile's P symbols are one call. With
+        ``inside`` (tiles, P) bool, only the positions where it is true read a symbol (the others
+        have no code there: 0). Returns (tiles, P) int64."""
         rows = _rows(probs)
-        out = np.zeros(len(self.decoders), dtype=np.int64)
+        out = np.zeros(rows.shape[:2], dtype=np.int64)
         try:
             for i, dec in enumerate(self.decoders):
-                if inside is None or inside[i]:
-                    out[i] = dec.decode(FAMILY, rows[i : i + 1])[0]
+                if inside is None or inside[i].all():
+                    out[i] = dec.decode(FAMILY, rows[i])
+                elif inside[i].any():
+                    out[i, inside[i]] = dec.decode(FAMILY, rows[i][inside[i]])  # a copy, contiguous
         except (ValueError, KeyError, RuntimeError, AssertionError, OverflowError) as err:
             # constriction reports invalid compressed data with an AssertionError, among others
             raise VQCodecError(f"range decoding failed (corrupted file?): {err}") from None

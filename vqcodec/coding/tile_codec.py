@@ -105,8 +105,7 @@ def _from_stream(decoders: TileDecoders) -> Pick:
     def pick(level: int, probs: torch.Tensor, positions: np.ndarray, inside: np.ndarray | None) -> torch.Tensor:
         if probs.shape[-1] == 1:  # an uncoded level (priors.uncoded): nothing was written
             return torch.zeros(probs.shape[:2], dtype=torch.long)
-        return torch.stack([decoders.decode(probs[:, p], None if inside is None else inside[:, p])
-                            for p in range(probs.shape[1])], 1)
+        return decoders.decode(probs, inside)
 
     return pick
 

@@ -84,53 +84,69 @@ class _Step:
     e_h: torch.Tensor  # (P) where it enters h[0] (the column to the right)
 
 
+def _split(values: np.ndarray, sizes: np.ndarray) -> list[torch.Tensor]:
+    """``values`` cut into consecutive pieces of ``sizes`` (views of one tensor)."""
+    return list(torch.from_numpy(values).split(sizes.tolist()))
+
+
 @functools.lru_cache(maxsize=32)
 def _plan(height: int, width: int, reach: int, layers: int, v_rows: int, v_cols: int, h_cols: int) -> list[_Step]:
     """What each step of the wavefront of ``reach`` computes: the vertical-stack activations that the
     codes decoded so far make computable in the step's rows and above (each once; a row below waits
     for its first step, so in raster order a row's vertical stack is one batch, not one column per
-    step), then the step's positions. A step whose
-    positions need an activation that is not computable yet is refused: the prior's reach is larger."""
+    step), then the step's positions. A step whose positions need an activation that is not
+    computable yet is refused: the prior's reach is larger.
+
+    The walk along the steps only tracks, per layer and row, how many columns are computed; the
+    index arrays of all steps are then built at once and cut into steps (one numpy pass instead of
+    a dozen small ones per step and layer: the plan is made in every decoding process)."""
     order = wavefront_order(height, width, reach)
     pad = v_cols // 2
     v_width, h_width = width + 2 * pad, width + h_cols
-    win_r, win_c = np.arange(v_rows), np.arange(v_cols)
     known = np.zeros(height, dtype=np.int64)
     done = np.zeros((layers, height), dtype=np.int64)
-    steps = []
-    for positions in order:
+    starts = np.empty((len(order), layers, height), dtype=np.int64)  # columns [start, stop) of each row
+    stops = np.empty_like(starts)  # that step s computes in layer i's vertical stack
+    for s, positions in enumerate(order):
         ready = np.concatenate([[width], known[:-1]])  # v[0] of row r is the codes of row r - 1
         below = int(positions[:, 0].max()) + 1  # rows below the step's wait for their first step
-        windows, outs, convs = [], [], []
         for i in range(layers):
             usable = np.where(ready >= width, width, np.maximum(ready - pad, 0))
             count = usable.copy()
             for k in range(1, v_rows):  # the rows above; above row 0 is padding, always ready
                 count[k:] = np.minimum(count[k:], usable[:-k])
             count[below:] = done[i][below:]
-            rows, cols = _ranges(done[i], count)
-            win = (rows[:, None, None] + win_r[None, :, None]) * v_width + cols[:, None, None] + win_c[None, None, :]
-            windows.append(win.reshape(-1))
-            outs.append((rows + v_rows - 1) * v_width + cols + pad)
-            convs.append(rows * width + cols)
+            starts[s, i], stops[s, i] = done[i], count
             done[i] = np.maximum(done[i], count)
             ready = done[i]
         rows, cols = positions[:, 0], positions[:, 1]
         if (known[rows] != cols).any() or (done[:, rows] <= cols).any():
             raise VQCodecError(f"decoding order of reach {reach} needs codes the prior has not seen yet: "
                                "the prior's reach is larger")
-        steps.append(_Step(
-            v_windows=tuple(map(torch.from_numpy, windows)),
-            v_out=tuple(map(torch.from_numpy, outs)),
-            v_conv_at=tuple(map(torch.from_numpy, convs)),
-            here=torch.from_numpy(rows * width + cols),
-            h_windows=torch.from_numpy((rows[:, None] * h_width + cols[:, None] + np.arange(h_cols)).reshape(-1)),
-            h_out=torch.from_numpy(rows * h_width + cols + h_cols - 1),
-            e_v=torch.from_numpy((rows + v_rows) * v_width + cols + pad),
-            e_h=torch.from_numpy(rows * h_width + cols + h_cols),
-        ))
         known[rows] = cols + 1
-    return steps
+    # the vertical stack: every (step, layer, row)'s run of columns, in that order
+    lengths = np.maximum(stops - starts, 0).reshape(-1)
+    flat_rows, cols = _ranges(starts.reshape(-1), stops.reshape(-1))
+    rows = flat_rows % height
+    sizes = lengths.reshape(len(order) * layers, height).sum(1)  # per (step, layer)
+    win_r, win_c = np.arange(v_rows), np.arange(v_cols)
+    win = (rows[:, None, None] + win_r[None, :, None]) * v_width + cols[:, None, None] + win_c[None, None, :]
+    v_windows = _split(win.reshape(-1), sizes * v_rows * v_cols)
+    v_out = _split((rows + v_rows - 1) * v_width + cols + pad, sizes)
+    v_conv_at = _split(rows * width + cols, sizes)
+    # the step's own positions
+    per_step = np.array([len(p) for p in order])
+    rows, cols = flat_positions(order)
+    here = _split(rows * width + cols, per_step)
+    h_windows = _split((rows[:, None] * h_width + cols[:, None] + np.arange(h_cols)).reshape(-1), per_step * h_cols)
+    h_out = _split(rows * h_width + cols + h_cols - 1, per_step)
+    e_v = _split((rows + v_rows) * v_width + cols + pad, per_step)
+    e_h = _split(rows * h_width + cols + h_cols, per_step)
+    return [_Step(v_windows=tuple(v_windows[s * layers : (s + 1) * layers]),
+                  v_out=tuple(v_out[s * layers : (s + 1) * layers]),
+                  v_conv_at=tuple(v_conv_at[s * layers : (s + 1) * layers]),
+                  here=here[s], h_windows=h_windows[s], h_out=h_out[s], e_v=e_v[s], e_h=e_h[s])
+            for s in range(len(order))]
 
 
 def _to(value, device: torch.device):
