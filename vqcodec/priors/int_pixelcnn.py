@@ -46,6 +46,7 @@ LOGIT_FRAC = 6  # logits (and attention scores) in units of 1/64 nat
 EXP_RANGE = 16 << LOGIT_FRAC  # exp table covers 16 nats below the maximum
 PROB_BITS = 20  # the most likely code gets 2**20; every code at least 1
 COND_ROWS = 512  # rows of the stepper's conditioning maps computed at once (they stay in cache)
+HEAD_ROWS = 512  # rows the encoder's head takes at once: its 512-wide float64 temporaries stay in cache
 
 
 def _lut_tables() -> dict[str, torch.Tensor]:
@@ -296,7 +297,10 @@ class IntPixelCNN:
         h = self.parallel_hidden(codes, cond, label)
         b, c, hh, ww = h.shape
         rows = h.permute(0, 2, 3, 1).reshape(b * hh * ww, c, 1, 1)
-        return self.probs(self.head_logits(rows, temperature)).view(b, hh, ww, -1)
+        out = torch.empty(len(rows), self.t["logits.b"].shape[0], dtype=torch.float64, device=self.device)
+        for s in range(0, len(rows), HEAD_ROWS):  # every row alone: the same integers in any blocks
+            out[s : s + HEAD_ROWS] = self.probs(self.head_logits(rows[s : s + HEAD_ROWS], temperature)).flatten(1)
+        return out.view(b, hh, ww, -1)
 
     @property
     def reach(self) -> int | None:
