@@ -297,7 +297,7 @@ class IntPixelCNN:
         h = self.parallel_hidden(codes, cond, label)
         b, c, hh, ww = h.shape
         rows = h.permute(0, 2, 3, 1).reshape(b * hh * ww, c, 1, 1)
-        out = torch.empty(len(rows), self.t["logits.b"].shape[0], dtype=torch.float64, device=self.device)
+        out = torch.empty(len(rows), self.config.num_codes, dtype=torch.float64, device=self.device)
         for s in range(0, len(rows), HEAD_ROWS):  # every row alone: the same integers in any blocks
             out[s : s + HEAD_ROWS] = self.probs(self.head_logits(rows[s : s + HEAD_ROWS], temperature)).flatten(1)
         return out.view(b, hh, ww, -1)

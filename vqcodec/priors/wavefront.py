@@ -125,10 +125,9 @@ def _plan(height: int, width: int, reach: int, layers: int, v_rows: int, v_cols:
                                "the prior's reach is larger")
         known[rows] = cols + 1
     # the vertical stack: every (step, layer, row)'s run of columns, in that order
-    lengths = np.maximum(stops - starts, 0).reshape(-1)
     flat_rows, cols = _ranges(starts.reshape(-1), stops.reshape(-1))
     rows = flat_rows % height
-    sizes = lengths.reshape(len(order) * layers, height).sum(1)  # per (step, layer)
+    sizes = np.maximum(stops - starts, 0).sum(2).reshape(-1)  # per (step, layer)
     win_r, win_c = np.arange(v_rows), np.arange(v_cols)
     win = (rows[:, None, None] + win_r[None, :, None]) * v_width + cols[:, None, None] + win_c[None, None, :]
     v_windows = _split(win.reshape(-1), sizes * v_rows * v_cols)
