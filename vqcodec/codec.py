@@ -35,6 +35,7 @@ from vqcodec.coding.rdo import CANDIDATES, choose_bottom_codes, weighs_codes
 from vqcodec.coding.tile_codec import decode_tiles, encode_tiles
 from vqcodec.coding.tiles import check_tile, tile_grid
 from vqcodec.errors import VQCodecError, VQCodecWarning
+from vqcodec.heap import reuse_freed_memory
 from vqcodec.imageio import (
     ImageData,
     from_array,
@@ -212,6 +213,7 @@ def short_payloads(m: CodecModel, head: Header, payloads: tuple[bytes, ...] | li
 
 
 @torch.no_grad()
+@reuse_freed_memory()
 def compress(image: Any, model: ModelSpec = None, device: str | None = None, tile: int | None = None,
              quality: int | str | None = None, scale: float | None = None, rdo: float | None = None) -> bytes:
     """Compress an image (path, bytes, open binary file, PIL image, uint8/uint16 array or ImageData)
@@ -363,6 +365,7 @@ def _decode_region(m: CodecModel, head: Header, payloads: list[bytes], region: t
 
 
 @torch.no_grad()
+@reuse_freed_memory()
 def decompress_image(
     data: Any,
     model: ModelSpec = None,
