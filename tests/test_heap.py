@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import resource
 import threading
 
@@ -16,12 +17,16 @@ PAGES = BIG * 4 // 4096
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
+def _quiet_heap():
     """torch on one thread, as the codec's workers compute (a fill on several threads is its own test
-    of glibc's arenas)."""
+    of glibc's arenas), and no garbage collection during the test: memory that earlier tests left to
+    the collector, freed in the middle of a measurement, would be reused without faults."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
+    gc.collect()
+    gc.disable()
     yield
+    gc.enable()
     torch.set_num_threads(before)
 
 
