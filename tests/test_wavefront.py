@@ -175,12 +175,14 @@ def test_sampling_gives_the_same_codes_in_every_order() -> None:
     dict(layers=2, attention_every=1, cond_levels=1),
     dict(layers=4, v_rows=3, v_cols=5, h_cols=2),
 ])
-def test_maps_of_several_extents_step_as_if_each_were_alone(cfg) -> None:
+@pytest.mark.parametrize("sizes", [[[9, 13], [6, 13], [9, 5]], [[6, 13], [9, 5], [6, 13]]])
+def test_maps_of_several_extents_step_as_if_each_were_alone(cfg, sizes) -> None:
     """A batch padded to one frame (tiles cut by the image's edge ride with whole tiles) gives every
     map, inside its extent, exactly the probabilities of the parallel pass on that map alone, even
-    with random codes recorded outside it."""
+    with random codes recorded outside it; also when maps of one extent are not side by side in the
+    batch (their conditioning is computed together and scattered into the frame)."""
     net, codes, cond, label = random_int_prior(len(cfg) + 7, **cfg)
-    extents = torch.tensor([[9, 13], [6, 13], [9, 5]])
+    extents = torch.tensor(sizes)
     alone = []
     for b, (eh, ew) in enumerate(extents.tolist()):
         part = [cond[0][b : b + 1, : -(-eh // 2), : -(-ew // 2)]] if cond else None
