@@ -19,8 +19,9 @@ FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 @prior_files
 @click.option("--prior", "priors", type=FILE, multiple=True, hidden=True,
               help="Old form: prior files bottom level first (use --prior-top/--prior-middle/--prior-bottom).")
-@click.option("--calibration", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
-              help="Code dataset (extract-codes) whose tiles calibrate the integer activations.")
+@click.option("--calibration", type=click.Path(exists=True, file_okay=False, path_type=Path), multiple=True,
+              help="Code dataset (extract-codes) whose tiles calibrate the integer activations; repeat it to "
+                   "pool several.")
 @click.option("--refit-of", default=None, metavar="NAME|FILE",
               help="The codec model a 'train vqvae --refit' or 'train prior --refit' run started from: what "
                    "is not given (the VQ-VAE, the prior of a level) is that model's, its integer priors as they "
@@ -38,7 +39,7 @@ FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 @FORCE
 @friendly_errors
 def export(vqvae: Path | None, prior_top: Path | None, prior_middle: Path | None, prior_bottom: Path | None,
-           priors: tuple[Path, ...], calibration: Path | None, refit_of: str | None, delta: bool,
+           priors: tuple[Path, ...], calibration: tuple[Path, ...], refit_of: str | None, delta: bool,
            wavefront_attention: bool, tiles: int, name: str | None, description: str, out: Path,
            force: bool) -> None:
     """Quantize the priors to integer networks and write a codec model for compress/decompress.
@@ -63,10 +64,10 @@ def export(vqvae: Path | None, prior_top: Path | None, prior_middle: Path | None
         if vqvae is None and not levels and not wavefront_attention:
             raise VQCodecError("--refit-of needs what changed: a --vqvae, a prior (--prior-top, --prior-bottom) "
                                "or --wavefront-attention")
-        if calibration is not None and not levels:
+        if calibration and not levels:
             raise VQCodecError("--calibration quantizes new priors; with --refit-of alone the priors are reused")
         model = build_refit_codec_model(base, vqvae, out, name or out.stem, description, delta, levels,
-                                        calibration, tiles, wavefront_attention)
+                                        calibration or None, tiles, wavefront_attention)
         click.echo(f"{out}: model '{model.name}', fingerprint {model.fingerprint.hex()}, tile {model.tile}")
         return
     if delta:
@@ -75,7 +76,7 @@ def export(vqvae: Path | None, prior_top: Path | None, prior_middle: Path | None
         raise VQCodecError("--wavefront-attention changes a --refit-of model's priors: give --refit-of")
     if vqvae is None:
         raise VQCodecError("--vqvae is needed (the stage-1 model the priors were trained on)")
-    if calibration is None:
+    if not calibration:
         raise VQCodecError("--calibration is needed to quantize the priors")
     by_level = priors_by_level(prior_top, prior_middle, prior_bottom)
     if by_level and priors:

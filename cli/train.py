@@ -41,19 +41,23 @@ def common_options(fn):
     return fn
 
 
-def apply_preset(kw: dict, stage: str) -> None:
-    """Fill ``kw`` with the preset's options wherever the command line left the default."""
+def apply_preset(kw: dict, stage: str) -> set[str]:
+    """Fill ``kw`` with the preset's options wherever the command line left the default; the names
+    of the options it filled."""
     name = kw.pop("preset")
     if name is None:
-        return
+        return set()
     from vqcodec.train.presets import preset_options
 
     ctx = click.get_current_context()
+    filled: set[str] = set()
     for key, value in preset_options(name, stage).items():
         if key not in kw:
             raise click.UsageError(f"preset '{name}' sets --{key.replace('_', '-')}, which this command lacks")
         if ctx.get_parameter_source(key) in (click.core.ParameterSource.DEFAULT, None):
             kw[key] = value
+            filled.add(key)
+    return filled
 
 
 def settings_from(kw: dict):
@@ -136,9 +140,10 @@ PRIOR_ARCHITECTURE = ("tile", "channels", "layers", "attention_every", "attentio
 
 
 @train.command("prior")
-@click.option("--codes", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
-              help="Code dataset made by extract-codes.")
-@click.option("--val-codes", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None)
+@click.option("--codes", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True, multiple=True,
+              help="Code dataset made by extract-codes; repeat it to pool several (the rungs a prior will code).")
+@click.option("--val-codes", type=click.Path(exists=True, file_okay=False, path_type=Path), multiple=True,
+              help="Validation code dataset; repeat it to pool several.")
 @click.option("--level", type=click.Choice(["top", "middle", "bottom"]), required=True)
 @click.option("--tile", type=int, default=32, show_default=True,
               help="Tile side in bottom-level codes; the prior's context at coding time.")
@@ -156,7 +161,8 @@ PRIOR_ARCHITECTURE = ("tile", "channels", "layers", "attention_every", "attentio
 @click.option("--val-tiles", type=int, default=256, show_default=True)
 @click.option("--refit", default=None, metavar="NAME|FILE",
               help="Start from this codec model's prior of --level (its integer prior made float again) and "
-                   "fine-tune it; the architecture and tile are that prior's. Export with --refit-of.")
+                   "fine-tune it; the architecture and tile are that prior's, but --layers may keep only its "
+                   "first layers (a cheaper prior). Export with --refit-of.")
 @common_options
 @friendly_errors
 def train_prior_cmd(**kw) -> None:
@@ -164,15 +170,18 @@ def train_prior_cmd(**kw) -> None:
     from vqcodec.train.prior import train_prior
     from vqcodec.zoo.registry import resolve_model
 
-    apply_preset(kw, f"prior-{kw['level']}")
+    from_preset = apply_preset(kw, f"prior-{kw['level']}")
     if kw["refit"] is not None:
         ctx = click.get_current_context()
-        given = [k for k in PRIOR_ARCHITECTURE if ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE]
+        given = [k for k in PRIOR_ARCHITECTURE if k != "layers"
+                 and ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE]
         if given:
             raise click.UsageError(f"--{given[0].replace('_', '-')} is the --refit model's; leave it out")
+        chosen = "layers" in from_preset or ctx.get_parameter_source("layers") == click.core.ParameterSource.COMMANDLINE
+        kw["refit_layers"] = kw["layers"] if chosen else None
         for k in PRIOR_ARCHITECTURE[1:]:  # the tile goes on, and the model's replaces it
             kw.pop(k)
         kw["refit"] = resolve_model(kw["refit"])
     settings = settings_from(kw)
-    train_prior(kw.pop("codes"), kw.pop("level"), settings, tile=kw.pop("tile"), val_codes=kw.pop("val_codes"),
+    train_prior(kw.pop("codes"), kw.pop("level"), settings, tile=kw.pop("tile"), val_codes=kw.pop("val_codes") or None,
                 val_tiles=kw.pop("val_tiles"), **kw)

@@ -1052,3 +1052,58 @@ def test_demo_prints_what_it_wrote(tmp_path: Path) -> None:
     decoded = np.asarray(Image.open(tmp_path / "out" / "s.decoded.png"))
     assert np.array_equal(decoded, decompress(data))
     assert lines["PSNR"] == f"{psnr(pixels, decoded):.2f} dB"
+
+
+def test_prior_refit_keeping_fewer_layers_on_pooled_codes(tiny_images, tmp_path, monkeypatch):
+    """``train prior --refit M --layers N`` starts from the first N layers of M's prior (a cheaper
+    prior: fewer multiply-adds and a shorter wavefront), on several ``--codes`` datasets pooled;
+    ``export --refit-of --delta`` drops the cut layers' tensors, and the new model codes the same codes
+    with fewer decoding steps, exactly on 1 and 2 threads."""
+    from safetensors.torch import load_file
+
+    from vqcodec.codec import compress, decompress
+    from vqcodec.testing import smooth_image, write_tiny_codec_model
+    from vqcodec.zoo import registry
+    from vqcodec.zoo.codec_model import load_codec_model
+    from vqcodec.zoo.registry import read_metadata
+
+    monkeypatch.setenv(registry.ENV_VAR, "")
+    models = tmp_path / "models"
+    base = write_tiny_codec_model(models / "base.safetensors")
+    start = load_codec_model(base).priors[0]
+    assert start.config.layers == 2
+    sets = []
+    for scale in ("1", "1.5"):
+        sets.append(tmp_path / f"codes-{scale}")
+        run("extract-codes", "--vqvae", str(base), "--data", str(tiny_images), "--out", str(sets[-1]),
+            "--crop", "32", "--crops", "2", "--scale", scale)
+    out = tmp_path / "prior"
+    args = ["train", "prior", "--refit", str(base), "--level", "bottom", "--codes", str(sets[0]), "--codes",
+            str(sets[1]), "--val-codes", str(sets[1]), "--val-tiles", "4", "--workers", "0", "--steps", "4",
+            "--batch", "4", "--lr", "0.01", "--validate-every", "4"]
+    bad = CliRunner().invoke(cli_main, [*args, "--layers", "3", "--out", str(tmp_path / "p3")])
+    assert bad.exit_code == 1 and "it can keep 1 to 2, not 3" in bad.output
+    run(*args, "--layers", "1", "--out", str(out))
+    kind, config, _ = load_model(out / "model.safetensors")
+    assert kind == "prior-bottom" and config["layers"] == 1 and config["channels"] == start.config.channels
+    delta = models / "short.safetensors"
+    run("export", "--refit-of", str(base), "--prior-bottom", str(out / "model.safetensors"), "--calibration",
+        str(sets[0]), "--calibration", str(sets[1]), "--tiles", "8", "--delta", "--out", str(delta))
+    removed = json.loads(read_metadata(delta)["removed"])
+    assert removed and all(k.startswith("prior0.layers.1.") for k in removed)
+    assert not any(k.startswith("prior0.layers.1.") for k in load_file(str(delta)))
+    short = load_codec_model(delta).priors[0]
+    assert short.config.layers == 1 and short.reach < start.reach
+    assert len(short.decode_order(16, 16)) < len(start.decode_order(16, 16))
+    pixels = smooth_image(40, 48, 7)
+    threads = torch.get_num_threads()
+    try:
+        files, images = [], []
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            files.append(compress(pixels, str(delta), scale=1.5))
+            images.append(decompress(files[-1], str(delta)))
+    finally:
+        torch.set_num_threads(threads)
+    assert files[0] == files[1] and np.array_equal(images[0], images[1])
+    assert np.array_equal(images[0], decompress(compress(pixels, str(base), scale=1.5), str(base)))

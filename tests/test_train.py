@@ -237,3 +237,49 @@ def test_refit_export_refuses_a_model_whose_codes_changed(tmp_path):
         build_refit_codec_model(base, tmp_path / "vq.safetensors", tmp_path / "out.safetensors", "x")
     with pytest.raises(VQCodecError, match="--drop-levels must be"):
         refit_model(base, 0, 2)
+
+
+def test_first_layers_keeps_the_start_of_a_prior():
+    """``first_layers`` keeps a prior's first layers with their weights, and all of them is the prior."""
+    from vqcodec.priors.pixelcnn import PixelCNNPrior, PriorConfig
+    from vqcodec.train.prior import first_layers
+
+    torch.manual_seed(0)
+    prior = PixelCNNPrior(PriorConfig(num_codes=16, channels=8, layers=3, attention_every=2, dropout=0.0)).eval()
+    codes = torch.randint(0, 16, (2, 6, 6))
+    with torch.no_grad():
+        assert torch.equal(first_layers(prior, 3).eval()(codes), prior(codes))
+    one = first_layers(prior, 1)
+    assert one.config.layers == 1 and len(one.layers) == 1 and not len(one.attention)
+    assert torch.equal(one.layers[0].v_conv.weight, prior.layers[0].v_conv.weight)
+    assert torch.equal(one.logits.weight, prior.logits.weight)
+    with pytest.raises(VQCodecError, match="it can keep 1 to 3, not 0"):
+        first_layers(prior, 0)
+
+
+def test_code_sets_pool_only_the_codes_of_one_model(tmp_path):
+    """Several code datasets pool into one (the rungs a prior will code); codes of another model or
+    codebook size are refused, since their code numbers mean other things."""
+    import json
+
+    from vqcodec.train.code_datasets import load_code_sets
+
+    def write(name: str, count: int, **meta) -> Path:
+        folder = tmp_path / name
+        folder.mkdir()
+        np.save(folder / "level0.npy", np.full((count, 8, 8), count, dtype=np.uint16))
+        np.save(folder / "level1.npy", np.zeros((count, 4, 4), dtype=np.uint16))
+        np.save(folder / "labels.npy", -np.ones(count, dtype=np.int64))
+        info = {"levels": 2, "num_codes": 16, "classes": [], "model_fingerprint": "aa", **meta}
+        (folder / "meta.json").write_text(json.dumps(info))
+        return folder
+
+    a, b = write("a", 2), write("b", 3)
+    maps, labels, meta = load_code_sets([a, b])
+    assert maps[0].shape == (5, 8, 8) and labels.shape == (5,) and meta["num_codes"] == 16
+    assert maps[0][:, 0, 0].tolist() == [2, 2, 3, 3, 3]
+    assert load_code_sets(a)[0][0].shape == (2, 8, 8)
+    with pytest.raises(VQCodecError, match="another model than"):
+        load_code_sets([a, write("c", 1, model_fingerprint="bb")])
+    with pytest.raises(VQCodecError, match="another codebook size"):
+        load_code_sets([a, write("d", 1, num_codes=32)])

@@ -8,6 +8,7 @@ A code dataset is a folder of plain numpy files, no pickle: ``level{l}.npy`` (ui
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -130,6 +131,25 @@ def load_codes(folder: str | Path) -> tuple[list[np.ndarray], np.ndarray, dict]:
     meta = json.loads(meta_path.read_text())
     maps = [np.load(folder / f"level{lvl}.npy", mmap_mode="r") for lvl in range(meta["levels"])]
     return maps, np.load(folder / "labels.npy"), meta
+
+
+def load_code_sets(folders: str | Path | Sequence[str | Path]) -> tuple[list[np.ndarray], np.ndarray, dict]:
+    """One or several code datasets of one model as one (the first one's meta): the codes of several
+    rungs of the quality ladder, say. One folder stays memory-mapped; several are read into memory."""
+    folders = [folders] if isinstance(folders, (str, Path)) else list(folders)
+    sets = [load_codes(f) for f in folders]
+    if not sets:
+        raise VQCodecError("no code dataset given")
+    meta = sets[0][2]
+    for folder, (_, _, other) in zip(folders[1:], sets[1:]):
+        for key, what in (("model_fingerprint", "model"), ("levels", "number of levels"),
+                          ("num_codes", "codebook size"), ("classes", "classes")):
+            if other.get(key) != meta.get(key):
+                raise VQCodecError(f"{folder} holds codes of another {what} than {folders[0]}: they cannot be pooled")
+    if len(sets) == 1:
+        return sets[0]
+    maps = [np.concatenate([s[0][lvl] for s in sets]) for lvl in range(meta["levels"])]
+    return maps, np.concatenate([s[1] for s in sets]), meta
 
 
 class CodeTiles(Dataset):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -10,7 +11,7 @@ from vqcodec.errors import VQCodecError
 from vqcodec.priors.pixelcnn import PriorConfig
 from vqcodec.priors.registry import integer_twin
 from vqcodec.priors.uncoded import UncodedConfig
-from vqcodec.train.code_datasets import CodeTiles, load_codes
+from vqcodec.train.code_datasets import CodeTiles, load_code_sets
 from vqcodec.vqvae import LEVEL_NAMES
 from vqcodec.zoo.codec_model import CodecModel, load_codec_model, sub_tensors
 from vqcodec.zoo.files import fingerprint, load_model, load_prior, load_vqvae, save_delta_model, save_model
@@ -44,7 +45,7 @@ def quantized_prior(
 def build_codec_model(
     vqvae_path: str | Path,
     prior_paths: list[str | Path],
-    calibration_codes: str | Path,
+    calibration_codes: str | Path | Sequence[str | Path],
     out: str | Path,
     name: str,
     calibration_tiles: int = 256,
@@ -55,7 +56,7 @@ def build_codec_model(
     levels = vqvae.config.levels
     if len(prior_paths) != levels:
         raise VQCodecError(f"a {levels}-level model needs {levels} priors ({', '.join(LEVEL_NAMES[levels])})")
-    maps, labels, _ = load_codes(calibration_codes)
+    maps, labels, _ = load_code_sets(calibration_codes)
     tensors = {f"vqvae.{k}": v for k, v in vqvae.state_dict().items()}
     prior_cfgs, tile = [], None
     for level, path in enumerate(prior_paths):
@@ -83,7 +84,8 @@ def _stage1_codes_part(tensors: dict[str, torch.Tensor], dropped: int) -> dict[s
 
 def build_refit_codec_model(
     base: str | Path, vqvae_path: str | Path | None, out: str | Path, name: str, description: str = "",
-    delta: bool = False, priors: dict[int, Path] | None = None, calibration_codes: str | Path | None = None,
+    delta: bool = False, priors: dict[int, Path] | None = None,
+    calibration_codes: str | Path | Sequence[str | Path] | None = None,
     calibration_tiles: int = 128, wavefront_attention: bool = False,
 ) -> CodecModel:
     """A codec model from a ``vqcodec train vqvae --refit base`` run: its VQ-VAE with ``base``'s
@@ -119,7 +121,7 @@ def build_refit_codec_model(
               and c.get("attention_every") and not c.get("attention_wavefront")]
     if wavefront_attention and not raster:
         raise VQCodecError(f"--wavefront-attention: {base} has no prior left whose attention runs in raster order")
-    maps, labels, _ = load_codes(calibration_codes) if priors else (None, None, None)
+    maps, labels, _ = load_code_sets(calibration_codes) if priors else (None, None, None)
     tensors = {f"vqvae.{k}": v for k, v in new.items()}
     prior_cfgs = []
     for level, prior_cfg in enumerate(base_cfg["priors"]):

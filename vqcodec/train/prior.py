@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
 from vqcodec.errors import VQCodecError
 from vqcodec.priors.pixelcnn import PixelCNNPrior, PriorConfig, nll_bits
-from vqcodec.train.code_datasets import CodeTiles, load_codes
+from vqcodec.train.code_datasets import CodeTiles, load_code_sets
 from vqcodec.train.evaluation import mean_bits
 from vqcodec.train.loop import TrainSettings, train
 from vqcodec.vqvae import LEVEL_NAMES
@@ -48,8 +51,23 @@ def build_prior(meta: dict, level: int, cfg_overrides: dict) -> PixelCNNPrior:
     return PixelCNNPrior(cfg)
 
 
-def refit_start(path: str | Path, meta: dict, level: int) -> tuple[PixelCNNPrior, int]:
-    """(float prior, tile) where fine-tuning the prior of ``level`` of the codec model at ``path`` starts."""
+def first_layers(prior: PixelCNNPrior, layers: int) -> PixelCNNPrior:
+    """``prior`` with only its first ``layers`` gated layers (and their attention), the head reading
+    the last one kept: a cheaper prior to fine-tune from a trained one. Each layer adds to the
+    h-stream, so the shorter prior starts close to the whole one (bits, docs/models.md)."""
+    have = prior.config.layers
+    if not 1 <= layers <= have:
+        raise VQCodecError(f"the prior has {have} layers; it can keep 1 to {have}, not {layers}")
+    small = PixelCNNPrior(dataclasses.replace(prior.config, layers=layers))
+    kept = {k: v for k, v in prior.state_dict().items()
+            if not (m := re.match(r"(layers|attention)\.(\d+)\.", k)) or int(m.group(2)) < layers}
+    small.load_state_dict(kept)  # strict: every tensor of the smaller prior comes from the larger
+    return small
+
+
+def refit_start(path: str | Path, meta: dict, level: int, layers: int | None = None) -> tuple[PixelCNNPrior, int]:
+    """(float prior, tile) where fine-tuning the prior of ``level`` of the codec model at ``path``
+    starts; with ``layers``, only its first that many layers (``first_layers``)."""
     from vqcodec.zoo.codec_model import load_codec_model
 
     m = load_codec_model(path)
@@ -60,27 +78,30 @@ def refit_start(path: str | Path, meta: dict, level: int) -> tuple[PixelCNNPrior
     to_float = getattr(m.priors[level], "to_float", None)
     if to_float is None:
         raise VQCodecError(f"{path} has no trained prior for level {LEVEL_NAMES[vq.levels][level]} to start from")
-    return to_float(), m.tile
+    prior = to_float()
+    return (prior if layers is None else first_layers(prior, layers)), m.tile
 
 
 def train_prior(
-    codes: str | Path,
+    codes: str | Path | Sequence[str | Path],
     level_name: str,
     settings: TrainSettings,
     tile: int = 32,
-    val_codes: str | Path | None = None,
+    val_codes: str | Path | Sequence[str | Path] | None = None,
     val_tiles: int = 256,
     refit: str | Path | None = None,
+    refit_layers: int | None = None,
     **cfg_overrides,
 ) -> PixelCNNPrior:
-    """Train the prior of level ``level_name`` on a code dataset; with ``refit`` (a codec model's
-    file) start from that model's prior of the level, made float again, with its architecture and
-    tile (a shipped prior fine-tuned on the codes of the rungs it will code, say)."""
-    maps, labels, meta = load_codes(codes)
+    """Train the prior of level ``level_name`` on code datasets (several are pooled); with
+    ``refit`` (a codec model's file) start from that model's prior of the level, made float again,
+    with its architecture and tile (a shipped prior fine-tuned on the codes of the rungs it will
+    code, say), keeping only its first ``refit_layers`` layers if given (a cheaper prior)."""
+    maps, labels, meta = load_code_sets(codes)
     level = level_index(level_name, meta["levels"])
     torch.manual_seed(settings.seed)  # --seed decides the initial weights too
     if refit is not None:
-        model, tile = refit_start(refit, meta, level)
+        model, tile = refit_start(refit, meta, level, refit_layers)
     else:
         model = build_prior(meta, level, dict(cfg_overrides))
     config = {**model.config.to_dict(), "level": level, "tile": tile, "levels": meta["levels"]}
@@ -88,7 +109,7 @@ def train_prior(
     train_probe = CodeTiles(maps, labels, level, tile, seed=999_999)
     val_probe = None
     if val_codes is not None:
-        vmaps, vlabels, _ = load_codes(val_codes)
+        vmaps, vlabels, _ = load_code_sets(val_codes)
         val_probe = CodeTiles(vmaps, vlabels, level, tile, seed=999_999)
 
     def validate(m: torch.nn.Module) -> dict[str, float]:
