@@ -317,6 +317,24 @@ def test_refit_for_rungs_then_export_as_delta(tiny_images, tmp_path, monkeypatch
     assert res.exit_code == 1 and "--delta stores a --refit-of model's differences" in res.output
 
 
+def _round_trip_on_1_and_2_threads(pixels: np.ndarray, model: Path, scale: float) -> tuple[list, list]:
+    """(files, decoded images) of ``pixels`` coded with ``model`` at ``scale`` on 1 and 2 threads; asserts
+    both threads give the same bytes and pixels."""
+    from vqcodec.codec import compress, decompress
+
+    threads = torch.get_num_threads()
+    try:
+        files, images = [], []
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            files.append(compress(pixels, str(model), scale=scale))
+            images.append(decompress(files[-1], str(model)))
+    finally:
+        torch.set_num_threads(threads)
+    assert files[0] == files[1] and np.array_equal(images[0], images[1])
+    return files, images
+
+
 def test_prior_refit_for_a_rung_then_export_as_delta(tiny_images, tmp_path, monkeypatch):
     """A shipped prior fine-tuned for the codes of a rung: ``extract-codes --scale`` codes images as
     that rung does, ``train prior --refit`` starts from the model's prior (float again) and keeps its
@@ -363,16 +381,7 @@ def test_prior_refit_for_a_rung_then_export_as_delta(tiny_images, tmp_path, monk
     new, old = load_codec_model(delta), load_codec_model(base)
     assert new.fingerprint != old.fingerprint
     pixels = smooth_image(40, 48, 7)
-    threads = torch.get_num_threads()
-    try:
-        files, images = [], []
-        for n in (1, 2):
-            torch.set_num_threads(n)
-            files.append(compress(pixels, str(delta), scale=1.5))
-            images.append(decompress(files[-1], str(delta)))
-    finally:
-        torch.set_num_threads(threads)
-    assert files[0] == files[1] and np.array_equal(images[0], images[1])
+    files, images = _round_trip_on_1_and_2_threads(pixels, delta, 1.5)
     old_file = compress(pixels, str(base), scale=1.5)
     assert old_file != files[0]  # the same codes as the base model, so its pixels: only the bits changed
     assert np.array_equal(images[0], decompress(old_file, str(base)))
@@ -1096,14 +1105,5 @@ def test_prior_refit_keeping_fewer_layers_on_pooled_codes(tiny_images, tmp_path,
     assert short.config.layers == 1 and short.reach < start.reach
     assert len(short.decode_order(16, 16)) < len(start.decode_order(16, 16))
     pixels = smooth_image(40, 48, 7)
-    threads = torch.get_num_threads()
-    try:
-        files, images = [], []
-        for n in (1, 2):
-            torch.set_num_threads(n)
-            files.append(compress(pixels, str(delta), scale=1.5))
-            images.append(decompress(files[-1], str(delta)))
-    finally:
-        torch.set_num_threads(threads)
-    assert files[0] == files[1] and np.array_equal(images[0], images[1])
+    files, images = _round_trip_on_1_and_2_threads(pixels, delta, 1.5)
     assert np.array_equal(images[0], decompress(compress(pixels, str(base), scale=1.5), str(base)))
