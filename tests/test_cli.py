@@ -1105,5 +1105,5 @@ def test_prior_refit_keeping_fewer_layers_on_pooled_codes(tiny_images, tmp_path,
     assert short.config.layers == 1 and short.reach < start.reach
     assert len(short.decode_order(16, 16)) < len(start.decode_order(16, 16))
     pixels = smooth_image(40, 48, 7)
-    files, images = _round_trip_on_1_and_2_threads(pixels, delta, 1.5)
+    _, images = _round_trip_on_1_and_2_threads(pixels, delta, 1.5)
     assert np.array_equal(images[0], decompress(compress(pixels, str(base), scale=1.5), str(base)))
