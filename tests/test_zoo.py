@@ -355,6 +355,26 @@ def test_delta_model_needs_its_base(tmp_path, monkeypatch) -> None:
         load_codec_model(tmp_path / "forged.safetensors")
 
 
+def test_model_files_are_written_whole_with_the_umask_permissions(tmp_path) -> None:
+    """A model file gets the permissions any new file gets (safetensors alone writes 0600, which
+    left exported models unreadable to others) and a rewrite replaces it whole, with no temporary
+    file left behind."""
+    from safetensors.torch import load_file
+
+    from vqcodec.zoo.files import save_model
+
+    path = tmp_path / "m.safetensors"
+    old_mask = os.umask(0o022)
+    try:
+        save_model(path, {"a": torch.zeros(3)}, "vqvae", {"x": 1})
+        assert path.stat().st_mode & 0o777 == 0o644
+        save_model(path, {"b": torch.ones(2)}, "vqvae", {"x": 2})
+    finally:
+        os.umask(old_mask)
+    assert list(load_file(str(path))) == ["b"]
+    assert [f.name for f in tmp_path.iterdir()] == ["m.safetensors"]
+
+
 def test_shipped_deltas_rebuild_their_models() -> None:
     """The shipped refits are stored as deltas of the model they were refit from: each loads with
     the manifest's fingerprint, and the shipped weights stay within the 40 MB the ladder may use."""

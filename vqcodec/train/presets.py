@@ -48,6 +48,12 @@ PRESETS: dict[str, dict[str, dict[str, object]]] = {
         "prior-bottom": dict(refit="paper-up-wf", layers=4, batch=32, steps=2400, lr=2e-4, seed=4,
                              validate_every=400, checkpoint_every=200),
     },
+    # paper-up-b4's top prior cut to its first 5 of 6 layers (one of its two attention layers goes)
+    # and fine-tuned on the same codes: a 16x16 top tile in 106 wavefront steps, not 121.
+    "paper-up-t5": {
+        "prior-top": dict(refit="paper-up-b4", layers=5, batch=32, steps=2400, lr=2e-4, seed=5,
+                          validate_every=400, checkpoint_every=200),
+    },
     # Only the paper model's top level (1/8 resolution): the decoder learns to do without the bottom.
     "top-only": {
         "vqvae": dict(refit="paper", drop_levels=1, extra_blocks=2, crop=128, batch=16, steps=2500, lr=5e-4),

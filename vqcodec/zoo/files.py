@@ -17,23 +17,24 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
+from vqcodec.atomic import atomic_write_bytes
 from vqcodec.errors import VQCodecError
 from vqcodec.zoo.registry import find_by_fingerprint, read_metadata
 
 
 def atomic_save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
+    """Write (or replace) a safetensors file through ``atomic_write_bytes``: never half-written,
+    and with the permissions the umask gives any new file (safetensors alone writes mode 0600)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata)
-    os.replace(tmp, path)
+    data = save({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, metadata)
+    atomic_write_bytes(path, data, force=True)
 
 
 def save_model(path: str | Path, tensors: dict[str, torch.Tensor], kind: str, config: dict) -> None:
