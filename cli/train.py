@@ -136,7 +136,7 @@ def train_vqvae_cmd(**kw) -> None:
 
 # what a prior's architecture is made of: a --refit run takes these from the model it starts from
 PRIOR_ARCHITECTURE = ("tile", "channels", "layers", "attention_every", "attention_wavefront", "heads", "dropout",
-                      "out_blocks", "cond_channels", "cond_blocks")
+                      "out_blocks", "cond_channels", "cond_blocks", "arch", "embed_dim", "window", "blocks")
 
 
 @train.command("prior")
@@ -147,8 +147,14 @@ PRIOR_ARCHITECTURE = ("tile", "channels", "layers", "attention_every", "attentio
 @click.option("--level", type=click.Choice(["top", "middle", "bottom"]), required=True)
 @click.option("--tile", type=int, default=32, show_default=True,
               help="Tile side in bottom-level codes; the prior's context at coding time.")
+@click.option("--arch", type=click.Choice(["gated-pixelcnn", "multipass"]), default="gated-pixelcnn",
+              show_default=True, help="gated-pixelcnn: the paper's prior (wavefront decoding); multipass: a few "
+                                      "passes a level, each one small masked-convolution network (fast).")
 @click.option("--channels", type=int, default=64, show_default=True)
 @click.option("--layers", type=int, default=6, show_default=True)
+@click.option("--embed-dim", type=int, default=None, help="multipass: code embedding width [default: 32].")
+@click.option("--window", type=int, default=None, help="multipass: context window side, odd [default: 7].")
+@click.option("--blocks", type=int, default=None, help="multipass: residual 1x1 blocks per code [default: 2].")
 @click.option("--attention-every", type=int, default=3, show_default=True, help="Top prior only.")
 @click.option("--attention-wavefront", is_flag=True,
               help="Top prior only: attention sees what a wavefront decoder has decoded, so the level decodes "

@@ -16,6 +16,8 @@ from torch import nn
 from vqcodec.errors import VQCodecError
 from vqcodec.priors.contract import IntegerPrior
 from vqcodec.priors.int_pixelcnn import IntPixelCNN
+from vqcodec.priors.multipass import ARCH as MULTIPASS
+from vqcodec.priors.multipass import IntMultipass, MultipassConfig, MultipassPrior
 from vqcodec.priors.pixelcnn import PixelCNNPrior, PriorConfig
 from vqcodec.priors.uncoded import ARCH as UNCODED
 from vqcodec.priors.uncoded import IntUncoded, UncodedConfig, UncodedPrior
@@ -33,6 +35,7 @@ class PriorArch:
 ARCHS: dict[str, PriorArch] = {
     DEFAULT_ARCH: PriorArch(PriorConfig, PixelCNNPrior, IntPixelCNN),
     UNCODED: PriorArch(UncodedConfig, UncodedPrior, IntUncoded),
+    MULTIPASS: PriorArch(MultipassConfig, MultipassPrior, IntMultipass),
 }
 
 
