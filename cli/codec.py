@@ -13,18 +13,22 @@ import stat
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from tqdm import tqdm
 
 from vqcodec.errors import VQCodecError
+from vqcodec.imageio import FORMAT_SUFFIXES, FORMATS, format_names  # torch-free: only the lists are read here
 
 from .main import friendly_errors, main
 from .options import DEVICE, FORCE, MODEL, MODEL_DIR, QUALITY, THREADS, use_threads
 
+if TYPE_CHECKING:
+    from vqcodec.zoo.registry import Rung
+
 STDIN = "-"
 VQC = ".vqc"
-_FORMATS = ("png", "tiff", "webp", "bmp")
 
 SKIP_EXISTING = click.option(
     "--skip-existing", is_flag=True,
@@ -77,7 +81,9 @@ def _write_stdout(data: bytes) -> None:
     if out is None:
         raise VQCodecError("cannot write to stdout: it is closed")
     try:
-        out.buffer.write(data)
+        view = memoryview(data)
+        while len(view):  # an unbuffered stdout ($PYTHONUNBUFFERED) may take part: a reader gone shows next time
+            view = view[out.buffer.write(view) or 0:]
         out.buffer.flush()
     except BrokenPipeError:
         # the reader went away; point stdout at /dev/null so the interpreter's last flush is quiet
@@ -172,8 +178,6 @@ def _plan(inputs: tuple[str, ...], output: str | None, suffix: str, pattern: set
     from vqcodec.atomic import output_kind
     from vqcodec.imageio import IMAGE_SUFFIXES
 
-    if force and skip_existing:
-        raise VQCodecError("--force and --skip-existing exclude each other; choose one")
     files, several = _expand(inputs, pattern)
     jobs: list[Job] = []
     if not several:
@@ -230,13 +234,28 @@ def _plan(inputs: tuple[str, ...], output: str | None, suffix: str, pattern: set
             if skip_existing:
                 skipped.append(job)
                 continue
-            output_kind(job.dst, force=force)
+            kind = output_kind(job.dst, force=force)
         elif output is None or (not several and os.path.isdir(Path(job.dst).parent)):
-            output_kind(job.dst, force=force)
+            kind = output_kind(job.dst, force=force)
         elif not several and not output.endswith(("/", os.sep)):
             raise VQCodecError(f"cannot write {job.dst}: folder {Path(job.dst).parent} does not exist")
+        else:
+            kind = "new"  # in a folder the batch creates
+        if kind != "through":
+            _check_writable(job.dst)
         todo.append(job)
     return todo, skipped
+
+
+def _check_writable(dst: str) -> None:
+    """Refuse an output whose folder cannot be written (read-only, no permission) now, not after the
+    whole encode. The folder is the target's for a link, the first existing one for a folder the batch
+    creates."""
+    folder = Path(os.path.realpath(dst)).parent
+    while not folder.exists():
+        folder = folder.parent
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise VQCodecError(f"cannot write {dst}: folder {folder} is not writable")
 
 
 def _run(jobs: list[Job], skipped: list[Job], what: str, work, fail_fast: bool) -> None:
@@ -269,13 +288,41 @@ def coding_options(fn):
     return friendly_errors(fn)
 
 
+def _exclusive(**given: object) -> None:
+    """Options that exclude each other are bad usage (exit 2), found before any work."""
+    names = [f"--{name.replace('_', '-')}" for name, value in given.items() if value]
+    if len(names) > 1:
+        raise click.UsageError(f"{' and '.join(names)} exclude each other; choose one")
+
+
+def _tile(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
+    """A tile side that no model can use is bad usage (exit 2); the model checks the rest."""
+    from vqcodec.coding.tiles import MAX_TILE
+
+    if value is not None and (value < 4 or value > MAX_TILE or value & (value - 1)):
+        raise click.BadParameter(f"a tile side is a power of two from 4 to {MAX_TILE}, not {value}")
+    return value
+
+
+def _region(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, int, int, int] | None:
+    """X,Y,W,H as four integers, W and H at least 1 (whether it lies inside the image is for the file)."""
+    if value is None:
+        return None
+    try:
+        x, y, w, h = (int(v) for v in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"takes X,Y,W,H in pixels (four integers), not '{value}'") from None
+    if x < 0 or y < 0 or w < 1 or h < 1:
+        raise click.BadParameter(f"X and Y must be at least 0, W and H at least 1, not '{value}'")
+    return x, y, w, h
+
 
 @main.command()
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("--out", "-o", "output", default=None,
               help="Output file ('-' for stdout); with several inputs or a folder, a folder (it keeps the inputs' "
                    "paths under a folder input). Default: next to each input, with the .vqc extension.")
-@click.option("--tile", type=int, default=None,
+@click.option("--tile", type=int, default=None, callback=_tile,
               help="Tile side in bottom codes (power of two; default: the model's, 32). Bigger tiles save a "
                    "few percent of bits and decode slower.")
 @click.option("--rdo", type=click.FloatRange(min=0.0), default=None, metavar="LAMBDA",
@@ -284,7 +331,7 @@ def coding_options(fn):
                    "bits for 0.1 dB on BSD photos; default 0: the nearest codewords). Decoding is unaffected.")
 @QUALITY
 @coding_options
-def compress(inputs: tuple[str, ...], output: str | None, tile: int | None, rdo: float | None, quality: str | None,
+def compress(inputs: tuple[str, ...], output: str | None, tile: int | None, rdo: float | None, rung: Rung | None,
              model: str | None, model_dirs: tuple[Path, ...], device: str, threads: int | None, force: bool,
              skip_existing: bool, fail_fast: bool) -> None:
     """Compress images (PNG, JPEG, TIFF, WebP, BMP, GIF; '-' reads stdin) to .vqc files.
@@ -302,13 +349,13 @@ def compress(inputs: tuple[str, ...], output: str | None, tile: int | None, rdo:
     through; a symbolic link is followed. Every output is checked before any work starts. In a
     batch a bad file is reported and the others go on; the exit status is 1 if any failed.
     """
+    _exclusive(force=force, skip_existing=skip_existing)
+    _exclusive(quality=rung, model=model)
     from vqcodec.imageio import IMAGE_SUFFIXES
 
     if len(inputs) == 2 and output is None and not Path(inputs[1]).is_dir() and Path(inputs[1]).suffix == VQC:
         inputs, output = inputs[:1], inputs[1]
-    from vqcodec.zoo.registry import choose_rung
-
-    model, scale = choose_rung(model, quality)
+    model, scale = (rung.model, rung.scale) if rung else (model, 1.0)
     jobs, skipped = _plan(inputs, output, VQC, IMAGE_SUFFIXES, force, skip_existing)
     if not jobs:
         _run(jobs, skipped, "compress", None, fail_fast)
@@ -333,11 +380,11 @@ def compress(inputs: tuple[str, ...], output: str | None, tile: int | None, rdo:
 @main.command()
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("--out", "-o", "output", default=None,
-              help="Output image (format from the extension: png, tif/tiff, webp, bmp, jpg; '-' writes PNG to "
-                   "stdout); with several inputs or a folder, a folder. Default: next to each input.")
-@click.option("--format", "fmt", type=click.Choice(_FORMATS), default=None,
+              help=f"Output image, its format from the extension: {format_names()}; '-' writes PNG (or --format) "
+                   "to stdout; with several inputs or a folder, a folder. Default: next to each input.")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default=None,
               help="Output format for stdout or a folder (default png); with -o FILE it must match FILE's extension.")
-@click.option("--region", default=None, metavar="X,Y,W,H",
+@click.option("--region", "box", default=None, metavar="X,Y,W,H", callback=_region,
               help="Decode only this rectangle (pixels); only the tiles under it are decoded, and its pixels "
                    "are exactly those of the full image.")
 @click.option("--salvage", is_flag=True,
@@ -348,7 +395,7 @@ def compress(inputs: tuple[str, ...], output: str | None, tile: int | None, rdo:
               help="Refuse files that claim more pixels than N (default: the encoder's limit, twice Pillow's "
                    "MAX_IMAGE_PIXELS: 178,956,970). Raise it only for files you trust.")
 @coding_options
-def decompress(inputs: tuple[str, ...], output: str | None, fmt: str | None, region: str | None,
+def decompress(inputs: tuple[str, ...], output: str | None, fmt: str | None, box: tuple[int, int, int, int] | None,
                salvage: bool, max_pixels: int | None, model: str | None, model_dirs: tuple[Path, ...], device: str,
                threads: int | None, force: bool, skip_existing: bool, fail_fast: bool) -> None:
     """Decompress .vqc files to images.
@@ -361,12 +408,12 @@ def decompress(inputs: tuple[str, ...], output: str | None, fmt: str | None, reg
     Outputs follow the same rules as for compress (docs/cli.md). A format that cannot hold the
     file (16 bits in WebP, JPEG or BMP; WebP above 16383 pixels) is refused before decoding.
     """
+    _exclusive(force=force, skip_existing=skip_existing)
     from vqcodec.imageio import format_of_suffix
 
-    suffix = "." + (fmt or "png")
+    suffix = FORMAT_SUFFIXES[fmt or "png"][0]
     if len(inputs) == 2 and output is None and Path(inputs[1]).suffix and Path(inputs[1]).suffix != VQC:
         inputs, output = inputs[:1], inputs[1]
-    box = _parse_region(region) if region else None
     jobs, skipped = _plan(inputs, output, suffix, {VQC}, force, skip_existing)
     formats = {}
     for job in jobs:
@@ -378,8 +425,8 @@ def decompress(inputs: tuple[str, ...], output: str | None, fmt: str | None, reg
             raise VQCodecError(f"{job.dst} has the extension of {named.upper()}, but --format is {fmt}; "
                                "leave --format out or make them agree")
         if fmt is None and named is None:
-            raise VQCodecError(f"cannot tell the image format of {job.dst!r}: use a .png, .tif/.tiff, .webp, "
-                               ".bmp or .jpg/.jpeg name, or --format")
+            raise VQCodecError(f"cannot tell the image format of {job.dst!r}: name it with the extension of one "
+                               f"of {format_names()}, or use --format")
         formats[job] = fmt or named
     from vqcodec.codec import damage_message, decompress_image
     from vqcodec.coding.bitstream import unpack
@@ -396,24 +443,18 @@ def decompress(inputs: tuple[str, ...], output: str | None, fmt: str | None, reg
         image = decompress_image(data, model, device, region=box, salvage=salvage, model_dirs=model_dirs,
                                  max_pixels=max_pixels)
         if image.damaged_tiles:
-            where = "" if job.src == STDIN or len(jobs) == 1 else f"{job.src}: "
-            tqdm.write(f"vqcodec: warning: {where}{damage_message(image.damaged_tiles)}", file=sys.stderr)
+            where = "<stdin>" if job.src == STDIN else job.src
+            tqdm.write(f"vqcodec: warning: {where}: {damage_message(image.damaged_tiles)}", file=sys.stderr)
         _write_output(job.dst, encode_image(image, formats[job]), force)
 
     _run(jobs, skipped, "decompress", work, fail_fast)
 
 
-def _parse_region(text: str) -> tuple[int, int, int, int]:
-    try:
-        x, y, w, h = (int(v) for v in text.split(","))
-    except ValueError:
-        raise VQCodecError(f"--region takes X,Y,W,H in pixels, not '{text}'") from None
-    return x, y, w, h
-
-
 @main.command()
 @click.argument("file")
-@MODEL
+@click.option("--model", default=None, metavar="NAME|FILE",
+              help="Also recognise this codec model (a name from 'vqcodec models' or a codec-model file) as the one "
+                   "that wrote FILE, besides the installed ones; it is loaded only when given.")
 @MODEL_DIR
 @friendly_errors
 def info(file: str, model: str | None, model_dirs: tuple[Path, ...]) -> None:

@@ -3,21 +3,42 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
+
+from vqcodec.errors import VQCodecError
+
+if TYPE_CHECKING:
+    from vqcodec.zoo.registry import Rung
 
 MODEL = click.option(
     "--model", default=None, metavar="NAME|FILE",
     help="Codec model: a name from 'vqcodec models' or a codec-model file (default: the default quality's to "
          "compress; to decompress, the installed model that wrote the file).",
 )
+
+
+def _rung(ctx: click.Context, param: click.Parameter, value: str | None) -> Rung | None:
+    """The rung ``--quality`` names, checked as the option is parsed: a bad one is a usage error
+    (exit 2) before anything heavy is imported (the ladder is read from models.json, no torch)."""
+    if value is None:
+        return None
+    from vqcodec.zoo.registry import rung_for_quality
+
+    try:
+        return rung_for_quality(value)
+    except VQCodecError as err:
+        raise click.BadParameter(str(err)) from None
+
+
 QUALITY = click.option(
-    "--quality", "-q", default=None, metavar="Q|NAME",
+    "--quality", "-q", "rung", default=None, metavar="Q|NAME", callback=_rung,
     help="Quality 1 (smallest files) to N (best pictures) of the shipped ladder ('vqcodec models' lists it), "
          "or a rung's name; default: the default model's rung.",
 )
 MODEL_DIR = click.option(
-    "--model-dir", "model_dirs", multiple=True, type=click.Path(file_okay=False, path_type=Path),
+    "--model-dir", "model_dirs", multiple=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
     help="A folder of codec-model files to search by name and fingerprint (repeatable; also $VQCODEC_MODELS).",
 )
 THREADS = click.option(

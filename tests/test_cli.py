@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from PIL import Image
+from PIL import Image, ImageCms
 from vqcodec_cli.main import main as cli_main
 
 from vqcodec.codec import compress, decompress, decompress_image
@@ -181,7 +181,7 @@ def test_cli_region(model, tmp_path):
     proc = cli("decompress", str(src), "-o", str(tmp_path / "r.png"), "--region", "10,20,30,40", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert png_pixels((tmp_path / "r.png").read_bytes()).shape == (40, 30, 3)
-    assert cli("decompress", str(src), "-o", str(tmp_path / "q.png"), "--region", "a,b", cwd=tmp_path).returncode == 1
+    assert cli("decompress", str(src), "-o", str(tmp_path / "q.png"), "--region", "a,b", cwd=tmp_path).returncode == 2
 
 
 @pytest.mark.slow
@@ -195,7 +195,7 @@ def test_cli_salvage(model, tmp_path):
     assert not (tmp_path / "strict.png").exists()
     err = results["salvage"].stderr.decode()
     assert results["salvage"].returncode == 0, err
-    assert err.strip().splitlines() == [f"vqcodec: warning: 1 damaged tile(s) ({k}) could not be restored"]
+    assert err.strip().splitlines() == [f"vqcodec: warning: bad.vqc: 1 damaged tile(s) ({k}) could not be restored"]
     np.testing.assert_array_equal(png_pixels((tmp_path / "salvaged.png").read_bytes()),
                                   decompress_image(bad, model, salvage=True).pixels)
 
@@ -639,7 +639,7 @@ def test_models_lists_shipped_and_user_models_and_decompress_finds_them(tmp_path
     folder.mkdir()
     write_tiny_codec_model(folder / "tiny.safetensors")
     runner = CliRunner()
-    res = runner.invoke(cli_main, ["models", "--model-dir", str(folder)])
+    res = runner.invoke(cli_main, ["models", "--all", "--model-dir", str(folder)])
     assert res.exit_code == 0, res.output
     out = res.output.splitlines()
     steps = ladder()
@@ -650,7 +650,7 @@ def test_models_lists_shipped_and_user_models_and_decompress_finds_them(tmp_path
     tiny_fp = load_codec_model(folder / "tiny.safetensors").fingerprint.hex()
     assert tiny_fp in lines["tiny"] and str(folder) in lines["tiny"]
     assert "57a57c49cb30abd2344d4222711e75d9" in lines["paper"] and "28.74 dB" in lines["paper"]
-    assert re.search(r"\s2\s+10\.9MB", lines["paper"])  # levels and size
+    assert re.search(r"\s2\s+10\.9 MB\s+10\.9 MB\s", lines["paper"])  # levels, file and model sizes
     Image.fromarray(smooth_image(24, 32, 3)).save(tmp_path / "a.png")
     base = ["--model-dir", str(folder)]
     assert runner.invoke(cli_main, ["compress", str(tmp_path / "a.png"), "-o", str(tmp_path / "a.vqc"),
@@ -667,17 +667,17 @@ def test_models_lists_shipped_and_user_models_and_decompress_finds_them(tmp_path
 
 
 def test_quality_option(tmp_path: Path) -> None:
-    """--quality Q or NAME picks a rung, info shows it; a bad one is one error line, exit 1."""
+    """--quality Q or NAME picks a rung, info shows it; a bad one is a usage error, exit 2."""
     Image.fromarray(smooth_image(24, 32, 3)).save(tmp_path / "a.png")
     steps = ladder()
     cases = [str(len(steps) + 1), "0", "nope", "1.5"]
     for q in cases:
         res = cli("compress", "a.png", "-o", "q.vqc", "--quality", q, cwd=tmp_path)
-        assert res.returncode == 1 and res.stdout == b"", (q, res)
-        assert res.stderr.decode().count("\n") == 1 and res.stderr.startswith(b"vqcodec: error: "), res.stderr
-        assert b"quality" in res.stderr and not (tmp_path / "q.vqc").exists()
+        assert res.returncode == 2 and res.stdout == b"", (q, res)
+        assert b"Error: Invalid value for '--quality'" in res.stderr and b"Traceback" not in res.stderr
+        assert not (tmp_path / "q.vqc").exists()
     res = cli("compress", "a.png", "-o", "q.vqc", "--quality", "1", "--model", steps[0].model, cwd=tmp_path)
-    assert res.returncode == 1 and b"not both" in res.stderr
+    assert res.returncode == 2 and b"--quality and --model exclude each other" in res.stderr
     for r in {s.name: s for s in (steps[0], steps[-1])}.values():
         for q in (str(r.quality), r.name):
             res = cli("compress", "a.png", "-o", f"{q}.vqc", "-q", q, cwd=tmp_path)
@@ -892,7 +892,8 @@ def test_skip_existing_finishes_an_interrupted_batch(tiny_model_file, tmp_path):
     assert "skipped 1" in res.stderr
     assert (out / "a.vqc").read_bytes() == b"done before the interruption"
     assert sorted(p.name for p in out.iterdir()) == ["a.vqc", "b.vqc", "c.vqc"]
-    assert "exclude each other" in refused("compress", str(src), "-o", str(out), "--skip-existing", "--force", *m)
+    res = invoke("compress", str(src), "-o", str(out), "--skip-existing", "--force", *m)
+    assert res.exit_code == 2 and "--force and --skip-existing exclude each other" in res.stderr
 
 
 def test_several_inputs_need_a_folder_output(tiny_model_file, tiny_png, tmp_path, monkeypatch):
@@ -970,7 +971,8 @@ def test_salvage_exits_non_zero_when_nothing_is_restored_and_keeps_what_a_cut_fi
     assert "truncated" in refused("decompress", str(tmp_path / "cut.vqc"), "-o", str(tmp_path / "cut.png"), *m)
     res = invoke("decompress", str(tmp_path / "cut.vqc"), "-o", str(tmp_path / "cut.png"), "--salvage", *m)
     assert res.exit_code == 0, res.output
-    assert res.stderr.strip() == "vqcodec: warning: 1 damaged tile(s) (5) could not be restored"
+    assert res.stderr.strip() == f"vqcodec: warning: {tmp_path / 'cut.vqc'}: 1 damaged tile(s) (5) could not be " \
+                                 "restored"  # the file is named, even when it is the only one
 
 
 def test_info_shows_the_header_of_a_damaged_file_and_marks_the_tiles(tiny_model_file, tmp_path):
@@ -1107,3 +1109,174 @@ def test_prior_refit_keeping_fewer_layers_on_pooled_codes(tiny_images, tmp_path,
     pixels = smooth_image(40, 48, 7)
     _, images = _round_trip_on_1_and_2_threads(pixels, delta, 1.5)
     assert np.array_equal(images[0], decompress(compress(pixels, str(base), scale=1.5), str(base)))
+
+
+# -- what a new user meets first (issue 32) -------------------------------------------------------------------
+
+
+def test_a_bad_option_value_exits_2_before_torch_is_imported(tiny_png, tmp_path):
+    """Every bad option value is click's usage error (exit 2), found while the command line is read:
+    the process never imports torch (which costs seconds) for it."""
+    vqc = str(tmp_path / "x.vqc")
+    png = str(tiny_png)
+    cases = [
+        ["compress", png, "-q", "9"], ["compress", png, "-q", "0"], ["compress", png, "-q", "nope"],
+        ["compress", png, "--tile", "3"], ["compress", png, "--tile", "512"],
+        ["compress", png, "--force", "--skip-existing"], ["compress", png, "-q", "1", "--model", "paper"],
+        ["compress", png, "--threads", "0"], ["compress", png, "--model-dir", str(tmp_path / "none")],
+        ["decompress", vqc, "--region", "1,2,3"], ["decompress", vqc, "--region", "a,b,c,d"],
+        ["decompress", vqc, "--region", "0,0,0,4"], ["decompress", vqc, "--force", "--skip-existing"],
+        ["decompress", vqc, "--format", "gif"], ["decompress", vqc, "--threads", "0"],
+        ["info", vqc, "--model-dir", str(tmp_path / "none")], ["models", "--model-dir", str(tmp_path / "none")],
+    ]
+    script = (
+        "import json, sys\n"
+        "from click.testing import CliRunner\n"
+        "from vqcodec_cli.main import main\n"
+        "found = []\n"
+        "for argv in json.loads(sys.argv[1]):\n"
+        "    res = CliRunner().invoke(main, argv)\n"
+        "    found.append([argv, res.exit_code, 'torch' in sys.modules, res.stderr.strip().splitlines()[-1:]])\n"
+        "print(json.dumps(found))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script, json.dumps(cases)], capture_output=True, timeout=120,
+                          env=CLI_ENV, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr.decode()
+    for argv, code, torch_imported, last in json.loads(proc.stdout):
+        assert (code, torch_imported) == (2, False), (argv, code, torch_imported, last)
+        assert last and last[0].startswith("Error: "), (argv, last)
+    assert list(tmp_path.iterdir()) == [tiny_png]
+
+
+def test_a_multi_page_tiff_is_refused_naming_its_pages(tiny_model_file, tmp_path):
+    import tifffile
+
+    pages = np.stack([smooth_image(16, 24, seed=s) for s in (1, 2)])
+    tifffile.imwrite(tmp_path / "two.tif", pages, photometric="rgb")
+    line = refused("compress", str(tmp_path / "two.tif"), "-o", str(tmp_path / "two.vqc"),
+                   "--model", str(tiny_model_file))
+    assert f"{tmp_path / 'two.tif'} is a TIFF of 2 pages" in line
+    assert not (tmp_path / "two.vqc").exists()
+
+
+def test_a_reader_gone_mid_stream_is_the_error_of_a_reader_gone_before_the_first_write(tiny_model_file, tmp_path):
+    """The output (a 150 kB BMP) is more than a pipe holds: the reader takes 10 bytes and goes while
+    vqcodec is still writing. Buffered or not ($PYTHONUNBUFFERED), that is exit 1 with one line."""
+    Image.fromarray(smooth_image(224, 224, seed=4)).save(tmp_path / "big.png")
+    (tmp_path / "big.vqc").write_bytes(compress(tmp_path / "big.png", load_codec_model(tiny_model_file)))
+    argv = [sys.executable, "-m", "vqcodec", "decompress", "big.vqc", "-o", "-", "--format", "bmp", "--model",
+            str(tiny_model_file)]
+    for unbuffered in ("1", None):
+        env = {k: v for k, v in CLI_ENV.items() if k != "PYTHONUNBUFFERED"}
+        env.update({"PYTHONUNBUFFERED": unbuffered} if unbuffered else {})
+        proc = subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        assert proc.stdout.read(10)[:2] == b"BM"
+        proc.stdout.close()
+        err = proc.stderr.read().decode()
+        assert proc.wait(timeout=120) == 1, (unbuffered, err)
+        assert err.strip().splitlines() == [
+            "vqcodec: error: big.vqc: cannot write to stdout: the pipe was closed by its reader"], (unbuffered, err)
+
+
+def test_one_list_of_output_formats_for_format_the_out_help_and_the_docs(tiny_model_file, tiny_png, tmp_path):
+    from vqcodec.imageio import FORMAT_SUFFIXES, FORMATS, format_names
+
+    decompress_cmd = cli_main.commands["decompress"]
+    options = {p.name: p for p in decompress_cmd.params}
+    assert tuple(options["fmt"].type.choices) == FORMATS == tuple(FORMAT_SUFFIXES)
+    assert format_names() in " ".join(options["output"].help.split())
+    assert format_names() in " ".join((Path(__file__).parents[1] / "docs" / "cli.md").read_text().split())
+    assert all(f"({', '.join(suffixes)})" in format_names() for suffixes in FORMAT_SUFFIXES.values())
+    (tmp_path / "packed").mkdir()
+    (tmp_path / "packed" / "x.vqc").write_bytes(compress(tiny_png, load_codec_model(tiny_model_file)))
+    m = ["--model", str(tiny_model_file)]
+    for fmt, suffixes in FORMAT_SUFFIXES.items():  # each format by --format (a folder) and by each extension
+        run("decompress", str(tmp_path / "packed"), "-o", str(tmp_path / fmt), "--format", fmt, *m)
+        assert [p.name for p in (tmp_path / fmt).iterdir()] == [f"x{suffixes[0]}"]
+        for suffix in suffixes:
+            run("decompress", str(tmp_path / "packed" / "x.vqc"), "-o", str(tmp_path / f"y{suffix}"), *m)
+            assert Image.open(tmp_path / f"y{suffix}").format == {"tiff": "TIFF", "jpeg": "JPEG"}.get(
+                fmt, fmt.upper())
+
+
+def test_models_lists_the_ladder_s_models_and_the_legacy_ones_with_all(tmp_path):
+    from vqcodec.zoo.registry import list_models
+
+    shipped = {e.name: e for e in list_models()}
+    in_use = {r.model for r in ladder()} | {default_model_name()}
+    legacy = set(shipped) - in_use
+    assert legacy and in_use <= set(shipped)
+
+    def listed(*args: str) -> dict[str, str]:
+        out = run("models", *args).split("\n\n", 1)[1].splitlines()
+        return {line.split()[0]: line for line in out[2:] if line.split()[0] in shipped}
+
+    plain = run("models")
+    assert set(listed()) == in_use
+    assert f"{len(legacy)} legacy models" in plain and "--all" in plain
+    everything = listed("--all")
+    assert set(everything) == set(shipped)
+    for name in ("paper", "paper-wf", "paper-up-b3"):  # a whole model, a delta, a delta of a delta of ...
+        _, _, tensors = load_model(shipped[name].path)
+        whole = sum(t.numel() * t.element_size() for t in tensors.values())
+        file_size, model_size = re.search(r"\s2\s+(\S+ [kM]B)\s+(\S+ [kM]B)\s", everything[name]).groups()
+        assert model_size == f"{whole / 1e6:.1f} MB", (name, everything[name])
+        size = shipped[name].size
+        assert file_size == (f"{size / 1e6:.1f} MB" if size >= 1e6 else f"{size / 1e3:.1f} kB")
+    assert "0.0 MB" not in plain
+    res = CliRunner().invoke(cli_main, ["models", "--model-dir", str(tmp_path / "none")])
+    assert res.exit_code == 2 and "does not exist" in res.stderr
+
+
+def test_info_help_describes_info_s_own_model_option():
+    info_help = " ".join(run("info", "--help").split())
+    model_help = info_help[info_help.index("--model NAME|FILE"):info_help.index("--model-dir")]
+    assert "compress" not in model_help and "wrote FILE" in model_help
+
+
+def test_a_dropped_icc_profile_is_a_warning_naming_the_file(tiny_model_file, tmp_path):
+    icc = bytearray(ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes())
+    icc[16:20] = b"CMYK"  # the colour space a CMYK JPEG's profile declares
+    Image.fromarray(smooth_image(16, 24, seed=5)).convert("CMYK").save(tmp_path / "cmyk.jpg", icc_profile=bytes(icc))
+    res = invoke("compress", str(tmp_path / "cmyk.jpg"), "-o", str(tmp_path / "cmyk.vqc"),
+                 "--model", str(tiny_model_file))
+    assert res.exit_code == 0, res.output
+    warning = [line for line in res.stderr.splitlines() if "warning" in line]
+    assert warning == [f"vqcodec: warning: {tmp_path / 'cmyk.jpg'}: its CMYK ICC profile does not describe the "
+                       "RGB pixels coded, so it is dropped (colours are not managed)"], res.stderr
+
+
+def test_python_m_vqcodec_version_names_vqcodec(tmp_path):
+    from importlib.metadata import version
+
+    proc = cli("--version", cwd=tmp_path)
+    assert proc.returncode == 0 and proc.stdout.decode() == f"vqcodec, version {version('vqcodec')}\n"
+
+
+def test_an_output_folder_that_cannot_be_written_is_refused_before_any_work(tiny_model_file, tiny_png, tmp_path,
+                                                                           monkeypatch):
+    from vqcodec.zoo import codec_model
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    (tmp_path / "x.vqc").write_bytes(compress(tiny_png, load_codec_model(tiny_model_file)))
+    real_access = os.access
+
+    def access(path, mode, *args, **kwargs):  # as root, chmod 555 would not stop a write: deny it here
+        if Path(path) == locked and mode & os.W_OK:
+            return False
+        return real_access(path, mode, *args, **kwargs)
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded before the output was checked")
+
+    monkeypatch.setattr(os, "access", access)
+    monkeypatch.setattr(codec_model, "load_codec_model", no_model)
+    m = ["--model", str(tiny_model_file)]
+    line = refused("compress", str(tiny_png), "-o", str(locked / "x.vqc"), *m)
+    assert line == f"vqcodec: error: cannot write {locked / 'x.vqc'}: folder {locked} is not writable"
+    Image.fromarray(smooth_image(16, 24, seed=2)).save(tmp_path / "other.png")
+    line = refused("compress", str(tiny_png), str(tmp_path / "other.png"), "-o", str(locked / "new" / "sub"), *m)
+    assert line.endswith(f"folder {locked} is not writable")  # a folder the batch would create, inside locked
+    assert "not writable" in refused("decompress", str(tmp_path / "x.vqc"), "-o", str(locked / "x.png"), *m)
+    assert list(locked.iterdir()) == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ from PIL import Image, ImageCms, ImageOps
 
 from vqcodec import atomic
 from vqcodec.atomic import atomic_write_bytes
-from vqcodec.errors import VQCodecError
+from vqcodec.errors import VQCodecError, VQCodecWarning
 from vqcodec.imageio import (
     IMAGE_SUFFIXES,
     ImageData,
@@ -261,10 +262,19 @@ def test_tiff_more_than_four_channels_is_refused() -> None:
         read_image(buf.getvalue())
 
 
-def test_multipage_tiff_reads_first_page() -> None:
+def test_a_tiff_of_several_pages_is_refused_and_a_thumbnail_page_does_not_count() -> None:
     pages = random_pixels(3 * 4, 5, 3, 8).reshape(3, 4, 5, 3)
     buf = io.BytesIO()
     tifffile.imwrite(buf, pages, photometric="rgb")
+    with pytest.raises(VQCodecError, match="is a TIFF of 3 pages; vqcodec codes one image only"):
+        read_image(buf.getvalue())
+    palette = Image.fromarray(random_pixels(4, 5, 3, 8)).quantize(8)  # a TIFF that Pillow decodes
+    palette.save(buf := io.BytesIO(), "TIFF", save_all=True, append_images=[palette])
+    with pytest.raises(VQCodecError, match="is a TIFF of 2 pages"):
+        read_image(buf.getvalue())
+    with tifffile.TiffWriter(buf := io.BytesIO()) as tif:
+        tif.write(pages[0], photometric="rgb")
+        tif.write(pages[1][::2, ::2], photometric="rgb", subfiletype=1)  # a reduced-resolution page
     np.testing.assert_array_equal(read_image(buf.getvalue()).pixels, pages[0])
 
 
@@ -281,10 +291,22 @@ def test_icc_profile_is_preserved(tmp_path: Path, fmt: str, bit_depth: int) -> N
             assert im.info["icc_profile"] == icc
 
 
-def test_icc_profile_of_another_colour_space_is_dropped(tmp_path: Path) -> None:
+def test_icc_profile_of_another_colour_space_is_dropped_with_a_warning_naming_the_file(tmp_path: Path) -> None:
     path = tmp_path / "gray.png"
-    write_image(path, ImageData(random_pixels(4, 5, 1, 8), 8, srgb_profile()))
-    assert read_image(path).icc_profile is None
+    Image.fromarray(random_pixels(4, 5, 1, 8)[..., 0]).save(path, icc_profile=srgb_profile())
+    with pytest.warns(VQCodecWarning, match=f"{path}: its RGB ICC profile does not describe the gray pixels"):
+        assert read_image(path).icc_profile is None
+    cmyk_icc = bytearray(srgb_profile())
+    cmyk_icc[16:20] = b"CMYK"  # the colour space a CMYK JPEG's profile declares
+    Image.fromarray(random_pixels(4, 5, 3, 8)).convert("CMYK").save(jpeg := tmp_path / "cmyk.jpg",
+                                                                     icc_profile=bytes(cmyk_icc))
+    with pytest.warns(VQCodecWarning, match=f"{jpeg}: its CMYK ICC profile does not describe the RGB pixels"):
+        image = read_image(jpeg)
+    assert image.icc_profile is None and image.pixels.shape == (4, 5, 3)
+    write_image(rgb := tmp_path / "rgb.png", ImageData(random_pixels(4, 5, 3, 8), 8, srgb_profile()))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a profile kept is no news
+        assert read_image(rgb).icc_profile == srgb_profile()
 
 
 # ------------------------------------------------------------------------------------------- errors

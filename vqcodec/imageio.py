@@ -14,12 +14,14 @@ Policy, so that every file either becomes an exact ``ImageData`` or fails with a
   and is dropped; any transparent pixel makes us refuse the image rather than guess a background.
 - 1-bit images become 8-bit gray (0/255). CMYK, YCbCr, Lab, ... are converted to RGB by Pillow,
   without colour management. 32-bit integer, signed and floating-point images are refused.
-- TIFF: only the first page is read. Gray or RGB with at most one extra sample (taken as alpha);
-  more channels are refused. MinIsWhite is inverted. Palette/CMYK/YCbCr TIFFs go through Pillow.
-  Samples of other widths stored in uint16 (e.g. 12-bit) keep their values and get bit_depth 16.
+- TIFF: a file of several pages is refused, as animations are (coding page 1 would silently lose
+  the rest); reduced-resolution pages (thumbnails) do not count. Gray or RGB with at most one extra
+  sample (taken as alpha); more channels are refused. MinIsWhite is inverted. Palette/CMYK/YCbCr
+  TIFFs go through Pillow. Samples of other widths stored in uint16 (e.g. 12-bit) keep their values
+  and get bit_depth 16.
 - ICC profile: kept when its colour space matches the pixels (RGB for 3 channels, GRAY for 1),
-  dropped otherwise (e.g. a CMYK profile after conversion to RGB). Written back to PNG, TIFF, WebP
-  and JPEG; BMP cannot carry it.
+  dropped otherwise (e.g. a CMYK profile after conversion to RGB), with a ``VQCodecWarning`` naming
+  the file. Written back to PNG, TIFF, WebP and JPEG; BMP cannot carry it.
 - Writing: only PNG and TIFF keep 16 bits, other formats refuse 16-bit images. Gray stays gray except
   in WebP, which has no gray mode (it is stored, and read back, as RGB). JPEG is written at quality 95
   without chroma subsampling, WebP losslessly, TIFF with lossless deflate.
@@ -32,28 +34,34 @@ import io
 import os
 import re
 import struct
+import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 import tifffile
-import torch
 from PIL import Image, ImageOps
 
 from vqcodec.atomic import atomic_write_bytes
-from vqcodec.errors import VQCodecError
+from vqcodec.errors import VQCodecError, VQCodecWarning
 
-FORMATS = ("png", "tiff", "webp", "bmp", "jpeg")
+if TYPE_CHECKING:  # torch is imported where tensors are made, so the command line can read the lists below fast
+    import torch
+
+# The one list of output formats and their extensions (the first one is what a folder output gets):
+# --format, the -o help and docs/cli.md all come from it.
+FORMAT_SUFFIXES: dict[str, tuple[str, ...]] = {
+    "png": (".png",), "tiff": (".tiff", ".tif"), "webp": (".webp",), "bmp": (".bmp",),
+    "jpeg": (".jpg", ".jpeg", ".jpe", ".jfif"),
+}
+FORMATS = tuple(FORMAT_SUFFIXES)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp", ".gif"}  # what a folder of images holds
 _PIL_NAMES = {"png": "PNG", "jpeg": "JPEG", "tiff": "TIFF", "webp": "WEBP", "bmp": "BMP", "gif": "GIF"}
 _ANIMATED = ("png", "webp", "gif")  # formats whose extra frames are an animation (TIFF pages are not)
 _ALPHA_MODES = {"LA", "La", "PA", "RGBA", "RGBa"}  # not "A" in the mode: LAB's A is a colour channel
-_EXTENSIONS = {
-    ".png": "png", ".tif": "tiff", ".tiff": "tiff", ".webp": "webp", ".bmp": "bmp",
-    ".jpg": "jpeg", ".jpeg": "jpeg", ".jpe": "jpeg", ".jfif": "jpeg",
-}
+_EXTENSIONS = {suffix: fmt for fmt, suffixes in FORMAT_SUFFIXES.items() for suffix in suffixes}
 _MAGIC = (
     (b"\x89PNG\r\n\x1a\n", "png"), (b"\xff\xd8\xff", "jpeg"), (b"BM", "bmp"),
     (b"II*\x00", "tiff"), (b"MM\x00*", "tiff"), (b"II+\x00", "tiff"), (b"MM\x00+", "tiff"),
@@ -99,7 +107,7 @@ def read_image(source: str | os.PathLike | bytes | BinaryIO) -> ImageData:
         raise VQCodecError(f"{name}: unsupported pixel layout {pixels.shape} {pixels.dtype}")
     bit_depth = 8 * pixels.itemsize
     pixels = np.ascontiguousarray(pixels, dtype=np.uint8 if bit_depth == 8 else np.uint16)
-    return ImageData(pixels, bit_depth, _matching_icc(icc, pixels.shape[2]))
+    return ImageData(pixels, bit_depth, _kept_icc(icc, pixels.shape[2], name))
 
 
 def list_images(folder: str | os.PathLike) -> list[Path]:
@@ -196,7 +204,7 @@ def from_pil(im: Image.Image, name: str = "image") -> ImageData:
     """An in-memory PIL image under the same policy as files (modes, palette, alpha, 16-bit, ICC)."""
     icc = im.info.get("icc_profile")
     pixels = np.ascontiguousarray(_pillow_pixels(im, icc, name))
-    return ImageData(pixels, 16 if pixels.dtype == np.uint16 else 8, _matching_icc(icc, pixels.shape[2]))
+    return ImageData(pixels, 16 if pixels.dtype == np.uint16 else 8, _kept_icc(icc, pixels.shape[2], name))
 
 
 def from_array(pixels: np.ndarray) -> ImageData:
@@ -244,6 +252,10 @@ def _decode_tiff(data: bytes, name: str) -> tuple[np.ndarray, bytes | None] | No
     """Decode gray/RGB TIFF pages with tifffile (exact 16-bit); None means 'let Pillow convert it'."""
     photometric = tifffile.PHOTOMETRIC
     with tifffile.TiffFile(io.BytesIO(data)) as tif:
+        pages = sum(1 for p in tif.pages if not p.is_reduced)  # thumbnails do not count
+        if pages > 1:
+            raise VQCodecError(f"{name} is a TIFF of {pages} pages; vqcodec codes one image only "
+                               "(save the page you want as its own image first)")
         page = tif.pages[0]
         if page.photometric not in (photometric.MINISBLACK, photometric.MINISWHITE, photometric.RGB):
             return None
@@ -319,20 +331,37 @@ def _matching_icc(icc: bytes | None, channels: int) -> bytes | None:
     return bytes(icc) if _icc_space(icc) == (b"GRAY" if channels == 1 else b"RGB ") else None
 
 
+def _kept_icc(icc: bytes | None, channels: int, name: str) -> bytes | None:
+    """``_matching_icc`` for a file read: a profile dropped is said, since the colours may then
+    look different (e.g. a CMYK JPEG converted to RGB without colour management)."""
+    kept = _matching_icc(icc, channels)
+    if icc and kept is None:
+        space = (_icc_space(icc) or b"unreadable").decode("latin-1").strip()
+        pixels = "gray" if channels == 1 else "RGB"
+        warnings.warn(VQCodecWarning(f"{name}: its {space} ICC profile does not describe the {pixels} pixels "
+                                     "coded, so it is dropped (colours are not managed)"), stacklevel=3)
+    return kept
+
+
 # ---------------------------------------------------------------------------------------------- writing
 
 
 def format_of_suffix(path: str | os.PathLike) -> str | None:
-    """The image format a file name's extension names ('png', 'tiff', 'webp', 'bmp', 'jpeg'), or None."""
+    """The image format a file name's extension names (one of ``FORMATS``), or None."""
     return _EXTENSIONS.get(Path(path).suffix.lower())
 
 
+def format_names() -> str:
+    """The output formats with their extensions, for messages and help: 'png (.png), tiff (.tiff, .tif), ...'."""
+    return ", ".join(f"{fmt} ({', '.join(suffixes)})" for fmt, suffixes in FORMAT_SUFFIXES.items())
+
+
 def format_from_path(path: str | os.PathLike) -> str:
-    """Output format from the file extension: 'png', 'tiff', 'webp', 'bmp' or 'jpeg'."""
+    """Output format from the file extension: one of ``FORMATS``."""
     fmt = format_of_suffix(path)
     if fmt is None:
-        raise VQCodecError(f"cannot tell the image format of {os.fspath(path)!r}: "
-                           "use a .png, .tif/.tiff, .webp, .bmp or .jpg/.jpeg name")
+        raise VQCodecError(f"cannot tell the image format of {os.fspath(path)!r}: name it with the extension of "
+                           f"one of {format_names()}")
     return fmt
 
 
@@ -343,7 +372,7 @@ def write_image(path: str | os.PathLike, image: ImageData, *, force: bool = Fals
 
 
 def encode_image(image: ImageData, fmt: str) -> bytes:
-    """Encode to 'png', 'tiff', 'webp', 'bmp' or 'jpeg' bytes (also usable for stdout)."""
+    """Encode to bytes of one of ``FORMATS`` (also usable for stdout)."""
     fmt = {"jpg": "jpeg", "tif": "tiff"}.get(fmt.lower(), fmt.lower())
     if fmt not in FORMATS:
         raise VQCodecError(f"unknown image format {fmt!r}; use one of {', '.join(FORMATS)}")
@@ -434,6 +463,8 @@ def _full_scale(bit_depth: int) -> int:
 
 def to_tensor(pixels: np.ndarray, bit_depth: int) -> torch.Tensor:
     """(H, W, C) integers to float32 (1, C, H, W) in [0, 1]; exactly undone by ``from_tensor``."""
+    import torch
+
     full = _full_scale(bit_depth)
     arr = np.asarray(pixels)
     if arr.ndim == 2:
@@ -456,6 +487,8 @@ def from_tensor(t: torch.Tensor, bit_depth: int) -> np.ndarray:
         t = t[0]
     if t.dim() != 3:
         raise VQCodecError(f"expected a (1, C, H, W) or (C, H, W) tensor, got shape {tuple(t.shape)}")
+    import torch
+
     values = torch.round(torch.nan_to_num(t.float(), nan=0.0).clamp(0, 1) * full).to(torch.int32)
     arr = values.permute(1, 2, 0).cpu().numpy()
     return np.ascontiguousarray(arr.astype(np.uint8 if bit_depth == 8 else np.uint16))

@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -192,6 +193,41 @@ def list_models(extra_dirs: Sequence[str | os.PathLike] = ()) -> list[ModelEntry
                 if folder == SHIPPED_DIR:
                     raise
     return list(seen.values())
+
+
+def model_bytes(entry: ModelEntry, entries: Sequence[ModelEntry]) -> int | None:
+    """Bytes of the tensors of the whole model a file stands for: a plain file's own; a delta's own on
+    top of its base's (found by fingerprint among ``entries``) less those it removes. None when a
+    base is missing. Read from the files' headers alone: no tensor is read, torch is not needed."""
+    by_fingerprint = {e.fingerprint: e.path for e in entries}
+    path: Path | None = entry.path
+    chain: list[tuple[dict[str, int], set[str]]] = []  # (tensor bytes, removed names), the entry's first
+    while path is not None:
+        meta = read_metadata(path)
+        chain.append((_tensor_bytes(path), set(json.loads(meta.get("removed", "[]")))))
+        if "base" not in meta:
+            break
+        path = by_fingerprint.get(meta["base"])
+        if path is None or len(chain) > len(by_fingerprint):  # a missing base, or a loop
+            return None
+    sizes: dict[str, int] = {}
+    for own, removed in reversed(chain):  # the plain model first, each delta on top
+        sizes = {k: v for k, v in sizes.items() if k not in removed} | own
+    return sum(sizes.values())
+
+
+def _tensor_bytes(path: Path) -> dict[str, int]:
+    """{tensor name: bytes} from a safetensors file's header (8 bytes of length, then JSON)."""
+    try:
+        with open(path, "rb") as f:
+            (length,) = struct.unpack("<Q", f.read(8))
+            if length > os.fstat(f.fileno()).st_size:
+                raise ValueError("its header is longer than the file")
+            header = json.loads(f.read(length))
+        return {k: int(v["data_offsets"][1]) - int(v["data_offsets"][0]) for k, v in header.items()
+                if k != "__metadata__"}
+    except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError, struct.error) as err:
+        raise VQCodecError(f"{path} is not a vqcodec model file ({err})") from None
 
 
 def find_by_fingerprint(fp: bytes, extra_dirs: Sequence[str | os.PathLike] = ()) -> Path | None:
