@@ -274,18 +274,38 @@ def test_every_shipped_model_is_bit_exact_on_1_and_2_threads(name, tmp_path) -> 
     assert np.array_equal(np.load(tmp_path / "1.npy"), pixels) and np.array_equal(np.load(tmp_path / "2.npy"), pixels)
 
 
-def _guard_figures(name: str) -> dict[str, float]:
-    data = vqcodec.compress(GUARD, **_how(name))
+def _guard_points() -> list[str]:
+    """Every point of the guard: each shipped model and rung, and each point recorded before (rungs of
+    earlier ladders, "model@scale": the files they wrote are pinned as well)."""
+    recorded = json.loads(GUARD_FIGURES.read_text()) if GUARD_FIGURES.exists() else {}
+    return sorted(set(POINTS) | set(recorded))
+
+
+def _guard_how(point: str) -> dict[str, str | float]:
+    """compress's keywords for a guard point: _how's, or a model and a scale for a rung of an earlier ladder."""
+    if point in RUNGS or "@" not in point:
+        return _how(point)
+    model, scale = point.rsplit("@", 1)
+    return {"model": model, "scale": float(scale)}
+
+
+def _guard_figures(name: str) -> dict[str, float | int | str]:
+    import hashlib
+
+    data = vqcodec.compress(GUARD, **_guard_how(name))
     original = np.asarray(Image.open(GUARD).convert("RGB"))
     decoded = vqcodec.decompress(data)
     bpp = 8 * len(data) / (original.shape[0] * original.shape[1])
-    return {"bpp": round(bpp, 5), "psnr": round(psnr(original, decoded), 3)}
+    return {"bpp": round(bpp, 5), "psnr": round(psnr(original, decoded), 3), "bytes": len(data),
+            "sha256": hashlib.sha256(data).hexdigest(), "pixels_sha256": hashlib.sha256(decoded.tobytes()).hexdigest()}
 
 
-@pytest.mark.parametrize("name", POINTS)
+@pytest.mark.parametrize("name", _guard_points())
 def test_quality_guard(name, regen_golden) -> None:
-    """Each shipped model and rung on a small photo kept in tests/data stays within 0.3 dB and 2% of the bits
-    recorded (``pytest --regen-golden`` records them anew, for a new model)."""
+    """Each shipped model and rung (and rung of an earlier ladder) on a small photo kept in tests/data
+    gives exactly the file recorded (its size and SHA-256) and decodes exactly to the pixels recorded
+    (SHA-256 of the pixel bytes); the bpp and PSNR recorded say how far off a changed model is
+    (``pytest --regen-golden`` records them anew, for a new model)."""
     got = _guard_figures(name)
     recorded = json.loads(GUARD_FIGURES.read_text()) if GUARD_FIGURES.exists() else {}
     if regen_golden:
@@ -293,8 +313,15 @@ def test_quality_guard(name, regen_golden) -> None:
         GUARD_FIGURES.write_text(json.dumps(recorded, indent=2, sort_keys=True) + "\n")
     assert name in recorded, f"no figures recorded for {name}: run pytest --regen-golden"
     want = recorded[name]
+    assert set(want) == set(got), f"{name}: figures {sorted(set(got) - set(want))} not recorded: run --regen-golden"
     assert abs(got["psnr"] - want["psnr"]) <= 0.3, (name, got, want)
     assert abs(got["bpp"] - want["bpp"]) <= 0.02 * want["bpp"], (name, got, want)
+    assert (got["bytes"], got["sha256"]) == (want["bytes"], want["sha256"]), (
+        f"{name} no longer writes the file recorded: {got['bytes']} bytes against {want['bytes']}")
+    assert got["pixels_sha256"] == want["pixels_sha256"], (
+        f"{name}'s file, the same bytes as recorded, decodes to other pixels (PSNR {got['psnr']} against "
+        f"{want['psnr']}): the VQ-VAE decoder's float arithmetic differs here (torch version / CPU), "
+        "or the model changed")
 
 
 def _refit_vqvae_file(base: Path, out: Path) -> Path:
