@@ -107,27 +107,15 @@ def multipass_order(schedule: tuple[tuple[int, ...], ...], height: int, width: i
     return steps
 
 
-@functools.lru_cache(maxsize=8)
-def _cell_taps(schedule: tuple, window: int) -> np.ndarray:
-    """(P, P, S, S) window tap (index into the flattened window, or window**2 for none) that links
-    cell place ``i`` (output) to cell place ``j`` (input) at cell offset (sy, sx), P = period**2:
-    the masked context convolution as a convolution over cells (``context_features``)."""
-    p, r = len(schedule), window // 2
-    reach = -(-r // p)
-    ks = 2 * reach + 1
-    taps = np.full((p * p, p * p, ks, ks), window * window, dtype=np.int64)
-    for a in range(p):
-        for c in range(p):
-            for a2 in range(p):
-                for c2 in range(p):
-                    if schedule[a2][c2] >= schedule[a][c]:
-                        continue
-                    for sy in range(-reach, reach + 1):
-                        for sx in range(-reach, reach + 1):
-                            dy, dx = p * sy + a2 - a, p * sx + c2 - c
-                            if abs(dy) <= r and abs(dx) <= r:
-                                taps[a * p + c, a2 * p + c2, sy + reach, sx + reach] = (dy + r) * window + dx + r
-    return taps
+@functools.lru_cache(maxsize=16)
+def _all_neighbours(schedule: tuple, window: int, height: int, width: int) -> np.ndarray:
+    """(H*W, window**2): for every position the flat index of each tap's neighbour, or -1 where it
+    is outside the map or not decoded before the position's own pass."""
+    out = np.full((height * width, window * window), -1, dtype=np.int64)
+    for g in range(1 + max(max(row) for row in schedule)):
+        here, nb = _neighbours(schedule, window, height, width, g)
+        out[here] = nb.T
+    return out
 
 
 # -- the float model (trained) ----------------------------------------------------------------------
@@ -205,21 +193,21 @@ class MultipassPrior(nn.Module):
     def context_features(self, codes: torch.Tensor, trace: dict | None = None) -> torch.Tensor:
         """(B, C, H, W): at each position the context convolution over the codes of earlier passes.
 
-        Which neighbours are known depends only on the two positions' places in the schedule's
-        cell, so the masked convolution is one dense convolution on the cell-unshuffled map: every
-        (cell place, neighbour place, offset) gets the window's weight or 0 (``_cell_taps``)."""
+        Embedding then convolution is one table row per (tap, code), so the masked convolution is
+        a sum of the rows of the known neighbours (``F.embedding_bag``), as the integer twin computes
+        it (measured 1.4x faster to train than the same convolution as a dense one over 4x4 cells)."""
         cfg = self.config
         b, h, w = codes.shape
-        p = cfg.period
-        e = self.embed(codes).permute(0, 3, 1, 2)
-        _note(trace, "embed", e)
-        e = F.pad(e, (0, -w % p, 0, -h % p))  # beyond the map: unknown, zero
-        taps = _cell_taps(cfg.schedule, cfg.window)
-        weight = F.pad(self.context.weight.flatten(2), (0, 1))[:, :, torch.from_numpy(taps).to(codes.device)]
-        c, d, q, ks = weight.shape[0], weight.shape[1], taps.shape[0], taps.shape[2]
-        weight = weight.permute(0, 2, 1, 3, 4, 5).reshape(c * q, d * q, ks, ks)
-        out = F.conv2d(F.pixel_unshuffle(e, p), weight, padding=ks // 2)
-        return F.pixel_shuffle(out, p)[..., :h, :w]
+        _note(trace, "embed", self.embed.weight)
+        taps = cfg.window * cfg.window
+        table = torch.einsum("kd,cdt->tkc", self.embed.weight, self.context.weight.flatten(2))
+        table = torch.cat([table.reshape(taps * cfg.num_codes, -1), table.new_zeros(1, table.shape[-1])])
+        nb = torch.from_numpy(_all_neighbours(cfg.schedule, cfg.window, h, w)).to(codes.device)  # (HW, taps)
+        flat = codes.reshape(b, h * w)
+        rows = flat[:, nb.clamp_min(0)] + torch.arange(taps, device=codes.device) * cfg.num_codes
+        rows = torch.where(nb >= 0, rows, taps * cfg.num_codes)
+        x = F.embedding_bag(rows.reshape(b * h * w, taps), table, mode="sum", padding_idx=taps * cfg.num_codes)
+        return x.view(b, h, w, -1).permute(0, 3, 1, 2)
 
     def forward(
         self, codes: torch.Tensor, cond: list[torch.Tensor] | None = None, label: torch.Tensor | None = None,
