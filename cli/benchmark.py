@@ -27,18 +27,21 @@ from .options import FORCE, MODEL_DIR
 @click.option("--model", "models", multiple=True, metavar="NAME|FILE",
               help="A vqcodec model to run, by name or file: one operating point each (repeatable; default: "
                    "every model of the shipped quality ladder).")
+@click.option("--cvvdp/--no-cvvdp", default=None,
+              help="The perceptual metric ColorVideoVDP (JOD) in the results, summary and plot. Default: on when "
+                   "it is installed (the [bench] extra), otherwise skipped with a note; --cvvdp makes it required.")
 @MODEL_DIR
 @FORCE
 @friendly_errors
 def benchmark(folder: Path, codecs: str, qualities: tuple[str, ...], out: Path, references: tuple[Path, ...],
-              max_images: int | None, threads: int, models: tuple[str, ...], model_dirs: tuple[Path, ...],
-              force: bool) -> None:
+              max_images: int | None, threads: int, models: tuple[str, ...], cvvdp: bool | None,
+              model_dirs: tuple[Path, ...], force: bool) -> None:
     """Measure rate and distortion of vqcodec and classical codecs on a folder of images.
 
     Writes, per codec, NAME.json (CompressAI's result schema) and NAME-images.csv (every image),
-    plus rd.png (PSNR and MS-SSIM in dB against bpp) and summary.md (BD-rate and BD-PSNR of
-    vqcodec against each codec, PSNR at fixed rates, median times, bits per code of each level).
-    Needs the optional extra: pip install 'vqcodec[bench]'.
+    plus rd.png (PSNR, MS-SSIM in dB and ColorVideoVDP in JOD against bpp) and summary.md (BD-rate
+    and BD-PSNR of vqcodec against each codec, PSNR and ColorVideoVDP at fixed rates, median times,
+    bits per code of each level). Needs the optional extra: pip install 'vqcodec[bench]'.
 
     \b
     vqcodec benchmark ../shared/datasets/kodak --out results/
@@ -49,6 +52,6 @@ def benchmark(folder: Path, codecs: str, qualities: tuple[str, ...], out: Path, 
     from vqcodec.bench.benchmark import parse_codecs
 
     result = run_benchmark(folder, out, parse_codecs(codecs), qualities, references, models, model_dirs,
-                           max_images, threads, force, log=lambda msg: click.echo(msg, err=True))
+                           max_images, threads, force, log=lambda msg: click.echo(msg, err=True), cvvdp=cvvdp)
     click.echo(result.summary)
     click.echo(f"wrote {len(result.files)} files to {out}", err=True)

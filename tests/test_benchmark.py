@@ -1,5 +1,6 @@
 """vqcodec benchmark: the command end to end on small images, result files, Bjøntegaard deltas,
-coding statistics, reference files and the MS-SSIM convention."""
+coding statistics, reference files, the MS-SSIM convention and the optional perceptual metric
+(ColorVideoVDP: carried through JSON, CSV, summary and plot, and skipped with a note when absent)."""
 
 from __future__ import annotations
 
@@ -16,10 +17,10 @@ from click.testing import CliRunner
 from PIL import Image
 from vqcodec_cli.main import main as cli_main
 
-from vqcodec.bench import bd
+from vqcodec.bench import bd, perceptual
 from vqcodec.bench.coding_stats import coding_stats
-from vqcodec.bench.plot import SIZE_PX
-from vqcodec.bench.report import RESULT_KEYS, Curve, markdown_summary, validate_result
+from vqcodec.bench.plot import SIZE_PX, SIZE_PX_PERCEPTUAL
+from vqcodec.bench.report import RESULT_KEYS, Curve, markdown_summary, to_compressai, validate_result
 from vqcodec.codec import compress
 from vqcodec.coding.tile_codec import encode_tiles
 from vqcodec.imageio import to_model_input
@@ -55,7 +56,7 @@ def test_end_to_end(bench_inputs: tuple[Path, Path, Path], tmp_path: Path) -> No
     images, model, reference = bench_inputs
     out = tmp_path / "results"
     res = _run([str(images), "--codecs", "vqcodec,jpeg", "--quality", "jpeg=10,30,60,90", "--model", str(model),
-                "--reference", str(reference), "--out", str(out)])
+                "--reference", str(reference), "--out", str(out), "--no-cvvdp"])
     assert res.exit_code == 0, res.output
     assert sorted(p.name for p in out.iterdir()) == [
         "jpeg-images.csv", "jpeg.json", "rd.png", "summary.md", "vqcodec-coding.json", "vqcodec-images.csv",
@@ -65,7 +66,7 @@ def test_end_to_end(bench_inputs: tuple[Path, Path, Path], tmp_path: Path) -> No
     for name, points in (("jpeg", 4), ("vqcodec", 1)):
         obj = json.loads((out / f"{name}.json").read_text())
         assert obj["name"] == name and isinstance(obj["description"], str) and obj["description"]
-        assert set(RESULT_KEYS) <= set(obj["results"])
+        assert set(obj["results"]) == set(RESULT_KEYS)  # no cvvdp key when it did not run
         for key in RESULT_KEYS:
             values = obj["results"][key]
             assert len(values) == points and all(isinstance(v, float) and math.isfinite(v) for v in values), key
@@ -83,6 +84,7 @@ def test_end_to_end(bench_inputs: tuple[Path, Path, Path], tmp_path: Path) -> No
 
     summary = (out / "summary.md").read_text()
     assert summary == res.stdout.strip() + "\n"
+    assert "CVVDP not measured (--no-cvvdp)." in summary and "## Perceptual quality" not in summary
     table = summary.split("## Rate-distortion summary")[1].split("\n\n")[2].splitlines()[2:]
     assert [row.split("|")[1].strip() for row in table] == ["vqcodec", "JPEG", "mbt2018 (reference)"]
     vq_row = table[0].split("|")
@@ -125,6 +127,120 @@ def test_bad_options(bench_inputs: tuple[Path, Path, Path], tmp_path: Path) -> N
                          (["--codecs", "jpeg", "--quality", "webp=10"], "not in --codecs")):
         res = _run([str(images), *args, "--out", str(tmp_path / "o")])
         assert res.exit_code == 1 and res.stderr.startswith("vqcodec: error: ") and expect in res.stderr, res.stderr
+
+
+# -- the perceptual metric (ColorVideoVDP) -------------------------------------------------------------------
+
+
+class FakeCVVDP:
+    """Stands in for ColorVideoVDP where the wiring is tested: fast, and known without the package."""
+
+    description = "FakeVDP 1.0, JOD (10 = no visible difference), display test"
+
+    def __call__(self, reference: np.ndarray, decoded: np.ndarray) -> float:
+        return 10.0 - float(np.abs(reference.astype(np.float64) - decoded).mean()) / 10.0
+
+
+def _csv_rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_perceptual_metric_in_json_csv_summary_and_plot(bench_inputs: tuple[Path, Path, Path], tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    images, model, reference = bench_inputs
+    monkeypatch.setattr(perceptual, "unavailable", lambda: None)
+    monkeypatch.setattr(perceptual, "ColorVideoVDP", FakeCVVDP)
+    out = tmp_path / "results"
+    res = _run([str(images), "--codecs", "vqcodec,jpeg", "--quality", "jpeg=10,40,90", "--model", str(model),
+                "--reference", str(reference), "--out", str(out), "--max-images", "2"])
+    assert res.exit_code == 0, res.output
+    assert "skipped" not in res.stderr
+
+    for name, points in (("jpeg", 3), ("vqcodec", 1)):
+        obj = json.loads((out / f"{name}.json").read_text())
+        assert set(obj["results"]) == {*RESULT_KEYS, "cvvdp"}
+        rows = _csv_rows(out / f"{name}-images.csv")
+        assert len(rows) == 2 * points
+        expected = [np.mean([float(r["cvvdp"]) for r in rows if r["setting"] == s]) for s in obj["settings"]]
+        assert np.allclose(obj["results"]["cvvdp"], expected, rtol=1e-5)  # the mean of per-image values
+        assert all(0 < v < 10 for v in obj["results"]["cvvdp"])
+        assert validate_result(obj, name, complete=True).cvvdp == obj["results"]["cvvdp"]
+    jpeg = json.loads((out / "jpeg.json").read_text())["results"]["cvvdp"]
+    assert jpeg == sorted(jpeg)  # more bits, fewer visible differences
+
+    with Image.open(out / "rd.png") as im:
+        assert im.size == SIZE_PX_PERCEPTUAL  # the third panel
+
+    summary = (out / "summary.md").read_text()
+    assert f"CVVDP = {FakeCVVDP.description}, each image at its own size" in summary
+    section = summary.split("## Perceptual quality: CVVDP (ColorVideoVDP)")[1].split("\n\n")[2].splitlines()
+    assert section[0].startswith("| codec | points | BD-rate (CVVDP) | BD-JOD | CVVDP @0.1 |")
+    assert [row.split("|")[1].strip() for row in section[2:]] == ["vqcodec", "JPEG", "mbt2018 (reference)"]
+    assert "no CVVDP values in its result file" in summary  # the reference has none
+    points_table = summary.split("## vqcodec's points against the others")[1].split("\n\n")[2].splitlines()
+    assert points_table[0].startswith("| point | bpp | PSNR | MS-SSIM | CVVDP | PSNR − JPEG | MS-SSIM dB − JPEG | "
+                                      "CVVDP − JPEG | encode s |")
+    vq = json.loads((out / "vqcodec.json").read_text())["results"]
+    assert points_table[2].split("|")[5].strip() == f"{vq['cvvdp'][0]:.2f}"
+    assert "| CVVDP (JOD) | Δ CVVDP |" in summary.split("## At vqcodec's bitrate")[1]
+
+
+def test_benchmark_runs_without_cvvdp_and_says_so(bench_inputs: tuple[Path, Path, Path], tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    images, _, _ = bench_inputs
+    monkeypatch.setitem(sys.modules, "pycvvdp", None)  # `import pycvvdp` now fails as if it were not installed
+    monkeypatch.setitem(sys.modules, "torchvision", None)
+    assert "ColorVideoVDP is not installed" in perceptual.unavailable()
+
+    required = _run([str(images), "--codecs", "jpeg", "--cvvdp", "--out", str(tmp_path / "o")])
+    assert required.exit_code == 1 and "vqcodec: error: --cvvdp: ColorVideoVDP is not installed" in required.stderr
+    assert not (tmp_path / "o").exists()  # refused before anything ran
+
+    out = tmp_path / "results"
+    res = _run([str(images), "--codecs", "jpeg", "--quality", "jpeg=20,80", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "cvvdp: skipped (ColorVideoVDP is not installed" in res.stderr
+    summary = (out / "summary.md").read_text()
+    assert "CVVDP not measured: skipped (ColorVideoVDP is not installed" in summary
+    assert "## Perceptual quality" not in summary
+    assert "cvvdp" not in json.loads((out / "jpeg.json").read_text())["results"]
+    assert "cvvdp" not in _csv_rows(out / "jpeg-images.csv")[0]
+    with Image.open(out / "rd.png") as im:
+        assert im.size == SIZE_PX  # two panels
+
+
+def test_summary_perceptual_bd_and_margins() -> None:
+    jpeg = Curve("jpeg", "", [r / 1e4 for r in RA[::-1]], PA[::-1], [0.9] * 4, cvvdp=[6.0, 7.0, 8.0, 9.0])
+    vq = Curve("vqcodec", "", [r / 1e4 for r in RT[::-1]], PT[::-1], [0.95] * 4,
+               [1.0] * 4, [2.0] * 4, settings=[f"model={i}" for i in range(4)], cvvdp=[6.5, 7.5, 8.5, 9.2])
+    lines = markdown_summary([vq, jpeg]).splitlines()
+    row = next(line for line in lines if line.startswith("| JPEG | 4 | ") and "JOD" in line)
+    rate = bd.bd_rate(jpeg.bpp, jpeg.cvvdp, vq.bpp, vq.cvvdp)
+    gain = bd.bd_psnr(jpeg.bpp, jpeg.cvvdp, vq.bpp, vq.cvvdp)
+    assert row.startswith(f"| JPEG | 4 | {rate:+.1f} % | {gain:+.2f} JOD | ") and rate < 0 < gain
+    at = lines.index("## vqcodec's points against the others")
+    first, second = lines[at + 6].split("|"), lines[at + 7].split("|")
+    assert first[5].strip() == "6.50" and first[-4].strip() == "–"  # vqcodec's CVVDP; below JPEG's range
+    assert second[5].strip() == "7.50"
+    assert second[-4].strip() == f"{7.5 - np.interp(vq.bpp[1], jpeg.bpp, jpeg.cvvdp):+.2f}"  # the margin over JPEG
+    obj = to_compressai(vq)
+    assert obj["results"]["cvvdp"] == vq.cvvdp and validate_result(obj, "x").cvvdp == vq.cvvdp
+
+
+@pytest.mark.slow
+def test_cvvdp_end_to_end(bench_inputs: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    """The real ColorVideoVDP through the command (skipped where the [bench] extra's cvvdp is absent)."""
+    why = perceptual.unavailable()
+    if why is not None:
+        pytest.skip(why)
+    images, _, _ = bench_inputs
+    out = tmp_path / "results"
+    res = _run([str(images), "--codecs", "jpeg", "--quality", "jpeg=5,90", "--cvvdp", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    low, high = json.loads((out / "jpeg.json").read_text())["results"]["cvvdp"]
+    assert 0 < low < high < 10  # JPEG at quality 5 is visibly worse than at 90; neither is lossless
+    assert "CVVDP = ColorVideoVDP 0.5.7, JOD (10 = no visible difference), display standard_4k" in res.stdout
 
 
 # -- Bjøntegaard deltas --------------------------------------------------------------------------------------

@@ -170,3 +170,43 @@ def test_ms_ssim_scale_count() -> None:
     assert ms_ssim_scales(21, 21) == 2
     assert ms_ssim_scales(20, 20) == 1
     assert ms_ssim_scales(1, 1) == 1
+
+
+# --- ColorVideoVDP (the benchmark's optional perceptual metric) -----------------------------------
+
+
+def box_blur(img: np.ndarray, radius: int) -> np.ndarray:
+    """A (2r+1)^2 box blur with replicated edges: a distortion every observer sees as blur."""
+    pad = np.pad(img.astype(np.float64), ((radius, radius), (radius, radius), (0, 0)), mode="edge")
+    k = 2 * radius + 1
+    h, w = img.shape[:2]
+    out = sum(pad[i : i + h, j : j + w] for i in range(k) for j in range(k)) / (k * k)
+    return np.clip(np.round(out), 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def cvvdp():
+    """The benchmark's ColorVideoVDP, or a skip where the [bench] extra's cvvdp is not installed."""
+    from vqcodec.bench import perceptual
+
+    why = perceptual.unavailable()
+    if why is not None:
+        pytest.skip(why)
+    return perceptual.ColorVideoVDP()
+
+
+def test_cvvdp_identical_scores_best_and_blur_scores_worse(cvvdp) -> None:
+    img = synthetic(48, 64)
+    same = cvvdp(img, img.copy())
+    slight, strong = cvvdp(img, box_blur(img, 1)), cvvdp(img, box_blur(img, 3))
+    assert same == pytest.approx(10.0, abs=1e-4)  # JOD: 10 = no visible difference, the best score
+    assert 0.0 < strong < slight < same - 0.1, (same, slight, strong)
+
+
+def test_cvvdp_refuses_what_is_not_two_rgb8_images_of_one_size(cvvdp) -> None:
+    img = synthetic(16, 16)
+    with pytest.raises(ValueError, match="differ in shape"):
+        cvvdp(img, synthetic(16, 17))
+    with pytest.raises(ValueError, match=r"\(H, W, 3\) uint8"):
+        cvvdp(img[..., 0], img[..., 0])
+    assert math.isnan(cvvdp(img[:1], img[:1]))  # too thin for ColorVideoVDP: no value rather than an error

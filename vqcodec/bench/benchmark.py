@@ -5,6 +5,11 @@ exists, a missing optional dependency) fails before the first image is measured,
 never dies at the end. The result folder holds, per codec, ``NAME.json`` (CompressAI's result
 schema) and ``NAME-images.csv`` (every image at every setting), then ``vqcodec-coding.json``
 (bits per code of each level), ``rd.png`` and ``summary.md``.
+
+The perceptual metric (ColorVideoVDP, ``vqcodec.bench.perceptual``) is optional even within the
+``[bench]`` extra: by default it runs when it imports, and when it does not the benchmark says so
+in one line and in the summary, and measures everything else, since PSNR and MS-SSIM alone are
+still the figures the field compares.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from vqcodec.bench import bd, plot
+from vqcodec.bench import bd, perceptual, plot
 from vqcodec.bench.classical import CODEC_NAMES, classical_codecs, library_versions, parse_qualities
 from vqcodec.bench.report import (
     VQCODEC,
@@ -64,6 +69,21 @@ def _model_specs(models: Sequence[str], model_dirs: Sequence[os.PathLike]) -> li
     return [(r.name, r.model, r.scale) for r in ladder()]
 
 
+def _perceptual_metric(wanted: bool | None, log: Callable[[str], None]) -> tuple[perceptual.ColorVideoVDP | None, str]:
+    """The perceptual metric to run (or None) and the summary's line about it; see ``benchmark``."""
+    if wanted is False:
+        return None, f"{perceptual.LABEL} not measured (--no-cvvdp)."
+    why = perceptual.unavailable()
+    if why is not None:
+        if wanted:
+            raise VQCodecError(f"--cvvdp: {why}")
+        log(f"{perceptual.KEY}: skipped ({why})")
+        return None, f"{perceptual.LABEL} not measured: skipped ({why})."
+    metric = perceptual.ColorVideoVDP()
+    return metric, (f"{perceptual.LABEL} = {metric.description}, each image at its own size; mean of per-image "
+                    "values.")
+
+
 def benchmark(
     folder: str | os.PathLike,
     out: str | os.PathLike,
@@ -77,8 +97,12 @@ def benchmark(
     force: bool = False,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    cvvdp: bool | None = None,
 ) -> BenchmarkResult:
-    """Measure every codec of ``codecs`` on the images under ``folder`` and write the results to ``out``."""
+    """Measure every codec of ``codecs`` on the images under ``folder`` and write the results to ``out``.
+
+    ``cvvdp``: True requires the perceptual metric (an error before anything runs when it cannot),
+    False leaves it out, None runs it when it imports and otherwise logs that it was skipped."""
     from vqcodec.atomic import atomic_write_bytes
     from vqcodec.imageio import list_images
 
@@ -89,6 +113,7 @@ def benchmark(
             raise VQCodecError(f"--quality {name}=... was given, but {name} is not in --codecs")
     plot.require()
     bd.require()
+    metric, metric_note = _perceptual_metric(cvvdp, log)
     reference_curves = [load_reference(p) for p in references]
     images = list_images(folder)[:max_images]
     out = Path(out)
@@ -134,7 +159,7 @@ def benchmark(
                 ", ".join(f"{q:g}" for q in codec.qualities)
     log(f"{len(images)} images from {folder}; {len(points)} operating points ({', '.join(run_names)}); "
         f"{threads} thread(s)")
-    result = run(images, points, progress=progress)
+    result = run(images, points, progress=progress, perceptual=metric)
 
     curves = curves_from_rows(result.rows, descriptions)
     all_curves = curves + reference_curves
@@ -149,6 +174,7 @@ def benchmark(
         f"Run {datetime.date.today().isoformat()} on {platform.machine()} with {os.cpu_count()} CPU(s), "
         f"{threads} thread(s). Libraries: " + ", ".join(f"{k} {v}" for k, v in versions.items()) + ".",
         "bpp counts whole files; PSNR (RGB, dB) and MS-SSIM (RGB) are means of per-image values.",
+        metric_note,
     ]
     summary = markdown_summary(all_curves, result.coding, header)
 

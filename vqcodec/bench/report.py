@@ -1,12 +1,14 @@
 """Benchmark results as files people in the field read: CompressAI result JSON, raw rows, Markdown.
 
 A curve is one codec's operating points, each the mean over images of bpp, PSNR and MS-SSIM (so
-PSNR is the mean of per-image PSNR, as CompressAI reports it), plus the mean encode and decode
-time per image. Result files follow CompressAI's schema (``{"name", "description", "results":
-{"bpp", "psnr-rgb", "ms-ssim-rgb", "encoding_time", "decoding_time"}}``), so our curves and its
-published ones (``results/image/kodak/*.json``) overlay in either tool; older CompressAI files that
-say ``psnr`` / ``ms-ssim`` are read too. Values at a fixed rate are interpolated linearly in bpp
-between measured points, never extrapolated.
+PSNR is the mean of per-image PSNR, as CompressAI reports it), and of the perceptual metric
+ColorVideoVDP where it ran, plus the mean encode and decode time per image. Result files follow
+CompressAI's schema (``{"name", "description", "results": {"bpp", "psnr-rgb", "ms-ssim-rgb",
+"encoding_time", "decoding_time"}}``), so our curves and its published ones
+(``results/image/kodak/*.json``) overlay in either tool; the schema allows extra metrics, so
+ColorVideoVDP goes in ``results.cvvdp`` (JOD) when measured. Older CompressAI files that say
+``psnr`` / ``ms-ssim`` are read too. Values at a fixed rate are interpolated linearly in bpp between
+measured points, never extrapolated.
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ import numpy as np
 
 from vqcodec.bench import bd
 from vqcodec.bench.coding_stats import CodingStats
+from vqcodec.bench.perceptual import KEY as CVVDP_KEY
+from vqcodec.bench.perceptual import LABEL as CVVDP
+from vqcodec.bench.perceptual import UNIT as JOD
 from vqcodec.bench.runner import Row
 from vqcodec.errors import VQCodecError
 
@@ -50,6 +55,7 @@ class Curve:
     median_encode_s: float | None = None  # over every image and point
     median_decode_s: float | None = None
     reference: bool = False  # read from a result file, not measured in this run
+    cvvdp: list[float] = field(default_factory=list)  # ColorVideoVDP (JOD) per point; empty where not measured
 
     @property
     def label(self) -> str:
@@ -94,6 +100,8 @@ def curves_from_rows(rows: Sequence[Row], descriptions: dict[str, str]) -> list[
             settings=[s for _, s, _ in points],
             median_encode_s=statistics.median(r.encode_s for r in all_rows),
             median_decode_s=statistics.median(r.decode_s for r in all_rows),
+            cvvdp=([_mean([r.cvvdp for r in rs]) for _, _, rs in points]
+                   if all(r.cvvdp is not None for r in all_rows) else []),
         ))
     return curves
 
@@ -113,16 +121,16 @@ def _json_safe(value):
 
 
 def to_compressai(curve: Curve) -> dict:
-    """The curve in CompressAI's result schema (plus our ``settings``, which its tools ignore)."""
-    return _json_safe({
-        "name": curve.name,
-        "description": curve.description,
-        "results": {
-            "bpp": curve.bpp, "psnr-rgb": curve.psnr, "ms-ssim-rgb": curve.ms_ssim,
-            "encoding_time": curve.encoding_time, "decoding_time": curve.decoding_time,
-        },
-        "settings": curve.settings,
-    })
+    """The curve in CompressAI's result schema (plus our ``settings``, which its tools ignore), with
+    ColorVideoVDP as the extra metric ``cvvdp`` where it was measured."""
+    results = {
+        "bpp": curve.bpp, "psnr-rgb": curve.psnr, "ms-ssim-rgb": curve.ms_ssim,
+        "encoding_time": curve.encoding_time, "decoding_time": curve.decoding_time,
+    }
+    if curve.cvvdp:
+        results[CVVDP_KEY] = curve.cvvdp
+    return _json_safe({"name": curve.name, "description": curve.description, "results": results,
+                       "settings": curve.settings})
 
 
 def _numbers(results: dict, key: str, n: int | None, where: str) -> list[float] | None:
@@ -160,6 +168,7 @@ def validate_result(obj: object, where: str, complete: bool = False) -> Curve:
         raise VQCodecError(f"{where}: results.ms-ssim-rgb must be between 0 and 1 (not in dB)")
     enc = _numbers(results, "encoding_time", n, where)
     dec = _numbers(results, "decoding_time", n, where)
+    cv = _numbers(results, CVVDP_KEY, n, where)
     if complete:
         missing = [k for k, v in zip(RESULT_KEYS[2:], (ms, enc, dec)) if v is None]
         if missing:
@@ -170,7 +179,7 @@ def validate_result(obj: object, where: str, complete: bool = False) -> Curve:
     order = sorted(range(n), key=lambda i: bpp[i])
     pick = lambda values: [values[i] for i in order] if values else []  # noqa: E731
     return Curve(name, description if isinstance(description, str) else str(description), pick(bpp), pick(psnr),
-                 pick(ms) if ms else [float("nan")] * n, pick(enc), pick(dec))
+                 pick(ms) if ms else [float("nan")] * n, pick(enc), pick(dec), cvvdp=pick(cv))
 
 
 def load_reference(path: str | Path) -> Curve:
@@ -191,13 +200,13 @@ def load_reference(path: str | Path) -> Curve:
 
 
 def rows_csv(rows: Sequence[Row]) -> str:
-    """Every per-image measurement, one line each."""
+    """Every per-image measurement, one line each (the ``cvvdp`` column only where it was measured)."""
     buf = io.StringIO()
-    fields = list(Row.__dataclass_fields__)
+    fields = [f for f in Row.__dataclass_fields__ if f != "cvvdp" or any(r.cvvdp is not None for r in rows)]
     writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
     for r in rows:
-        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.as_dict().items()})
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.as_dict().items() if k in fields})
     return buf.getvalue()
 
 
@@ -243,17 +252,21 @@ class _Notes:
         return [f"{SUPERSCRIPTS[i] if i < len(SUPERSCRIPTS) else f'[{i + 1}]'} {t}" for i, t in enumerate(self.texts)]
 
 
-def _bd_cells(vq: Curve | None, other: Curve, notes: _Notes) -> tuple[str, str]:
-    """BD-rate and BD-PSNR of vqcodec (test) against ``other`` (anchor), or dashes with a footnote."""
+def _bd_cells(vq: Curve | None, other: Curve, notes: _Notes, metric: str = "psnr",
+              unit: str = " dB") -> tuple[str, str]:
+    """BD-rate and BD-``metric`` (in ``unit``) of vqcodec (test) against ``other`` (anchor), or dashes
+    with a footnote."""
     if vq is None:
         return DASH, DASH
     if other is vq:
         return "(this)", "(this)"
+    if not getattr(other, metric) or not getattr(vq, metric):
+        return DASH, DASH
     cells = []
-    for fn, digits, unit in ((bd.bd_rate, 1, " %"), (bd.bd_psnr, 2, " dB")):
+    for fn, digits, suffix in ((bd.bd_rate, 1, " %"), (bd.bd_psnr, 2, unit)):
         try:
-            value = fn(other.bpp, other.psnr, vq.bpp, vq.psnr)
-            cells.append(_num(value, digits, sign=True) + unit)
+            value = fn(other.bpp, getattr(other, metric), vq.bpp, getattr(vq, metric))
+            cells.append(_num(value, digits, sign=True) + suffix)
         except bd.BDUnavailable as why:
             text = str(why).replace("the test curve", "vqcodec's curve").replace("the anchor curve", other.label)
             if "vqcodec's curve has" in text:
@@ -293,6 +306,8 @@ def markdown_summary(curves: Sequence[Curve], coding: dict[str, CodingStats] | N
     if vq is not None and len(vq.bpp) == 1:
         lines += ["", f"vqcodec has one operating point per model, so its PSNR at a fixed rate is {DASH} unless "
                       "that point lies on the rate; the table below compares at its own bitrate instead."]
+    if any(c.cvvdp for c in curves):
+        lines += _perceptual_table(curves, vq, notes)
     if vq is not None:
         lines += _points_table(vq, [c for c in curves if c is not vq and not c.reference])
         lines += _side_by_side(vq, [c for c in curves if c is not vq])
@@ -303,17 +318,46 @@ def markdown_summary(curves: Sequence[Curve], coding: dict[str, CodingStats] | N
     return "\n".join(lines) + "\n"
 
 
+def _perceptual_table(curves: Sequence[Curve], vq: Curve | None, notes: _Notes) -> list[str]:
+    """The rate-distortion table again with ColorVideoVDP (JOD) as the quality: where PSNR and a
+    perceptual metric disagree about a codec is what this section is for."""
+    lines = [
+        "", f"## Perceptual quality: {CVVDP} (ColorVideoVDP)", "",
+        f"{CVVDP} in {JOD} (just-objectionable differences): 10 = no visible difference from the original; one "
+        f"{JOD} less = 75 % of observers prefer the original. BD-rate ({CVVDP}) / BD-{JOD}: vqcodec against each "
+        f"codec, the same Bjøntegaard method with {CVVDP} as the quality (negative BD-rate = vqcodec needs fewer "
+        f"bits for the same {CVVDP}). {CVVDP} at fixed bpp, linear between measured points ({DASH} outside a curve).",
+        "",
+        f"| codec | points | BD-rate ({CVVDP}) | BD-{JOD} | "
+        + " | ".join(f"{CVVDP} @{r:g}" for r in FIXED_RATES) + " |",
+        "|---|---|---|---|" + "---|" * len(FIXED_RATES),
+    ]
+    for c in curves:
+        if not c.cvvdp:
+            cells = [DASH + notes.mark(f"no {CVVDP} values in its result file" if c.reference else
+                                       f"{CVVDP} was not measured")] * (2 + len(FIXED_RATES))
+        else:
+            cells = [*_bd_cells(vq, c, notes, "cvvdp", f" {JOD}"), *(_num(c.at(r, "cvvdp"), 2) for r in FIXED_RATES)]
+        lines.append(f"| {c.label} | {len(c.bpp)} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def _points_table(vq: Curve, others: Sequence[Curve]) -> list[str]:
     """One row per vqcodec point: its figures, its PSNR and MS-SSIM (dB) margins over every other
-    measured curve at its bpp, and its mean times (the quality ladder's targets in one table)."""
+    measured curve at its bpp (and its CVVDP margins where measured), and its mean times (the
+    quality ladder's targets in one table)."""
+    perceptual = bool(vq.cvvdp)
     heads = [f"PSNR − {c.label}" for c in others] + [f"MS-SSIM dB − {c.label}" for c in others]
+    if perceptual:
+        heads += [f"{CVVDP} − {c.label}" for c in others]
     lines = [
         "", "## vqcodec's points against the others", "",
         "Margins at each vqcodec point's bpp (vqcodec minus the other curve, interpolated linearly; positive: "
         f"vqcodec is better; {DASH}: outside that curve). Times: mean s per image at that point.",
         "",
-        "| point | bpp | PSNR | MS-SSIM | " + " | ".join(heads) + " | encode s | decode s |",
-        "|---|---|---|---|" + "---|" * len(heads) + "---|---|",
+        "| point | bpp | PSNR | MS-SSIM | " + (f"{CVVDP} | " if perceptual else "") + " | ".join(heads)
+        + " | encode s | decode s |",
+        "|---|---|---|---|" + ("---|" if perceptual else "") + "---|" * len(heads) + "---|---|",
     ]
     for i, rate in enumerate(vq.bpp):
         margins = []
@@ -324,16 +368,21 @@ def _points_table(vq: Curve, others: Sequence[Curve]) -> list[str]:
             m = c.at(rate, "ms_ssim")
             ok = m is not None and math.isfinite(m) and math.isfinite(vq.ms_ssim[i])
             margins.append(_num(ms_ssim_db(vq.ms_ssim[i]) - ms_ssim_db(m) if ok else None, 2, True))
+        for c in others if perceptual else ():
+            j = c.at(rate, "cvvdp")
+            margins.append(_num(None if j is None else vq.cvvdp[i] - j, 2, True))
         setting = vq.settings[i] if i < len(vq.settings) else f"point {i + 1}"
         enc = vq.encoding_time[i] if i < len(vq.encoding_time) else None
         dec = vq.decoding_time[i] if i < len(vq.decoding_time) else None
         lines.append(f"| {setting} | {rate:.3f} | {_num(vq.psnr[i], 2)} | {_num(vq.ms_ssim[i], 4)} | "
+                     + (f"{_num(vq.cvvdp[i], 2)} | " if perceptual else "")
                      + " | ".join(margins) + f" | {_num(enc, 2)} | {_num(dec, 2)} |")
     return lines
 
 
 def _side_by_side(vq: Curve, others: Sequence[Curve]) -> list[str]:
-    """Every other curve interpolated at each vqcodec point's bpp."""
+    """Every other curve interpolated at each vqcodec point's bpp (CVVDP too where vqcodec has it)."""
+    perceptual = bool(vq.cvvdp)
     lines = []
     for i, rate in enumerate(vq.bpp):
         setting = vq.settings[i] if i < len(vq.settings) else f"point {i + 1}"
@@ -343,18 +392,23 @@ def _side_by_side(vq: Curve, others: Sequence[Curve]) -> list[str]:
             "Other curves interpolated linearly at this bpp; Δ = codec minus vqcodec (positive: that codec is "
             f"better). MS-SSIM also in dB, -10·log10(1 − MS-SSIM). {DASH}: outside that codec's measured range.",
             "",
-            "| codec | PSNR (dB) | Δ PSNR | MS-SSIM | MS-SSIM (dB) | Δ MS-SSIM (dB) |",
-            "|---|---|---|---|---|---|",
+            "| codec | PSNR (dB) | Δ PSNR | MS-SSIM | MS-SSIM (dB) | Δ MS-SSIM (dB) |"
+            + (f" {CVVDP} ({JOD}) | Δ {CVVDP} |" if perceptual else ""),
+            "|---|---|---|---|---|---|" + ("---|---|" if perceptual else ""),
             f"| **vqcodec** | **{_num(vq.psnr[i], 2)}** | 0 | **{_num(ms_vq, 4)}** | **{_num(ms_ssim_db(ms_vq), 2)}** "
-            "| 0 |",
+            "| 0 |" + (f" **{_num(vq.cvvdp[i], 2)}** | 0 |" if perceptual else ""),
         ]
         for c in others:
             p, s = c.at(rate, "psnr"), c.at(rate, "ms_ssim")
             dp = None if p is None else p - vq.psnr[i]
             sdb = None if s is None else ms_ssim_db(s)
             ds = None if sdb is None else sdb - ms_ssim_db(ms_vq)
-            lines.append(f"| {c.label} | {_num(p, 2)} | {_num(dp, 2, True)} | {_num(s, 4)} | {_num(sdb, 2)} "
-                         f"| {_num(ds, 2, True)} |")
+            line = (f"| {c.label} | {_num(p, 2)} | {_num(dp, 2, True)} | {_num(s, 4)} | {_num(sdb, 2)} "
+                    f"| {_num(ds, 2, True)} |")
+            if perceptual:
+                j = c.at(rate, "cvvdp")
+                line += f" {_num(j, 2)} | {_num(None if j is None else j - vq.cvvdp[i], 2, True)} |"
+            lines.append(line)
     return lines
 
 

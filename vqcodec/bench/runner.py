@@ -6,7 +6,9 @@ fast classical codecs and slow vqcodec points). Before timing, each point encode
 64x64 crop once, which loads models and libraries. Times are ``time.perf_counter`` around one
 encode call and one decode call (array -> bytes -> array, everything in memory), one call at a
 time. The metrics (PSNR and MS-SSIM of vqcodec.metrics, on the 8-bit RGB pixels) are not timed,
-so they run afterwards on every CPU; so do a vqcodec point's bits per code (``coding_stats``).
+so they run afterwards on every CPU; so do the optional perceptual metric (ColorVideoVDP, one image
+at a time with torch on every CPU, since one metric object is not meant for several threads) and a
+vqcodec point's bits per code (``coding_stats``).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -58,6 +60,7 @@ class Row:
     ms_ssim: float
     encode_s: float
     decode_s: float
+    cvvdp: float | None = None  # ColorVideoVDP in JOD; None where the perceptual metric did not run
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -144,8 +147,10 @@ class BenchmarkRun:
     coding: dict[str, CodingStats]
 
 
-def run(images: Sequence[Path], points: Sequence[OperatingPoint], progress: bool = True) -> BenchmarkRun:
-    """Measure every image at every point (see the module docstring for the order and the timing)."""
+def run(images: Sequence[Path], points: Sequence[OperatingPoint], progress: bool = True,
+        perceptual: Callable[[np.ndarray, np.ndarray], float] | None = None) -> BenchmarkRun:
+    """Measure every image at every point (see the module docstring for the order and the timing);
+    ``perceptual`` (original, decoded) -> value fills each row's ``cvvdp``."""
     from tqdm import tqdm
 
     if not images or not points:
@@ -167,9 +172,14 @@ def run(images: Sequence[Path], points: Sequence[OperatingPoint], progress: bool
                     outputs.append(encode_decode(p, pixels))
                 bar.set_postfix_str(f"{path.name} metrics")
                 scored = [pool.submit(score, p, path.name, pixels, *out) for p, out in zip(points, outputs)]
-                for future in scored:  # untimed: the metrics on every CPU
-                    rows.append(future.result())
-                    bar.update()
+                with all_threads():
+                    for p, (_, decoded, *_), future in zip(points, outputs, scored):  # untimed: every CPU
+                        row = future.result()
+                        if perceptual is not None:
+                            bar.set_postfix_str(f"{path.name} {p.codec} {p.setting} perceptual")
+                            row = replace(row, cvvdp=perceptual(pixels, decoded))
+                        rows.append(row)
+                        bar.update()
                 for p, (data, *_) in zip(points, outputs):
                     if p.coding_stats is not None:
                         bar.set_postfix_str(f"{path.name} {p.setting} bits per code")
