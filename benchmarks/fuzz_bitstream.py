@@ -33,10 +33,13 @@ def base_streams(rng: random.Random) -> list[Bitstream]:
     fp = rng.randbytes(16)
     return [
         Bitstream(
-            Header(fp, 768, 512, 3, 8, 2, 16), tuple(rng.randbytes(rng.randint(0, 600)) for _ in range(24))
+            Header(fp, 768, 512, 3, 8, 2, 16), tuple(rng.randbytes(rng.randint(0, 600)) for _ in range(24)),
+            code_checksums=tuple(rng.randrange(1 << 16) for _ in range(24)),
         ),
-        Bitstream(Header(fp, 5, 3, 1, 16, 3, 4, b"icc" * 50), (b"ab", b"")),
-        Bitstream(Header(fp, 40000, 2, 3, 8, 2, 256, rng.randbytes(700)), (rng.randbytes(20000),)),
+        Bitstream(Header(fp, 5, 3, 1, 16, 3, 4, b"icc" * 50), (b"ab", b""), code_checksums=(0x1234, 0)),
+        Bitstream(Header(fp, 40000, 2, 3, 8, 2, 256, rng.randbytes(700)), (rng.randbytes(20000),),
+                  code_checksums=(0xFFFF,)),
+        Bitstream(Header(fp, 300, 3, 3, 8, 2, 16, b"ICC", version=4, coded_size=(150, 2)), (b"ab", b"")),
     ]
 
 

@@ -29,7 +29,7 @@ from options import image_folder_parser  # benchmarks/options.py, beside this sc
 from vqcodec.codec import compress, decompress, image_codes, reconstruction_windows
 from vqcodec.coding.bitstream import Bitstream, Header, pack, unpack
 from vqcodec.coding.range_coder import encode_symbols
-from vqcodec.coding.tile_codec import decode_tiles, tile_symbols
+from vqcodec.coding.tile_codec import decode_tiles, tile_code_checksums, tile_symbols
 from vqcodec.imageio import from_model_output, list_images, read_image
 from vqcodec.priors.autoregress import one_thread
 from vqcodec.resample import coded_size
@@ -59,7 +59,8 @@ def staged(model, pixels: np.ndarray, scale: float) -> tuple[dict[str, float], d
     payloads = tuple(encode_symbols(parts[k]) for k in range(len(parts)))
     enc["range coding"] = time.perf_counter() - t
     t = time.perf_counter()
-    data = pack(Bitstream(header, payloads))
+    sums = tile_code_checksums(codes, header.tile_size)
+    data = pack(Bitstream(header, payloads, code_checksums=tuple(sums[k] for k in range(len(payloads)))))
     enc["container"] = time.perf_counter() - t
 
     t = time.perf_counter()

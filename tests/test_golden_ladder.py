@@ -16,7 +16,10 @@ bottom codes (the last row and column partial) and two bands of the VQ-VAE decod
 tests/data/ladder/<rung>.vqc holds the file ``compress`` writes today, <rung>.sha256 the SHA-256 of
 its decoded pixel bytes (``decompress(...).tobytes()``, in golden.sha256's layout). The test checks
 that the stored file decodes to those pixels, that its code maps decode exactly, and that compressing
-the image today gives the stored bytes. Files of the other rungs (the same models at other scales),
+the image today gives the stored bytes once converted to version 4 (the same payloads under a version-4
+header: ``as_version``), while the file itself is version 5 and its code checksums are those of the
+stored file's codes. The stored files stay version 4 (users hold such files: they must decode forever;
+--regen-golden writes them as version 4 too). Files of the other rungs (the same models at other scales),
 and of every shipped model at scale 1, are pinned to the byte on tests/data/guard.png by
 ``test_zoo.test_quality_guard``.
 
@@ -31,6 +34,7 @@ A new model on the ladder gets a rung in LADDER (and its fingerprint in FINGERPR
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -39,8 +43,8 @@ import numpy as np
 import pytest
 
 from vqcodec.codec import compress, decompress, reconstruction_windows
-from vqcodec.coding.bitstream import unpack
-from vqcodec.coding.tile_codec import decode_tiles
+from vqcodec.coding.bitstream import FORMAT_VERSION, pack, unpack
+from vqcodec.coding.tile_codec import decode_tiles, tile_code_checksums
 from vqcodec.errors import VQCodecError
 from vqcodec.resample import coded_size
 from vqcodec.testing import assert_codes_equal, image_codes
@@ -102,11 +106,20 @@ def recorded_digest(rung: str) -> str:
     return digest
 
 
+GOLDEN_VERSION = 4  # the format version of the stored files: what vqcodec 0.5.0 wrote
+
+
+def as_version(data: bytes, version: int) -> bytes:
+    """The same payloads under a header of another format version (without the code checksums below 5)."""
+    stream = unpack(data)
+    return pack(dataclasses.replace(stream, header=dataclasses.replace(stream.header, version=version)))
+
+
 def write_golden_file(rung: str) -> None:
     """Write a rung's .vqc and .sha256 anew (``pytest --regen-golden``; see the module docstring)."""
     name, scale, (width, height) = LADDER[rung]
     LADDER_DATA.mkdir(parents=True, exist_ok=True)
-    data = compress(ladder_image(width, height), load_codec_model(name), scale=scale)
+    data = as_version(compress(ladder_image(width, height), load_codec_model(name), scale=scale), GOLDEN_VERSION)
     (LADDER_DATA / f"{rung}.vqc").write_bytes(data)
     digest = pixel_digest(decompress(data, load_codec_model(name)))
     (LADDER_DATA / f"{rung}.sha256").write_text(f"{digest}  {rung}.vqc\n")
@@ -132,7 +145,8 @@ def test_ladder_golden_file(rung, regen_golden) -> None:
     head = stream.header
     assert head.model_fingerprint.hex() == FINGERPRINTS[name]
     assert registry.find_by_fingerprint(head.model_fingerprint) == registry.SHIPPED_DIR / f"{name}.safetensors"
-    assert (head.width, head.height, head.channels, head.bit_depth, head.version) == (width, height, 3, 8, 4)
+    assert (head.width, head.height, head.channels, head.bit_depth, head.version) == (width, height, 3, 8,
+                                                                                      GOLDEN_VERSION)
     size = (head.coded_width, head.coded_height)
     assert size == coded_size(width, height, scale) and (head.coded_size is None) == (scale == 1)
     # what the file pins: several tiles in both directions (partial ones at the borders), two bands
@@ -152,10 +166,15 @@ def test_ladder_golden_file(rung, regen_golden) -> None:
         f"{path.name} decodes to other pixels than recorded although its codes decode exactly: the VQ-VAE "
         "decoder's float arithmetic differs here (torch version / CPU), or the model changed"
     )
-    # and compressing the image today writes the very same file
+    # and compressing the image today writes the very same payloads: the same file as version 4 ...
     today = compress(source, model, scale=scale)
-    assert today == data, f"compressing ladder_image{(width, height)} no longer gives {path.name}: " + (
-        first_difference(today, data))
+    old = as_version(today, GOLDEN_VERSION)
+    assert old == data, f"compressing ladder_image{(width, height)} no longer gives {path.name}: " + (
+        first_difference(old, data))
+    # ... and as today's version 5, whose checksum of each tile's codes is that of the codes decoded above
+    new = unpack(today)
+    assert new.header.version == FORMAT_VERSION == 5 and new.tiles == stream.tiles
+    assert new.code_checksums == tuple(tile_code_checksums(codes, tile).values())
 
 
 def test_every_ladder_model_has_a_golden_file() -> None:

@@ -72,12 +72,12 @@ def test_save_as_vqc_compresses_and_refuses_clearly(tmp_path):
 
 
 def test_a_file_of_a_model_not_installed_raises_an_oserror(tmp_path):
-    from vqcodec.coding.bitstream import Bitstream, pack, unpack
+    from vqcodec.coding.bitstream import pack, unpack
 
     stream = unpack(vqcodec.compress(_smooth(16, 16, 3)))
     other = dataclasses.replace(stream.header, model_fingerprint=bytes(16))
     path = tmp_path / "other.vqc"
-    path.write_bytes(pack(Bitstream(other, stream.tiles)))
+    path.write_bytes(pack(dataclasses.replace(stream, header=other)))
     with Image.open(path) as im:  # the header is fine: it opens
         with pytest.raises(OSError, match="not installed") as err:
             im.load()

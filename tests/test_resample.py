@@ -47,7 +47,7 @@ def test_round_trip_at_a_scale(model, shape, dtype, scale) -> None:
     data = vqcodec.compress(img, model, scale=scale)
     head = unpack(data).header
     want = coded_size(shape[1], shape[0], scale)
-    assert (head.coded_width, head.coded_height) == want and head.version == 4
+    assert (head.coded_width, head.coded_height) == want and head.version == 5
     assert (head.coded_size is None) == (want == (shape[1], shape[0]))
     out = vqcodec.decompress(data)
     assert out.shape == img.shape and out.dtype == img.dtype

@@ -5,7 +5,9 @@ public entry point that strings them together. Code maps are coded in tiles (``c
 region decodes only the tiles under it, and a damaged tile does not take the others with it: the
 container checksums each tile's payload, a damaged one is refused by default, and with
 ``salvage=True`` it is left undecoded (its codes stay 0) while every other tile decodes exactly as
-from the intact file.
+from the intact file. Format version 5 also records a checksum of each tile's codes, which the decoder
+checks after decoding (``CodeCheck``): codes decoded by the wrong model or with one probability off
+are refused (with ``salvage``, dropped like a damaged tile), never turned into pixels.
 
 Untrusted files are bounded before anything is allocated from them: an image larger than the
 encoder's own limit (``default_max_pixels``) is refused unless the caller raises ``max_pixels``, a
@@ -32,7 +34,7 @@ from PIL import Image
 
 from vqcodec.coding.bitstream import MAX_PIXELS, Bitstream, Header, pack, unpack
 from vqcodec.coding.rdo import CANDIDATES, choose_bottom_codes, weighs_codes
-from vqcodec.coding.tile_codec import decode_tiles, encode_tiles
+from vqcodec.coding.tile_codec import decode_tiles, encode_tiles, tile_code_checksums
 from vqcodec.coding.tiles import check_tile, tile_grid
 from vqcodec.errors import VQCodecError, VQCodecWarning
 from vqcodec.heap import reuse_freed_memory
@@ -238,7 +240,9 @@ def compress(image: Any, model: ModelSpec = None, device: str | None = None, til
     codes = image_codes(m, img.pixels, img.bit_depth, (cw, ch), lam, tile)
     header = Header(m.fingerprint, w, h, channels, img.bit_depth, m.levels, tile, img.icc_profile or None,
                     coded_size=(cw, ch) if (cw, ch) != (w, h) else None)
-    return pack(Bitstream(header, tuple(encode_tiles(m.priors, codes, tile, header.symbol_order))))
+    payloads = tuple(encode_tiles(m.priors, codes, tile, header.symbol_order))
+    sums = tile_code_checksums(codes, tile)  # format 5: the decoder checks that it decoded these very codes
+    return pack(Bitstream(header, payloads, code_checksums=tuple(sums[k] for k in range(len(payloads)))))
 
 
 def check_rdo(rdo: Any) -> float:
@@ -329,7 +333,7 @@ def reconstruction_windows(m: CodecModel, head: Header) -> list[Window]:
 
 
 def _decode_region(m: CodecModel, head: Header, payloads: list[bytes], region: tuple[int, int, int, int],
-                   skip: frozenset[int]) -> torch.Tensor:
+                   skip: frozenset[int], check: CodeCheck) -> torch.Tensor:
     """Pixels (1, C, h, w) of region (x, y, w, h), bit for bit those of the full decode: only the
     tiles under it (plus the decoder's reach) are decoded, except those in ``skip`` (damaged), and
     the VQ-VAE decodes each window of the full decode that the region touches
@@ -354,6 +358,7 @@ def _decode_region(m: CodecModel, head: Header, payloads: list[bytes], region: t
         needed |= {k for k, t in enumerate(tiles) if t.row < py1 // b and t.row + t.height > py0 // b
                    and t.col < px1 // b and t.col + t.width > px0 // b}
     maps = decode_tiles(m.priors, shapes, payloads, head.tile_size, only=needed - skip, order=head.symbol_order)
+    check(maps, needed - skip)
     out = torch.zeros((1, m.vqvae.config.in_channels, h, w), device=maps[0].device)
     with one_thread():  # each window whole: the full decode's shapes
         cores = window_cores(m.vqvae, maps, [window for window, _, _ in jobs], fork_workers(maps[0].device))
@@ -383,8 +388,9 @@ def decompress_image(
     before anything is allocated.
 
     A tile payload that fails its checksum (or is too short for its codes, or is cut off at the
-    end of a truncated file) is a VQCodecError, unless ``salvage``: then the damaged tiles are not
-    decoded (their codes stay 0, so their area shows no image content), every other tile decodes
+    end of a truncated file), or (format version 5) whose decoded codes fail their checksum, is a
+    VQCodecError, unless ``salvage``: then the damaged tiles are not decoded, or their codes are
+    dropped (their codes stay 0, so their area shows no image content), every other tile decodes
     exactly as from the intact file, and the result's ``damaged_tiles`` lists them; a file with no
     intact tile is an error either way."""
     box = check_region(region) if region is not None else None
@@ -407,29 +413,32 @@ def decompress_image(
     damaged |= {k for k, _ in short}
     if damaged and len(damaged) == len(payloads):
         raise VQCodecError(f"nothing can be restored: all {len(payloads)} tiles are damaged")
-    damaged_tiles = tuple(sorted(damaged))
+    check = CodeCheck(m, head, stream.code_checksums, salvage, damaged)
     if box is not None and head.coded_size is None:
         # the VQ-VAE runs on the windows of a full decode (``_decode_region``), so it needs what one does
         check_memory(head.width, head.height, decode=True, region=True)
-        recon = _decode_region(m, head, payloads, box, frozenset(damaged))
+        recon = _decode_region(m, head, payloads, box, frozenset(damaged), check)
     else:
         check_memory(head.width, head.height, decode=True,
                      pixels=max(head.width * head.height, head.coded_width * head.coded_height))
-        recon = _decode_whole(m, head, payloads, damaged)
+        recon = _decode_whole(m, head, payloads, damaged, check)
         if box is not None:  # a resampled file: every pixel depends on the whole coded image's resize
             x, y, w, h = box
             recon = recon[:, :, y : y + h, x : x + w]
+    damaged_tiles = tuple(sorted(damaged | check.failed))
     pixels = from_model_output(recon.cpu(), head.channels, head.bit_depth)
     return ImageData(pixels, head.bit_depth, head.icc_profile, damaged_tiles)
 
 
-def _decode_whole(m: CodecModel, head: Header, payloads: list[bytes], damaged: set[int]) -> torch.Tensor:
+def _decode_whole(m: CodecModel, head: Header, payloads: list[bytes], damaged: set[int],
+                  check: CodeCheck) -> torch.Tensor:
     """Pixels (1, C, H, W) of the whole image: the codes decoded at the coded size, the VQ-VAE's
     reconstruction resized to the image's size when the file was coded at another one."""
     cw, ch = head.coded_width, head.coded_height
     shapes = m.vqvae.code_shapes(ch, cw)
     only = set(range(len(payloads))) - damaged if damaged else None
     maps = decode_tiles(m.priors, shapes, payloads, head.tile_size, only=only, order=head.symbol_order)
+    check(maps, set(range(len(payloads))) - damaged)
     workers = fork_workers(maps[0].device)
     with one_thread():  # each window on one thread: the same pixels whatever the thread count, and a region's
         recon = decode_in_windows(m.vqvae, maps, reconstruction_windows(m, head), ch, cw, workers)
@@ -452,6 +461,49 @@ def decompress(
         warnings.warn(VQCodecWarning(damage_message(image.damaged_tiles)), stacklevel=2)
     pix = image.pixels
     return pix[..., 0] if pix.shape[2] == 1 else pix
+
+
+class CodeCheck:
+    """Checks the code maps a decoder made against the file's checksum of each tile's codes (format
+    version 5; earlier versions have none, and pass): a model other than the writer's, or one
+    probability that differs by one unit, decodes to other codes, which fail their checksum. A failure
+    is a VQCodecError; with ``salvage`` those tiles are dropped like damaged ones instead (their codes
+    set to 0) and listed in ``failed``."""
+
+    def __init__(self, m: CodecModel, head: Header, sums: tuple[int, ...] | None, salvage: bool,
+                 damaged: set[int]) -> None:
+        self.model, self.head, self.sums, self.salvage, self.damaged = m, head, sums, salvage, damaged
+        self.failed: set[int] = set()
+
+    def __call__(self, maps: list[torch.Tensor], decoded: set[int]) -> None:
+        """Check tiles ``decoded`` of ``maps`` (bottom first, each (1, H_l, W_l)), in place."""
+        if self.sums is None or not decoded:
+            return
+        got = tile_code_checksums(maps, self.head.tile_size, decoded)
+        failed = sorted(k for k in decoded if got[k] != self.sums[k])
+        if not failed:
+            return
+        count = len(self.sums)
+        if not self.salvage or len(self.damaged | self.failed | set(failed)) == count:
+            raise VQCodecError(code_failure_message(failed, count, self.model.name, self.salvage))
+        tiles = tile_grid(maps[0].shape[1], maps[0].shape[2], self.head.tile_size)
+        for k in failed:
+            for lv, level in enumerate(maps):
+                level[0][tiles[k].window(lv)] = 0
+        self.failed.update(failed)
+
+
+def code_failure_message(failed: list[int], count: int, model: str, salvage: bool = False) -> str:
+    """One line for tiles whose decoded codes fail their checksum (of ``count`` tiles in the file)."""
+    if len(failed) == 1:
+        which, checksum = f"tile {failed[0]}", "checksum"
+    else:
+        listed = ", ".join(map(str, failed[:10])) + (", ..." if len(failed) > 10 else "")
+        which = f"all {count} tiles" if len(failed) == count else f"{len(failed)} tiles ({listed})"
+        checksum = "checksums"
+    first = "nothing can be restored: " if salvage else ""
+    return (f"{first}{which} decoded to codes that fail their {checksum}: the file was not written by the priors "
+            f"of model '{model}', or it is damaged")
 
 
 def damage_message(damaged: tuple[int, ...]) -> str:

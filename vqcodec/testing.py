@@ -255,7 +255,7 @@ def huge_claim(data: bytes, width: int, height: int, tile_size: int = 256, paylo
     head = unpack(data).header
     head = dataclasses.replace(head, width=width, height=height, tile_size=tile_size, icc_profile=None)
     n = tile_count(width, height, head.levels, tile_size)
-    return pack(Bitstream(head, (payload,) * n))
+    return pack(Bitstream(head, (payload,) * n, code_checksums=(0,) * n))  # (format 5's code checksums)
 
 
 def huge_header_mutation(rng: random.Random, data: bytes) -> bytes:
@@ -284,6 +284,8 @@ def pack_with_lengths(stream: Bitstream, lengths: list[int]) -> bytes:
     head += bytes((h.channels, h.bit_depth, h.levels, h.tile_size.bit_length() - 1))
     head += bs._varint(len(stream.tiles)) + b"".join(bs._varint(n) for n in lengths)
     head += b"".join(bs.tile_checksum(t).to_bytes(2, "little") for t in stream.tiles)
+    if h.has_code_checksums:
+        head += b"".join(c.to_bytes(2, "little") for c in stream.code_checksums)
     if h.icc_profile is not None:
         head += bs._varint(len(h.icc_profile)) + h.icc_profile
     return bytes(head) + zlib.crc32(head).to_bytes(4, "little") + b"".join(stream.tiles)
@@ -301,7 +303,7 @@ def lengths_mutation(rng: random.Random, data: bytes) -> bytes:
         joined = tiles[k] + tiles[k + 1]
         cut = rng.randrange(len(joined) + 1)
         tiles[k], tiles[k + 1] = joined[:cut], joined[cut:]
-        return pack(Bitstream(stream.header, tuple(tiles)))
+        return pack(dataclasses.replace(stream, tiles=tuple(tiles)))
     lengths = [len(t) for t in tiles]
     k = rng.randrange(len(tiles))
     lengths[k] = max(0, lengths[k] + rng.choice([-4, -1, 1, 4, 1000, 1 << 20, 1 << 40]))
@@ -346,10 +348,11 @@ def mutate(rng: random.Random, data: bytes, hend: int) -> tuple[str, bytes]:
         for t in stream.tiles:  # same lengths, so pack rewrites only the checksum table and header CRC
             tiles.append(bytes(buf[pos : pos + len(t)]))
             pos += len(t)
-        return kind, pack(Bitstream(stream.header, tuple(tiles)))
+        return kind, pack(dataclasses.replace(stream, tiles=tuple(tiles)))
     elif kind == "tiles":  # a consistent container whose tile payloads are damaged
         stream = unpack(data)
         tiles = list(stream.tiles)
+        sums = list(stream.code_checksums or (0,) * len(tiles))  # format 5: one code checksum per tile
         k = rng.randrange(len(tiles))
         op = rng.randrange(5)
         if op == 0:
@@ -359,10 +362,11 @@ def mutate(rng: random.Random, data: bytes, hend: int) -> tuple[str, bytes]:
         elif op == 2:
             tiles[k] = bytes(rng.randrange(256) for _ in range(rng.choice([0, 4, 8, 64])))
         elif op == 3 and len(tiles) > 1:
-            del tiles[k]
+            del tiles[k], sums[k]
         else:
             tiles.append(bytes(4 * rng.randrange(3)))
-        return kind, pack(Bitstream(stream.header, tuple(tiles)))
+            sums.append(rng.randrange(1 << 16))
+        return kind, pack(Bitstream(stream.header, tuple(tiles), code_checksums=tuple(sums)))
     else:  # valid header values that disagree with the payloads
         stream = unpack(data)
         h = stream.header
@@ -371,7 +375,7 @@ def mutate(rng: random.Random, data: bytes, hend: int) -> tuple[str, bytes]:
             "width": rng.randint(1, 24), "height": rng.randint(1, 24), "channels": 4 - h.channels,
             "bit_depth": 24 - h.bit_depth, "levels": 5 - h.levels, "tile_size": rng.choice([4, 8, 16, 64]),
         }[field]
-        return kind, pack(Bitstream(dataclasses.replace(h, **{field: value}), stream.tiles))
+        return kind, pack(dataclasses.replace(stream, header=dataclasses.replace(h, **{field: value})))
     return kind, bytes(buf)
 
 

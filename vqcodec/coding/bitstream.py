@@ -5,7 +5,9 @@ FORMAT_VERSION and the exact-layout test. Parsing treats the input as hostile: e
 bounds-checked, sizes are checked before anything is sliced, and every failure is a VQCodecError.
 The encoding is canonical (minimal varints, no unknown flags), so pack(unpack(b)) == b.
 Each tile payload has its own checksum, so a damaged tile can be reported (or, with salvage=True,
-skipped) without condemning the others.
+skipped) without condemning the others. From version 5 the header also holds a checksum of each
+tile's decoded codes (``code_checksum``), which the codec checks after decoding: a wrong model, or a
+probability that differs by one unit, decodes to other codes and is reported instead of shown.
 """
 
 from __future__ import annotations
@@ -13,22 +15,28 @@ from __future__ import annotations
 import binascii
 import struct
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
+
+import numpy as np
 
 from vqcodec.errors import VQCodecError
 
 MAGIC = b"VQC\x89"  # the non-ASCII last byte makes the file non-text and exposes 7-bit mangling
-FORMAT_VERSION = 4  # what vqcodec writes
+FORMAT_VERSION = 5  # what vqcodec writes
 RESAMPLED_VERSION = 3  # the first version with a coded size (a file coded at another resolution)
 BANDED_VERSION = 4  # the first version whose pixels are decoded in bands (``vqvae.band_windows``)
-READABLE_VERSIONS = (1, 2, 3, 4)  # 1: raster order; 2: each level in its prior's order; 3: 2 + coded size; 4: 3 + bands
+CODE_CHECKSUM_VERSION = 5  # the first version with a checksum of each tile's decoded codes
+# 1: raster order; 2: each level in its prior's order; 3: 2 + coded size; 4: 3 + bands; 5: 4 + code checksums
+READABLE_VERSIONS = (1, 2, 3, 4, 5)
 MAX_PIXELS = 1 << 30  # refuse absurd sizes before anyone allocates width * height
 MAX_SIDE = 1 << 17
 
 FINGERPRINT_SIZE = 16
 FLAG_ICC = 0x01
 FLAG_RESAMPLED = 0x02  # version 3: the codes describe the image at another size (coded width, height)
-_KNOWN_FLAGS = {1: FLAG_ICC, 2: FLAG_ICC, 3: FLAG_ICC | FLAG_RESAMPLED, 4: FLAG_ICC | FLAG_RESAMPLED}
+_KNOWN_FLAGS = {1: FLAG_ICC, 2: FLAG_ICC, 3: FLAG_ICC | FLAG_RESAMPLED, 4: FLAG_ICC | FLAG_RESAMPLED,
+                5: FLAG_ICC | FLAG_RESAMPLED}
 _MAX_VARINT_BYTES = 10  # enough for any value below 2**64
 _CRC = struct.Struct("<I")
 _TILE_CRC = struct.Struct("<H")
@@ -70,6 +78,11 @@ class Header:
         not whole (earlier versions): the pixels differ in the last float bits, so the file says."""
         return self.version >= BANDED_VERSION
 
+    @property
+    def has_code_checksums(self) -> bool:
+        """Whether the file records a checksum of each tile's decoded codes (version 5 and later)."""
+        return self.version >= CODE_CHECKSUM_VERSION
+
     def __post_init__(self) -> None:
         _validate_header(self)
 
@@ -79,11 +92,16 @@ class Bitstream:
     """A header plus one range-coder payload per tile, tiles in raster order.
 
     ``damaged`` lists the tiles whose payload failed its checksum; only unpack(..., salvage=True)
-    sets it, and pack ignores it (it always writes the checksums of the tiles as they are)."""
+    sets it, and pack ignores it (it always writes the checksums of the tiles as they are).
+    ``code_checksums`` holds one ``code_checksum`` per tile, of the codes the encoder coded in it:
+    version 5 records them (pack refuses a version-5 stream without them); earlier versions have none
+    (unpack gives None, and pack leaves them out, so a stream converts to an older version by its
+    header's version alone)."""
 
     header: Header
     tiles: tuple[bytes, ...]
     damaged: tuple[int, ...] = ()
+    code_checksums: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.header, Header):
@@ -96,6 +114,12 @@ class Bitstream:
             _is_int(k) and 0 <= k < len(self.tiles) for k in self.damaged
         ):
             raise VQCodecError("Bitstream.damaged must be a tuple of tile indices.")
+        sums = self.code_checksums
+        if sums is not None and (not isinstance(sums, tuple) or not all(_is_int(c) and 0 <= c <= 0xFFFF for c in sums)):
+            raise VQCodecError("Bitstream.code_checksums must be a tuple of 16-bit checksums, or None.")
+        if sums is not None and len(sums) != len(self.tiles):
+            raise VQCodecError(f"a bitstream of {len(self.tiles)} tiles needs {len(self.tiles)} code checksums, "
+                               f"not {len(sums)}.")
 
 
 def _is_int(value: object) -> bool:
@@ -172,6 +196,12 @@ def pack(stream: Bitstream) -> bytes:
         head += _varint(len(tile))
     for tile in stream.tiles:
         head += _TILE_CRC.pack(tile_checksum(tile))
+    if h.has_code_checksums:
+        if stream.code_checksums is None:
+            raise VQCodecError(f"a version-{h.version} stream needs the checksum of each tile's codes "
+                               "(Bitstream.code_checksums).")
+        for crc in stream.code_checksums:
+            head += _TILE_CRC.pack(crc)
     if h.icc_profile is not None:
         head += _varint(len(h.icc_profile)) + h.icc_profile
     head += _CRC.pack(zlib.crc32(head))
@@ -181,6 +211,26 @@ def pack(stream: Bitstream) -> bytes:
 def tile_checksum(payload: bytes) -> int:
     """CRC-16/CCITT (XMODEM variant: polynomial 0x1021, initial value 0) of one tile payload."""
     return binascii.crc_hqx(payload, 0)
+
+
+def code_bytes(levels: Sequence[np.ndarray]) -> bytes:
+    """A tile's codes as version 5 checksums them: ``levels`` are the tile's windows of the code
+    maps, top level first, each 2-D and serialized in raster order, each code a u16le."""
+    out = []
+    for codes in levels:
+        codes = np.asarray(codes)
+        if codes.ndim != 2:
+            raise VQCodecError(f"a tile's codes of one level must be a 2-D window, not of shape {codes.shape}.")
+        if codes.size and (int(codes.min()) < 0 or int(codes.max()) > 0xFFFF):
+            raise VQCodecError("codes must be from 0 to 65535 to be checksummed.")
+        out.append(np.ascontiguousarray(codes, dtype="<u2").tobytes())
+    return b"".join(out)
+
+
+def code_checksum(levels: Sequence[np.ndarray]) -> int:
+    """The CRC-16 (as ``tile_checksum``) of a tile's codes serialized by ``code_bytes``: what
+    version 5 records for the tile, so that a decoder can tell whether it decoded the codes coded."""
+    return binascii.crc_hqx(code_bytes(levels), 0)
 
 
 class _Reader:
@@ -217,10 +267,10 @@ class _Reader:
         raise VQCodecError(f"the {what} is a varint longer than {_MAX_VARINT_BYTES} bytes.")
 
 
-def _parse(data: bytes, salvage: bool = False) -> tuple[Header, list[int], list[int], int]:
-    """Validate the whole file; return the header, tile lengths, damaged tiles (checksum mismatch)
-    and where the payloads start. With ``salvage`` a file cut off inside its payloads is accepted:
-    the tiles it cuts are damaged."""
+def _parse(data: bytes, salvage: bool = False) -> tuple[Header, list[int], list[int], int, tuple[int, ...] | None]:
+    """Validate the whole file; return the header, tile lengths, damaged tiles (checksum mismatch),
+    where the payloads start and the code checksums (None before version 5). With ``salvage`` a file
+    cut off inside its payloads is accepted: the tiles it cuts are damaged."""
     if not isinstance(data, bytes):
         data = bytes(data)
     if data[: len(MAGIC)] != MAGIC[: len(data)]:
@@ -249,12 +299,17 @@ def _parse(data: bytes, salvage: bool = False) -> tuple[Header, list[int], list[
     levels = r.byte("level count")
     log2_tile = r.byte("tile size")
     n_tiles = r.varint("tile count")
-    if 3 * n_tiles > r.remaining():  # each tile takes >= 1 length byte + 2 checksum bytes; bounds the lists
+    # each tile takes >= 1 length byte + 2 checksum bytes (+ 2 for its codes' checksum); bounds the lists
+    per_tile = 5 if version >= CODE_CHECKSUM_VERSION else 3
+    if per_tile * n_tiles > r.remaining():
         raise VQCodecError(
             f"tile count {n_tiles} cannot fit in a file of {len(data)} bytes; it is truncated or corrupted."
         )
     lengths = [r.varint("tile length table") for _ in range(n_tiles)]
     checksums = [_TILE_CRC.unpack(r.take(_TILE_CRC.size, "tile checksum table"))[0] for _ in range(n_tiles)]
+    code_sums = None
+    if version >= CODE_CHECKSUM_VERSION:
+        code_sums = tuple(_TILE_CRC.unpack(r.take(_TILE_CRC.size, "code checksum table"))[0] for _ in range(n_tiles))
     icc = None
     if flags & FLAG_ICC:
         icc = r.take(r.varint("ICC profile length"), "ICC profile")
@@ -286,7 +341,7 @@ def _parse(data: bytes, salvage: bool = False) -> tuple[Header, list[int], list[
         if pos + n > len(data) or binascii.crc_hqx(view[pos : pos + n], 0) != crc:
             damaged.append(k)
         pos += n
-    return header, lengths, damaged, payload_start
+    return header, lengths, damaged, payload_start, code_sums
 
 
 def _damage_error(damaged: list[int]) -> VQCodecError:
@@ -303,24 +358,25 @@ def unpack(data: bytes, *, salvage: bool = False) -> Bitstream:
     returned with those tiles' indices in ``damaged`` (their bytes as found, not to be decoded). A
     file cut off inside its payloads is truncated, unless ``salvage``: then the tiles it cuts are
     damaged too (a file missing only its last bytes keeps every earlier tile). Header and other
-    structure defects are errors either way."""
+    structure defects are errors either way. The code checksums of version 5 are read, not checked:
+    only a decoder with the model knows the codes (``vqcodec.codec`` checks them)."""
     if not isinstance(data, bytes):
         data = bytes(data)
-    header, lengths, damaged, pos = _parse(data, salvage)
+    header, lengths, damaged, pos, code_sums = _parse(data, salvage)
     if damaged and not salvage:
         raise _damage_error(damaged)
     tiles = []
     for n in lengths:
         tiles.append(data[pos : pos + n])
         pos += n
-    return Bitstream(header, tuple(tiles), tuple(damaged))
+    return Bitstream(header, tuple(tiles), tuple(damaged), code_sums)
 
 
 def read_header(data: bytes) -> Header:
     """The header of a complete `.vqc` file, validated exactly as unpack does; a damaged tile
     payload is an error here as in unpack's strict mode (``unpack(data, salvage=True)`` gives the
     header of a file with damaged or cut-off tiles, and names them)."""
-    header, _, damaged, _ = _parse(data)
+    header, _, damaged, _, _ = _parse(data)
     if damaged:
         raise _damage_error(damaged)
     return header

@@ -12,11 +12,12 @@ as one batch, and its batches in as many forked processes as it has cores (``vqc
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
 
+from vqcodec.coding.bitstream import code_checksum
 from vqcodec.coding.range_coder import TileDecoders, encode_symbols
 from vqcodec.coding.tiles import Tile, shape_groups, tile_grid
 from vqcodec.errors import VQCodecError
@@ -98,6 +99,19 @@ def encode_tiles(
     """Tile payloads for code maps (bottom first, each (1, H_l, W_l)), tiles in raster order."""
     payloads = dict((k, encode_symbols(parts)) for k, parts in tile_symbols(priors, codes, tile, order))
     return [payloads[k] for k in range(len(payloads))]
+
+
+def tile_code_checksums(
+    maps: Sequence[torch.Tensor], tile: int, only: Iterable[int] | None = None
+) -> dict[int, int]:
+    """Tile index -> ``bitstream.code_checksum`` of its codes in ``maps`` (bottom first, each
+    (1, H_l, W_l)): each level's window of the tile (``Tile.window``), top level first. The encoder
+    records these (format version 5) for the codes it coded, the decoder recomputes them for the codes
+    it decoded; ``only`` limits them to those tiles."""
+    arrays = [m[0].cpu().numpy() for m in maps]
+    tiles = tile_grid(arrays[0].shape[0], arrays[0].shape[1], tile)
+    keys = range(len(tiles)) if only is None else sorted(only)
+    return {k: code_checksum([arrays[lv][tiles[k].window(lv)] for lv in reversed(range(len(arrays)))]) for k in keys}
 
 
 def _from_stream(decoders: TileDecoders) -> Pick:
