@@ -33,6 +33,9 @@ FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
               help="With --refit-of: limit the attention of that model's priors to the wavefront of their "
                    "reach, their integer weights unchanged: the top level decodes in about half the steps.")
 @click.option("--tiles", type=int, default=128, show_default=True, help="Calibration tiles per prior.")
+@click.option("--tile", type=int, default=None,
+              help="With --refit-of: the new model's default tile side in bottom codes (the base model's by "
+                   "default); multi-pass priors work with any.")
 @click.option("--name", default=None, help="Model name recorded in the file (default: output file stem).")
 @click.option("--description", default="", help="One line for 'vqcodec models'.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
@@ -40,8 +43,8 @@ FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 @friendly_errors
 def export(vqvae: Path | None, prior_top: Path | None, prior_middle: Path | None, prior_bottom: Path | None,
            priors: tuple[Path, ...], calibration: tuple[Path, ...], refit_of: str | None, delta: bool,
-           wavefront_attention: bool, tiles: int, name: str | None, description: str, out: Path,
-           force: bool) -> None:
+           wavefront_attention: bool, tiles: int, tile: int | None, name: str | None, description: str,
+           out: Path, force: bool) -> None:
     """Quantize the priors to integer networks and write a codec model for compress/decompress.
 
     \b
@@ -67,11 +70,13 @@ def export(vqvae: Path | None, prior_top: Path | None, prior_middle: Path | None
         if calibration and not levels:
             raise VQCodecError("--calibration quantizes new priors; with --refit-of alone the priors are reused")
         model = build_refit_codec_model(base, vqvae, out, name or out.stem, description, delta, levels,
-                                        calibration or None, tiles, wavefront_attention)
+                                        calibration or None, tiles, wavefront_attention, tile)
         click.echo(f"{out}: model '{model.name}', fingerprint {model.fingerprint.hex()}, tile {model.tile}")
         return
     if delta:
         raise VQCodecError("--delta stores a --refit-of model's differences: give --refit-of")
+    if tile is not None:
+        raise VQCodecError("--tile sets a --refit-of model's tile (a new model takes its priors'): give --refit-of")
     if wavefront_attention:
         raise VQCodecError("--wavefront-attention changes a --refit-of model's priors: give --refit-of")
     if vqvae is None:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from vqcodec.coding.tiles import check_tile
 from vqcodec.errors import VQCodecError
 from vqcodec.priors.pixelcnn import PriorConfig
 from vqcodec.priors.registry import integer_twin
@@ -86,7 +87,7 @@ def build_refit_codec_model(
     base: str | Path, vqvae_path: str | Path | None, out: str | Path, name: str, description: str = "",
     delta: bool = False, priors: dict[int, Path] | None = None,
     calibration_codes: str | Path | Sequence[str | Path] | None = None,
-    calibration_tiles: int = 128, wavefront_attention: bool = False,
+    calibration_tiles: int = 128, wavefront_attention: bool = False, tile: int | None = None,
 ) -> CodecModel:
     """A codec model from a ``vqcodec train vqvae --refit base`` run: its VQ-VAE with ``base``'s
     integer priors, which stay exact because the refit never changed how images become codes
@@ -96,7 +97,9 @@ def build_refit_codec_model(
     limits the attention of ``base``'s priors to the wavefront (``PriorConfig.attention_wavefront``),
     their integer weights unchanged, so they decode in far fewer steps. With ``delta`` the file
     stores only what differs from ``base`` (``zoo.files``), which must then be installed where the
-    file will be looked for (its folder, $VQCODEC_MODELS or the shipped ones)."""
+    file will be looked for (its folder, $VQCODEC_MODELS or the shipped ones). ``tile`` sets the new
+    model's default tile side (``base``'s by default); only priors that do not depend on the tile
+    they were trained on (multi-pass ones: their context is a fixed window) may be given another."""
     kind, base_cfg, base_tensors = load_model(base)
     if kind != "codec":
         raise VQCodecError(f"{base} is a '{kind}' file; --refit-of needs the codec model the decoder was refit from")
@@ -122,6 +125,13 @@ def build_refit_codec_model(
     if wavefront_attention and not raster:
         raise VQCodecError(f"--wavefront-attention: {base} has no prior left whose attention runs in raster order")
     maps, labels, _ = load_code_sets(calibration_codes) if priors else (None, None, None)
+    model_tile = check_tile(tile, cfg.levels) if tile is not None else base_cfg["tile"]
+    if model_tile != base_cfg["tile"]:
+        kept = [lvl for lvl, c in enumerate(base_cfg["priors"]) if lvl not in priors and lvl >= cfg.dropped_levels
+                and c.get("arch", "gated-pixelcnn") != "multipass"]
+        if kept:
+            raise VQCodecError(f"--tile {model_tile}: {base}'s prior of level {LEVEL_NAMES[cfg.levels][kept[0]]} "
+                               f"was made for tiles of {base_cfg['tile']}; replace it with a multi-pass prior")
     tensors = {f"vqvae.{k}": v for k, v in new.items()}
     prior_cfgs = []
     for level, prior_cfg in enumerate(base_cfg["priors"]):
@@ -131,7 +141,11 @@ def build_refit_codec_model(
         if level in priors:
             prior, cfg_run = load_prior(priors[level])
             prior_cfgs.append(prior.config.to_dict())
-            tensors.update(quantized_prior(priors[level], prior, cfg_run, level, base_cfg["tile"], maps, labels,
+            multipass = prior.config.to_dict().get("arch") == "multipass"
+            if cfg_run["tile"] != model_tile and not multipass:
+                raise VQCodecError(f"{priors[level]} was trained on tiles of {cfg_run['tile']} codes; the model "
+                                   f"codes tiles of {model_tile}")
+            tensors.update(quantized_prior(priors[level], prior, cfg_run, level, cfg_run["tile"], maps, labels,
                                            calibration_tiles))
             continue
         prior_cfgs.append(prior_cfg)
@@ -142,7 +156,7 @@ def build_refit_codec_model(
             tensors[f"prior{level}.attn.reach"] = torch.tensor(float(reach), dtype=torch.float64)
     if fingerprint(tensors) == fingerprint(base_tensors):
         raise VQCodecError(f"nothing differs from {base}: this would be the same model")
-    config = {"name": name, "tile": base_cfg["tile"], "vqvae": cfg.to_dict(), "priors": prior_cfgs}
+    config = {"name": name, "tile": model_tile, "vqvae": cfg.to_dict(), "priors": prior_cfgs}
     if description:
         config["description"] = description
     if not delta:
