@@ -41,7 +41,7 @@ def models(show_all: bool, model_dirs: tuple[Path, ...]) -> None:
     from vqcodec.zoo.registry import default_model_name, default_quality, ladder, list_models, model_bytes
 
     default = default_quality()
-    rungs = ladder()
+    rungs, fast = ladder(), ladder("fast")
     head = f"{'quality':<9}{'name':<22}{'model':<14}{'scale':>6}  Kodak bpp / PSNR"
     click.echo(head)
     click.echo("-" * len(head))
@@ -49,9 +49,18 @@ def models(show_all: bool, model_dirs: tuple[Path, ...]) -> None:
         quality = f"{r.quality}" + ("*" if r.quality == default else "")
         click.echo(f"{quality:<9}{r.name:<22}{r.model:<14}{r.scale:>6g}  {_kodak(r.kodak)}")
     click.echo("* the default quality.")
+    if fast:
+        click.echo("")
+        click.echo("The fast ladder ('compress --fast -q Q'): multi-pass priors, the same pictures in a fraction")
+        click.echo("of the decode time for a few percent more bits (docs/models.md).")
+        click.echo(head)
+        click.echo("-" * len(head))
+        for r in fast:
+            quality = f"{r.quality}" + ("*" if r.quality == default else "")
+            click.echo(f"{quality:<9}{r.name:<22}{r.model:<14}{r.scale:>6g}  {_kodak(r.kodak)}")
     click.echo("")
     entries = list_models(model_dirs)
-    in_use = {r.model for r in rungs} | {default_model_name()}
+    in_use = {r.model for r in rungs + fast} | {default_model_name()}
     shown = [e for e in entries if show_all or not e.shipped or e.name in in_use]
     head = (f"{'name':<14}{'fingerprint':<34}{'levels':>6}{'file':>10}{'model':>10}  {'Kodak bpp / PSNR':<18}"
             "description")

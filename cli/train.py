@@ -136,7 +136,7 @@ def train_vqvae_cmd(**kw) -> None:
 
 # what a prior's architecture is made of: a --refit run takes these from the model it starts from
 PRIOR_ARCHITECTURE = ("tile", "channels", "layers", "attention_every", "attention_wavefront", "heads", "dropout",
-                      "out_blocks", "cond_channels", "cond_blocks", "arch", "embed_dim", "window", "blocks")
+                      "out_blocks", "cond_channels", "cond_blocks", "arch", "embed_dim", "window", "blocks", "schedule")
 
 
 @train.command("prior")
@@ -155,6 +155,9 @@ PRIOR_ARCHITECTURE = ("tile", "channels", "layers", "attention_every", "attentio
 @click.option("--embed-dim", type=int, default=None, help="multipass: code embedding width [default: 32].")
 @click.option("--window", type=int, default=None, help="multipass: context window side, odd [default: 7].")
 @click.option("--blocks", type=int, default=None, help="multipass: residual 1x1 blocks per code [default: 2].")
+@click.option("--schedule", type=click.Choice(["4x4", "8x8"]), default=None,
+              help="multipass: the passes' cell: 4x4 in 7 passes [default], or 8x8 in 8 (fewer codes without "
+                   "context; needs --window 9).")
 @click.option("--attention-every", type=int, default=3, show_default=True, help="Top prior only.")
 @click.option("--attention-wavefront", is_flag=True,
               help="Top prior only: attention sees what a wavefront decoder has decoded, so the level decodes "

@@ -8,6 +8,7 @@ import torch
 
 from vqcodec.priors.multipass import (
     SCHEDULE_7,
+    SCHEDULE_8,
     IntMultipass,
     MultipassConfig,
     MultipassPrior,
@@ -37,27 +38,30 @@ def random_multipass(seed: int, cond_levels: int = 0, classes: int = 0, **cfg) -
     return IntMultipass.from_float(prior, [(codes, cond, label)]), prior, codes, cond, label
 
 
-def test_the_schedule_visits_every_position_once_in_seven_passes() -> None:
-    order = multipass_order(SCHEDULE_7, 9, 13)
-    assert len(order) == 7
+@pytest.mark.parametrize("schedule,counts", [(SCHEDULE_7, [4, 4, 8, 8, 8, 16, 16]),
+                                             (SCHEDULE_8, [1, 1, 2, 4, 8, 16, 16, 16])])
+def test_a_schedule_visits_every_position_once(schedule, counts) -> None:
+    order = multipass_order(schedule, 9, 13)
+    assert len(order) == len(counts)
     seen = np.concatenate(order)
     assert len(seen) == 9 * 13 and len({tuple(p) for p in seen.tolist()}) == 9 * 13
-    groups = pass_map(SCHEDULE_7, 8, 8)
-    assert [int((groups == g).sum()) for g in range(7)] == [4, 4, 8, 8, 8, 16, 16]
+    groups = pass_map(schedule, 8, 8)
+    assert [int((groups == g).sum()) for g in range(len(counts))] == counts
 
 
-@pytest.mark.parametrize("cond_levels,classes", [(0, 0), (1, 0), (1, 3), (2, 0)])
-def test_the_decoders_passes_give_the_encoders_probabilities_bit_for_bit(cond_levels: int, classes: int) -> None:
-    net, _, codes, cond, label = random_multipass(cond_levels + 3 * classes, cond_levels, classes)
+@pytest.mark.parametrize("cond_levels,classes,cfg", [(0, 0, {}), (1, 0, {}), (1, 3, {}), (2, 0, {}),
+                                                     (1, 0, dict(schedule=SCHEDULE_8, window=9))])
+def test_the_decoders_passes_give_the_encoders_probabilities_bit_for_bit(cond_levels: int, classes: int, cfg) -> None:
+    net, _, codes, cond, label = random_multipass(cond_levels + 3 * classes, cond_levels, classes, **cfg)
     parallel = net.parallel_probs(codes, cond, label)
     assert stepper_mismatches(net.stepper(3, 9, 13, cond, label), parallel, codes) == []
 
 
-@pytest.mark.parametrize("window", [3, 5, 9])
-def test_a_codes_probabilities_ignore_its_own_pass_and_later_ones(window: int) -> None:
+@pytest.mark.parametrize("window,schedule", [(3, SCHEDULE_7), (5, SCHEDULE_7), (9, SCHEDULE_7), (9, SCHEDULE_8)])
+def test_a_codes_probabilities_ignore_its_own_pass_and_later_ones(window: int, schedule) -> None:
     """Perturbation: changing every code of pass >= g leaves pass g's probabilities alone (integer
     twin and float model), and changing an earlier pass's codes does move them."""
-    net, prior, codes, cond, _ = random_multipass(7, cond_levels=1, window=window)
+    net, prior, codes, cond, _ = random_multipass(7, cond_levels=1, window=window, schedule=schedule)
     groups = torch.from_numpy(pass_map(net.config.schedule, 9, 13))
     base_int = net.parallel_probs(codes, cond)
     with torch.no_grad():

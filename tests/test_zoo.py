@@ -185,8 +185,8 @@ def test_a_new_architecture_is_one_registry_line(tmp_path, monkeypatch) -> None:
 # -- the quality ladder and every shipped model ----------------------------------------------------------
 
 SHIPPED = sorted(e.name for e in registry.list_models() if e.shipped)
-RUNGS = {r.name for r in registry.ladder()}
-POINTS = sorted(set(SHIPPED) | RUNGS)  # every shipped model, and every rung of the ladder
+RUNGS = {r.name for which in registry.LADDERS for r in registry.ladder(which)}  # both ladders' rungs
+POINTS = sorted(set(SHIPPED) | RUNGS)  # every shipped model, and every rung of the ladders
 
 
 def _how(point: str) -> dict[str, str]:

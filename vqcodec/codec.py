@@ -217,7 +217,8 @@ def short_payloads(m: CodecModel, head: Header, payloads: tuple[bytes, ...] | li
 @torch.no_grad()
 @reuse_freed_memory()
 def compress(image: Any, model: ModelSpec = None, device: str | None = None, tile: int | None = None,
-             quality: int | str | None = None, scale: float | None = None, rdo: float | None = None) -> bytes:
+             quality: int | str | None = None, scale: float | None = None, rdo: float | None = None,
+             fast: bool = False) -> bytes:
     """Compress an image (path, bytes, open binary file, PIL image, uint8/uint16 array or ImageData)
     to bytes. ``quality`` picks a rung of the shipped quality ladder: 1 (smallest files) to N (best
     pictures), or a rung's name (``vqcodec models``); ``model`` instead names any codec model, or is
@@ -225,8 +226,10 @@ def compress(image: Any, model: ModelSpec = None, device: str | None = None, til
     fraction of its size (``vqcodec.resample``; a rung sets it, default 1); ``device`` is where to
     load the model ("cpu" or "cuda"; default: cpu, or where the model given is); ``tile`` overrides
     the model's tile size (in bottom-level codes); ``rdo`` weighs each bottom code's bits against its
-    distance to the latent (``coding.rdo``; default 0: the nearest codes; 0.02 is tuned)."""
-    spec, rung_scale = choose_rung(model, quality)
+    distance to the latent (``coding.rdo``; default 0: the nearest codes; 0.02 is tuned); ``fast``
+    takes the quality's rung from the fast ladder (multi-pass priors: a fraction of the decode time,
+    a few percent more bits; ``vqcodec models``)."""
+    spec, rung_scale = choose_rung(model, quality, fast)
     lam = check_rdo(rdo) if rdo is not None else 0.0
     if scale is not None and quality is not None:
         raise VQCodecError("give a quality or a scale, not both (a quality sets the scale)")

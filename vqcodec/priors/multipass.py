@@ -44,6 +44,15 @@ ARCH = "multipass"
 
 # 4x4 cell: pass of each (row % 4, column % 4); see the module docstring
 SCHEDULE_7 = ((0, 5, 2, 5), (6, 3, 6, 4), (2, 5, 1, 5), (6, 4, 6, 3))
+# 8x8 cell in 8 passes of 1, 1, 2, 4, 8, 16, 16 and 16 of its 64 codes: the 8x8 lattice, its centres,
+# the 4x4 lattice, its centres, the 2x2 lattice, the odd-odd lattice, then the checkerboard's other half
+# in two. A sixteenth as many codes as SCHEDULE_7 are coded with no context at this level; the
+# early passes reach 4 codes away, so it needs a window of 9.
+SCHEDULE_8 = (
+    (0, 6, 4, 6, 2, 6, 4, 6), (7, 5, 7, 5, 7, 5, 7, 5), (4, 6, 3, 6, 4, 6, 3, 6), (7, 5, 7, 5, 7, 5, 7, 5),
+    (2, 6, 4, 6, 1, 6, 4, 6), (7, 5, 7, 5, 7, 5, 7, 5), (4, 6, 3, 6, 4, 6, 3, 6), (7, 5, 7, 5, 7, 5, 7, 5),
+)
+SCHEDULES = {"4x4": SCHEDULE_7, "8x8": SCHEDULE_8}
 
 
 @dataclass

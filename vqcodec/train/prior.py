@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from vqcodec.errors import VQCodecError
-from vqcodec.priors.multipass import MultipassConfig, MultipassPrior
+from vqcodec.priors.multipass import SCHEDULES, MultipassConfig, MultipassPrior
 from vqcodec.priors.pixelcnn import PixelCNNPrior, PriorConfig, nll_bits
 from vqcodec.train.code_datasets import CodeTiles, load_code_sets
 from vqcodec.train.evaluation import mean_bits
@@ -37,7 +37,7 @@ def prior_loss(model: torch.nn.Module, batch: tuple[torch.Tensor, ...]) -> tuple
     return loss, {"bits": loss.item()}
 
 
-MULTIPASS_OPTIONS = ("channels", "embed_dim", "window", "blocks", "cond_channels", "cond_blocks")
+MULTIPASS_OPTIONS = ("channels", "embed_dim", "window", "blocks", "cond_channels", "cond_blocks", "schedule")
 
 
 def build_prior(meta: dict, level: int, cfg_overrides: dict) -> torch.nn.Module:
@@ -46,9 +46,11 @@ def build_prior(meta: dict, level: int, cfg_overrides: dict) -> torch.nn.Module:
     arch = cfg_overrides.pop("arch", None) or "gated-pixelcnn"
     if arch == "multipass":
         mp = {k: v for k, v in cfg_overrides.items() if k in MULTIPASS_OPTIONS and v is not None}
+        if "schedule" in mp:
+            mp["schedule"] = SCHEDULES[mp["schedule"]]
         return MultipassPrior(MultipassConfig(num_codes=meta["num_codes"], cond_levels=top - level,
                                               num_classes=len(meta["classes"]), **mp))
-    for k in ("embed_dim", "window", "blocks"):  # multipass-only options
+    for k in ("embed_dim", "window", "blocks", "schedule"):  # multipass-only options
         cfg_overrides.pop(k, None)
     attention_every = cfg_overrides.pop("attention_every", 3)
     wavefront = cfg_overrides.pop("attention_wavefront", False)

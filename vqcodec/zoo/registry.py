@@ -82,10 +82,17 @@ def default_model_name() -> str:
     return str(_manifest_file()["default"])
 
 
-def ladder() -> list[Rung]:
-    """The shipped quality ladder, quality 1 (smallest files) first: the manifest's rungs in order."""
+LADDERS = {"default": "ladder", "fast": "fast_ladder"}  # ladder name -> its key in models.json
+
+
+def ladder(which: str = "default") -> list[Rung]:
+    """A shipped quality ladder, quality 1 (smallest files) first: the manifest's rungs in order.
+    ``"fast"``: the ladder of the multi-pass priors, which decodes in a fraction of the time for a few
+    percent more bits (docs/models.md); empty where the manifest has none."""
+    if which not in LADDERS:
+        raise VQCodecError(f"unknown ladder {which!r} (known: {', '.join(LADDERS)})")
     return [Rung(q, str(r["model"]), float(r["scale"]), r.get("kodak"))
-            for q, r in enumerate(_manifest_file()["ladder"], start=1)]
+            for q, r in enumerate(_manifest_file().get(LADDERS[which], []), start=1)]
 
 
 def default_quality() -> int:
@@ -99,24 +106,31 @@ def rung_of(model_fingerprint: str, width: int, height: int, coded: tuple[int, i
     from vqcodec.resample import coded_size
 
     fingerprints = {n: e["fingerprint"] for n, e in _manifest().items()}
-    return next((r for r in ladder() if fingerprints.get(r.model) == model_fingerprint
+    return next((r for which in LADDERS for r in ladder(which) if fingerprints.get(r.model) == model_fingerprint
                  and coded_size(width, height, r.scale) == (coded or (width, height))), None)
 
 
-def choose_rung(model, quality: int | str | None) -> tuple[object, float]:
+def choose_rung(model, quality: int | str | None, fast: bool = False) -> tuple[object, float]:
     """What to compress with, as (model spec, scale): ``model`` (any spec, None for the default) at
-    scale 1, or the rung of ``quality``; never both."""
+    scale 1, or the rung of ``quality`` (on the fast ladder with ``fast``); never both."""
+    if fast and model is not None:
+        raise VQCodecError("give --fast or a model, not both")
     if quality is None:
-        return model, 1.0
+        if not fast:
+            return model, 1.0
+        quality = default_quality()
     if model is not None:
         raise VQCodecError("give a quality or a model, not both")
-    rung = rung_for_quality(quality)
+    rung = rung_for_quality(quality, "fast" if fast else "default")
     return rung.model, rung.scale
 
 
-def rung_for_quality(quality: int | str) -> Rung:
-    """The rung of a quality: 1..N on the ladder, or a rung's name (``"default"``: the default rung)."""
-    steps = ladder()
+def rung_for_quality(quality: int | str, which: str = "default") -> Rung:
+    """The rung of a quality: 1..N on the ladder ``which``, or a rung's name (``"default"``: the
+    default rung)."""
+    steps = ladder(which)
+    if not steps:
+        raise VQCodecError(f"this vqcodec ships no {which} ladder")
     names = ", ".join(r.name for r in steps)
     text = str(quality).strip()
     if text.lstrip("-").isdigit():
@@ -126,8 +140,10 @@ def rung_for_quality(quality: int | str) -> Rung:
                                f"or one of the names {names}")
         return steps[q - 1]
     if text == DEFAULT_MODEL:
+        if which != "default":
+            return steps[default_quality() - 1]
         text = default_model_name()
-    rung = next((r for r in steps if r.name == text), None)
+    rung = next((r for w in (which, *LADDERS) for r in ladder(w) if r.name == text), None)  # names: any ladder
     if rung is None:
         raise VQCodecError(f"unknown quality '{text}': give 1 to {len(steps)} or one of {names} "
                            "(any other model: --model)")
