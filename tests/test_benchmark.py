@@ -5,6 +5,7 @@ coding statistics, reference files, the MS-SSIM convention and the optional perc
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import subprocess
@@ -102,6 +103,73 @@ def test_end_to_end(bench_inputs: tuple[Path, Path, Path], tmp_path: Path) -> No
 
     again = _run([str(images), "--codecs", "jpeg", "--out", str(out)])  # refused before measuring anything
     assert again.exit_code == 1 and "already holds" in again.stderr and "--force" in again.stderr
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return 10 * math.log10(255**2 / mse)
+
+
+def _pillow_file(pixels: np.ndarray, fmt: str, **options) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, fmt, **options)
+    return buf.getvalue()
+
+
+def _pillow_pixels(data: bytes) -> np.ndarray:
+    with Image.open(io.BytesIO(data)) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+# codec -> (its --quality value, the setting's name, the file as the library makes it with docs' settings, decode)
+CLASSICAL = {
+    "webp": ("50", "quality=50", lambda a: _pillow_file(a, "WEBP", quality=50, method=6), _pillow_pixels),
+    "avif": ("40", "quality=40", lambda a: _pillow_file(a, "AVIF", quality=40, speed=6, subsampling="4:2:0",
+                                                         max_threads=1), _pillow_pixels),
+    "jp2": ("32", "target_dB=32", lambda a: _pillow_file(a, "JPEG2000", quality_mode="dB", quality_layers=[32.0],
+                                                          irreversible=True, mct=1), _pillow_pixels),
+    "jxl": ("2", "distance=2", lambda a: __import__("imagecodecs").jpegxl_encode(a, effort=7, distance=2.0),
+            lambda d: np.asarray(__import__("imagecodecs").jpegxl_decode(d))),
+}
+
+
+@pytest.mark.parametrize("codec", list(CLASSICAL))
+def test_webp_avif_jpeg_2000_and_jpeg_xl_end_to_end(codec: str, bench_inputs: tuple[Path, Path, Path],
+                                                     tmp_path: Path) -> None:
+    """One point of each through the command: every image's size and PSNR in the CSV are those of the file
+    the codec's library writes here with the settings of docs (bench/classical.py), decoded by the library
+    and scored with numpy; the JSON holds their means."""
+    from vqcodec.bench.classical import classical_codecs
+
+    available, missing = classical_codecs()
+    if codec not in available:
+        pytest.skip(f"{codec}: {missing[codec]}")
+    quality, setting, encode, decode = CLASSICAL[codec]
+    images, _, _ = bench_inputs
+    out = tmp_path / "results"
+    res = _run([str(images), "--codecs", codec, "--quality", f"{codec}={quality}", "--out", str(out), "--no-cvvdp"])
+    assert res.exit_code == 0, res.output
+    rows = _csv_rows(out / f"{codec}-images.csv")
+    assert sorted(r["image"] for r in rows) == ["im0.png", "im1.png", "im2.png"]
+    bpps, psnrs = [], []
+    for row in rows:
+        pixels = np.asarray(Image.open(images / row["image"]).convert("RGB"))
+        data = encode(pixels)
+        decoded = decode(data)
+        assert decoded.shape == pixels.shape and not np.array_equal(decoded, pixels)  # lossy, and decoded whole
+        assert row["setting"] == setting and int(row["bytes"]) == len(data), (row, len(data))
+        assert float(row["bpp"]) == pytest.approx(8 * len(data) / (48 * 64), rel=1e-5)  # the CSV's 6 digits
+        assert float(row["psnr"]) == pytest.approx(_psnr(pixels, decoded), rel=1e-5)
+        assert 20 < float(row["psnr"]) < 60 and 0.05 < float(row["bpp"]) < 8
+        bpps.append(8 * len(data) / (48 * 64))
+        psnrs.append(_psnr(pixels, decoded))
+    obj = json.loads((out / f"{codec}.json").read_text())
+    validate_result(obj, codec, complete=True)
+    assert obj["settings"] == [setting]
+    assert obj["results"]["bpp"] == pytest.approx([np.mean(bpps)], rel=1e-9)
+    assert obj["results"]["psnr-rgb"] == pytest.approx([np.mean(psnrs)], rel=1e-9)
+    label = available[codec].label
+    assert any(line.startswith(f"| {label} |") for line in (out / "summary.md").read_text().splitlines())
 
 
 def test_malformed_reference_is_one_error_line(bench_inputs: tuple[Path, Path, Path], tmp_path: Path) -> None:
@@ -275,6 +343,65 @@ def test_bd_half_the_rate_gives_minus_50_percent(method: str) -> None:
     assert bd.bd_psnr(RA, PA, RA, [p + 0.5 for p in PA], method) == pytest.approx(0.5, abs=1e-9)
 
 
+# Curves whose uneven steps make PCHIP's end slopes fall back to 0 (the shape-preserving rule)
+S1, Q1 = [0.1, 0.12, 0.5, 0.52, 2.0], [24.0, 29.0, 29.5, 33.5, 34.0]
+S2, Q2 = [0.09, 0.3, 0.31, 1.5], [25.0, 26.0, 31.0, 33.0]
+
+
+def _pchip_slopes(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """PCHIP's slope at each point, as scipy's PchipInterpolator (what the bjontegaard package calls) defines
+    it: Fritsch-Carlson's weighted harmonic mean of the neighbouring secants inside (0 where they differ in
+    sign), Moler's one-sided three-point estimate at the ends, kept monotone; a straight line through 2 points."""
+    h, m = np.diff(x), np.diff(y) / np.diff(x)
+    if len(x) == 2:
+        return np.array([m[0], m[0]])
+    d = np.zeros(len(x))
+    for k in range(1, len(x) - 1):
+        if m[k - 1] * m[k] > 0:
+            w1, w2 = 2 * h[k] + h[k - 1], h[k] + 2 * h[k - 1]
+            d[k] = (w1 + w2) / (w1 / m[k - 1] + w2 / m[k])
+
+    def end(h0: float, h1: float, m0: float, m1: float) -> float:
+        slope = ((2 * h0 + h1) * m0 - h0 * m1) / (h0 + h1)
+        if np.sign(slope) != np.sign(m0):
+            return 0.0
+        if np.sign(m0) != np.sign(m1) and abs(slope) > 3 * abs(m0):
+            return 3 * m0
+        return slope
+
+    d[0], d[-1] = end(h[0], h[1], m[0], m[1]), end(h[-1], h[-2], m[-1], m[-2])
+    return d
+
+
+def _pchip_mean(x: np.ndarray, y: np.ndarray, lo: float, hi: float) -> float:
+    """The mean over [lo, hi] of the cubic Hermite interpolant of (x, y) with PCHIP's slopes, integrated by
+    3-point Gauss-Legendre on each piece between knots (exact for cubics)."""
+    d = _pchip_slopes(x, y)
+    nodes, weights = np.polynomial.legendre.leggauss(3)
+    cuts = np.unique(np.clip(np.concatenate([[lo, hi], x]), lo, hi))
+    total = 0.0
+    for a, b in zip(cuts[:-1], cuts[1:]):
+        at = (a + b) / 2 + (b - a) / 2 * nodes
+        k = np.clip(np.searchsorted(x, at, side="right") - 1, 0, len(x) - 2)
+        step = x[k + 1] - x[k]
+        t = (at - x[k]) / step
+        f = ((2 * t**3 - 3 * t**2 + 1) * y[k] + (t**3 - 2 * t**2 + t) * step * d[k]
+             + (3 * t**2 - 2 * t**3) * y[k + 1] + (t**3 - t**2) * step * d[k + 1])
+        total += (b - a) / 2 * float(weights @ f)
+    return total / (hi - lo)
+
+
+def _pchip_bd(r1, p1, r2, p2) -> tuple[float, float]:
+    """(BD-rate %, BD-PSNR) of curve 2 against curve 1 with the PCHIP interpolation, written out here with
+    numpy alone (natural logarithms: PCHIP commutes with scaling either axis, so the result is bd.py's)."""
+    a, b = np.argsort(r1), np.argsort(r2)
+    r1, p1, r2, p2 = (np.asarray(v, np.float64)[o] for v, o in ((r1, a), (p1, a), (r2, b), (p2, b)))
+    lo, hi = max(p1[0], p2[0]), min(p1[-1], p2[-1])
+    rate = (math.exp(_pchip_mean(p2, np.log(r2), lo, hi) - _pchip_mean(p1, np.log(r1), lo, hi)) - 1) * 100
+    lo, hi = max(np.log(r1[0]), np.log(r2[0])), min(np.log(r1[-1]), np.log(r2[-1]))
+    return rate, _pchip_mean(np.log(r2), p2, lo, hi) - _pchip_mean(np.log(r1), p1, lo, hi)
+
+
 def test_bd_known_values() -> None:
     # VCEG-M33's cubic method: the values its reference scripts print for Sample 1 (31.40 %, -1.18 dB),
     # and an independent evaluation of its formulas
@@ -283,13 +410,29 @@ def test_bd_known_values() -> None:
     assert bd.bd_psnr(R1, P1, R2, P2, "cubic") == pytest.approx(-1.184897921770, abs=1e-6)
     assert bd.bd_rate(RA, PA, RT, PT, "cubic") == pytest.approx(-4.420462706, abs=1e-6)
     assert bd.bd_rate(RA, PA, RT, PT, "cubic") == pytest.approx(_vceg_m33_rate(RA, PA, RT, PT), abs=1e-6)
-    # PCHIP (JCT-VC/JVET common test conditions), as the bjontegaard reference package computes it
+    # PCHIP (JCT-VC/JVET common test conditions): the bjontegaard package's values, which the PCHIP
+    # integration written out above (_pchip_bd) gives as well
+    assert _pchip_bd(RA, PA, RT, PT) == pytest.approx((-4.417485350589, 0.119692785425), abs=1e-9)
+    assert _pchip_bd(R1, P1, R2, P2) == pytest.approx((31.379878202398, -1.183472404622), abs=1e-9)
     assert bd.bd_rate(RA, PA, RT, PT) == pytest.approx(-4.417485350589, abs=1e-6)
     assert bd.bd_psnr(RA, PA, RT, PT) == pytest.approx(0.119692785425, abs=1e-6)
     assert bd.bd_rate(R1, P1, R2, P2) == pytest.approx(31.379878202398, abs=1e-6)
+    assert bd.bd_psnr(R1, P1, R2, P2) == pytest.approx(-1.183472404622, abs=1e-6)
     # points in any order, and curves of different lengths
     assert bd.bd_rate(RA[::-1], PA[::-1], RT, PT) == pytest.approx(-4.417485350589, abs=1e-6)
     assert math.isfinite(bd.bd_rate(RA, PA, RT[:3], PT[:3]))
+
+
+@pytest.mark.parametrize(("anchor", "test"), [
+    ((RA, PA), (RT, PT)), ((R1, P1), (R2, P2)), ((RT, PT), (RA, PA)),
+    ((S1, Q1), (S2, Q2)),  # end slopes set to 0 by the monotone rule
+    ((RA, PA), (RT[:3], PT[:3])), ((RA, PA), (RT[1:3], PT[1:3])),  # 3 points; 2 points: a straight line
+    ((RA[::-1], PA[::-1]), (RT, PT)),
+])
+def test_bd_pchip_is_an_independent_pchip_integration(anchor, test) -> None:
+    rate, gain = _pchip_bd(*anchor, *test)
+    assert bd.bd_rate(*anchor, *test) == pytest.approx(rate, rel=1e-9, abs=1e-9)
+    assert bd.bd_psnr(*anchor, *test) == pytest.approx(gain, rel=1e-9, abs=1e-9)
 
 
 def test_bd_refuses_what_it_cannot_compute() -> None:

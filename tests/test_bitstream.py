@@ -12,6 +12,7 @@ from __future__ import annotations
 import binascii
 import dataclasses
 import random
+import re
 import struct
 import time
 import zlib
@@ -630,24 +631,51 @@ def test_invalid_tiles_cannot_be_packed(tiles: object) -> None:
         Bitstream(header(), tiles)  # type: ignore[arg-type]
 
 
-def test_a_huge_claim_is_a_valid_container_the_codec_must_refuse() -> None:
-    """The fuzzers' new mutations: a consistent container claiming a huge image, and lengths that disagree."""
-    from vqcodec.testing import huge_claim, lengths_mutation, pack_with_lengths, tile_count
+def test_a_huge_claim_is_a_valid_container_the_codec_must_refuse(model) -> None:
+    """The fuzzers' crafted files (``vqcodec.testing``): a consistent container claiming a huge image, and tile
+    lengths that disagree with the payloads. The container takes the first and every moved boundary between
+    two tiles (all its checksums are right), and refuses every length that disagrees with the file's size; the
+    codec refuses all of them."""
+    from vqcodec.codec import compress, decompress
+    from vqcodec.testing import huge_claim, lengths_mutation, pack_with_lengths, smooth_image, tile_count
 
     n = tile_count(64, 48, 2, 4)
     data = pack(Bitstream(header(width=64, height=48, tile_size=4), (b"\x00" * 4,) * n, code_checksums=code_sums(n)))
     crafted = huge_claim(data, 32768, 32768)
     assert len(crafted) == 7206 + 2 * 1024 and len(unpack(crafted).tiles) == 1024  # 2 bytes a tile more than v4
     assert len(huge_claim(as_version(data, 4), 32768, 32768)) == 7206  # the audit's file (issue 12)
+    claim = unpack(crafted)
+    assert (claim.header.width, claim.header.height, claim.header.tile_size) == (32768, 32768, 256)
+    assert claim.tiles == (b"\x00" * 4,) * 1024 and claim.damaged == () and claim.header.model_fingerprint == FP
     s = unpack(data)
     assert pack_with_lengths(s, [len(t) for t in s.tiles]) == data
     assert pack_with_lengths(unpack(as_version(data, 4)), [len(t) for t in s.tiles]) == as_version(data, 4)
+
+    real = compress(smooth_image(32, 64, seed=3), model, tile=4)  # 2 x 4 tiles of the shipped model
+    with pytest.raises(VQCodecError, match=r"32768x32768 image .* over the limit"):
+        decompress(huge_claim(real, 32768, 32768), model)
+    with pytest.raises(VQCodecError, match=r"too short for its codes"):
+        decompress(huge_claim(real, 32768, 32768), model, max_pixels=1 << 30)
+    intact = unpack(real)
     rng = random.Random(0)
-    for _ in range(50):
+    seen = {"moved": 0, "refused": 0, "unchanged": 0}
+    for _ in range(40):
+        mutated = lengths_mutation(rng, real)
         try:
-            unpack(lengths_mutation(rng, data))
-        except VQCodecError:
-            pass
+            got = unpack(mutated)
+        except VQCodecError as err:
+            assert re.search(r"truncated|trailing garbage", str(err)), err
+            seen["refused"] += 1
+            continue
+        if mutated == real:  # the boundary "moved" to where it was
+            seen["unchanged"] += 1
+            continue
+        assert got.header == intact.header and got.damaged == () and len(got.tiles) == len(intact.tiles)
+        assert b"".join(got.tiles) == b"".join(intact.tiles) and got.tiles != intact.tiles  # a boundary moved
+        with pytest.raises(VQCodecError):
+            decompress(mutated, model)
+        seen["moved"] += 1
+    assert seen["moved"] >= 5 and seen["refused"] >= 5, seen
 
 
 # --- fuzzing -----------------------------------------------------------------------------------

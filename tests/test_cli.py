@@ -176,11 +176,21 @@ def test_cli_folder(model, tmp_path):
 
 @pytest.mark.slow
 def test_cli_region(model, tmp_path):
+    """--region writes exactly the full decode's crop: across tile edges (tiles of 8 codes, 32 pixels), at the
+    image's corner and as a whole row, 8 and 16 bits."""
     src = tmp_path / "r.vqc"
-    src.write_bytes(compress(smooth_image(200, 264, seed=81), model))
+    src.write_bytes(compress(smooth_image(200, 264, seed=81), model, tile=8))
+    full = decompress(src, model)
     proc = cli("decompress", str(src), "-o", str(tmp_path / "r.png"), "--region", "10,20,30,40", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert png_pixels((tmp_path / "r.png").read_bytes()).shape == (40, 30, 3)
+    np.testing.assert_array_equal(png_pixels((tmp_path / "r.png").read_bytes()), full[20:60, 10:40])
+    for i, (x, y, w, h) in enumerate([(150, 120, 40, 30), (250, 190, 14, 10), (0, 99, 264, 1)]):
+        run("decompress", str(src), "-o", str(tmp_path / f"r{i}.png"), "--region", f"{x},{y},{w},{h}")
+        np.testing.assert_array_equal(png_pixels((tmp_path / f"r{i}.png").read_bytes()), full[y : y + h, x : x + w])
+    deep = tmp_path / "d.vqc"
+    deep.write_bytes(compress(smooth_image(40, 72, seed=82, channels=1, dtype=np.uint16), model))
+    run("decompress", str(deep), "-o", str(tmp_path / "d.png"), "--region", "33,5,20,30")
+    np.testing.assert_array_equal(png_pixels((tmp_path / "d.png").read_bytes()), decompress(deep, model)[5:35, 33:53])
     assert cli("decompress", str(src), "-o", str(tmp_path / "q.png"), "--region", "a,b", cwd=tmp_path).returncode == 2
 
 
@@ -1036,18 +1046,114 @@ def test_decompress_max_pixels_refuses_a_huge_claim_and_can_be_raised(model, tmp
     assert "--max-pixels" in invoke("decompress", "--help").output
 
 
-def test_threads_option_changes_nothing_in_the_output(tmp_path: Path) -> None:
-    Image.fromarray(smooth_image(24, 40, 6)).save(tmp_path / "a.png")
-    files = {}
-    for t in ("1", "2"):
+@pytest.mark.slow
+def test_threads_option_changes_nothing_in_the_output(model, tmp_path: Path) -> None:
+    """--threads 2 and 3, each in a fresh process: the file and the pixels of one thread, on an image whose
+    work splits: 3 x 3 tiles of 32 codes (the encoder's two batches, the decoder's batches on up to 3
+    worker processes) and two bands of the VQ-VAE decoder (worker processes too)."""
+    from vqcodec.codec import reconstruction_windows
+    from vqcodec.coding import tile_codec
+    from vqcodec.coding.tiles import tile_grid
+
+    pixels = smooth_image(280, 300, 6)  # 70 x 75 bottom codes
+    Image.fromarray(pixels).save(tmp_path / "a.png")
+    one = compress(pixels, model)  # the command line's default model, on one thread in this process (conftest)
+    decoded = decompress(one, model)
+    head = unpack(one).header
+    assert head.tile_size == 32 and len(reconstruction_windows(model, head)) == 2
+    tiles = tile_grid(70, 75, 32)
+    assert len(tiles) == 9 and len(tile_codec._decode_batches(tiles, None, 3)) == 3  # 3 workers have work
+    for t in ("2", "3"):
         res = cli("compress", "a.png", "-o", f"{t}.vqc", "--threads", t, cwd=tmp_path)
         assert res.returncode == 0, res.stderr
+        assert (tmp_path / f"{t}.vqc").read_bytes() == one, f"--threads {t} wrote another file"
         res = cli("decompress", f"{t}.vqc", "-o", f"{t}.png", "--threads", t, cwd=tmp_path)
         assert res.returncode == 0, res.stderr
-        files[t] = ((tmp_path / f"{t}.vqc").read_bytes(), np.asarray(Image.open(tmp_path / f"{t}.png")))
-    assert files["1"][0] == files["2"][0] and np.array_equal(files["1"][1], files["2"][1])
+        np.testing.assert_array_equal(png_pixels((tmp_path / f"{t}.png").read_bytes()), decoded,
+                                      err_msg=f"--threads {t} decoded other pixels")
     res = cli("compress", "a.png", "-o", "0.vqc", "--threads", "0", cwd=tmp_path)
     assert res.returncode != 0 and b"--threads" in res.stderr and not (tmp_path / "0.vqc").exists()
+
+
+def test_the_icc_profile_goes_through_compress_and_decompress(model, tmp_path: Path) -> None:
+    """The input's ICC profile comes out of decompress byte for byte, in PNG, TIFF and WebP (and to stdout)."""
+    icc = bytearray(ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes())
+    icc[80:84] = b"vqct"  # the creator field: bytes no default profile has
+    icc = bytes(icc)
+    Image.fromarray(smooth_image(24, 40, seed=8)).save(tmp_path / "in.png", icc_profile=icc)
+    run("compress", str(tmp_path / "in.png"), "-o", str(tmp_path / "in.vqc"))
+    assert unpack((tmp_path / "in.vqc").read_bytes()).header.icc_profile == icc
+    for ext in ("png", "tiff", "webp"):
+        run("decompress", str(tmp_path / "in.vqc"), "-o", str(tmp_path / f"out.{ext}"))
+        with Image.open(tmp_path / f"out.{ext}") as im:
+            assert im.info.get("icc_profile") == icc, ext
+    res = CliRunner().invoke(cli_main, ["decompress", str(tmp_path / "in.vqc"), "-o", "-"])
+    assert res.exit_code == 0
+    with Image.open(io.BytesIO(res.stdout_bytes)) as im:
+        assert im.info.get("icc_profile") == icc
+
+
+def _interrupt(args: list[str], cwd: Path, after: Path) -> subprocess.CompletedProcess:
+    """Run ``vqcodec ARGS`` in a process group of its own and, once ``after`` exists (the batch's first output:
+    the command is at work), press Ctrl-C: SIGINT to the whole group, worker processes included, as a
+    terminal sends it."""
+    import signal
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "vqcodec", *args], cwd=cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=CLI_ENV, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not after.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert proc.poll() is None, f"the command ended before it was interrupted: {proc.stderr.read().decode()}"
+        assert after.exists(), "the first output never appeared"
+        time.sleep(0.3)  # into the next file's work (several seconds of it)
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def _interrupt_inputs(tmp_path: Path) -> dict[str, np.ndarray]:
+    """A small image (a.png, done first) and one that takes seconds (b.png, 512x768) in folder 'in'."""
+    (tmp_path / "in").mkdir()
+    images = {"a": smooth_image(24, 40, seed=1), "b": smooth_image(512, 768, seed=2)}
+    for name, pixels in images.items():
+        Image.fromarray(pixels).save(tmp_path / "in" / f"{name}.png")
+    return images
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_compress_exits_130_and_leaves_no_partial_output(model, tmp_path: Path) -> None:
+    images = _interrupt_inputs(tmp_path)
+    out = tmp_path / "out"
+    res = _interrupt(["compress", str(tmp_path / "in"), "-o", str(out)], tmp_path, out / "a.vqc")
+    assert res.returncode == 130, res.stderr
+    assert res.stderr.decode() == "vqcodec: interrupted\n"
+    assert sorted(p.name for p in out.iterdir()) == ["a.vqc"]  # b.vqc was never written, nor any temporary file
+    assert (out / "a.vqc").read_bytes() == compress(images["a"], model)  # the file done before is whole
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_decompress_exits_130_and_leaves_no_partial_output(model, tmp_path: Path) -> None:
+    """On 2 threads, so the Ctrl-C reaches the decoder's worker processes too."""
+    for name, pixels in _interrupt_inputs(tmp_path).items():
+        (tmp_path / f"{name}.vqc").write_bytes(compress(pixels, model))
+    out = tmp_path / "out"
+    res = _interrupt(["decompress", str(tmp_path / "a.vqc"), str(tmp_path / "b.vqc"), "-o", str(out), "--threads",
+                      "2"], tmp_path, out / "a.png")
+    assert res.returncode == 130, res.stderr
+    err = res.stderr.decode()
+    assert err.endswith("vqcodec: interrupted\n"), err
+    assert sorted(p.name for p in out.iterdir()) == ["a.png"]
+    np.testing.assert_array_equal(png_pixels((out / "a.png").read_bytes()), decompress(tmp_path / "a.vqc", model))
+    if err != "vqcodec: interrupted\n":
+        pytest.xfail("known bug: the decoder's worker processes print a KeyboardInterrupt traceback each before "
+                     "'vqcodec: interrupted'")
 
 
 def test_demo_prints_what_it_wrote(tmp_path: Path) -> None:

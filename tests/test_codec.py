@@ -393,17 +393,71 @@ def test_tile_size_is_chosen_at_compress_time_and_read_from_the_header(model):
 # -- 7. regions -------------------------------------------------------------------------------------------------
 
 
+def tiles_within_reach(head, region: tuple[int, int, int, int], reach: int = 64) -> set[int]:
+    """The tiles a region needs, worked out here from the docs' words alone ("a region decodes only the
+    tiles under it, and the decoder's reach around it", docs/cli.md; 64 pixels): every tile whose
+    pixels (4 a bottom code) meet the region grown by ``reach`` pixels on every side."""
+    x, y, w, h = region
+    side = 4 * head.tile_size
+    rows, cols = -(-head.height // side), -(-head.width // side)  # (these sizes need no padding to the stride)
+    return {r * cols + c for r in range(rows) for c in range(cols)
+            if r * side < y + h + reach and (r + 1) * side > y - reach
+            and c * side < x + w + reach and (c + 1) * side > x - reach}
+
+
 @pytest.mark.slow
 def test_region_decodes_alone_and_matches_the_full_image(model):
+    """A region is exactly the full decode's crop, and it decodes alone: from a file whose every other
+    tile is noise (payloads of random bytes, the container's checksums made right again), it is still
+    exactly the crop of the intact file's full decode, so no byte of those tiles was read."""
     pixels = smooth_image(200, 264, seed=81)
-    data = compress(pixels, model, tile=8)  # 8x8 codes per tile: many tiles, most of them skipped
+    data = compress(pixels, model, tile=8)  # 8x8 codes per tile: 7 x 9 tiles of 32 pixels, most of them skipped
     full = decompress(data, model)
-    x, y, w, h = 150, 120, 40, 30
-    part = decompress(data, model, region=(x, y, w, h))
-    assert part.shape == (h, w, 3)
-    assert np.abs(part.astype(int) - full[y : y + h, x : x + w].astype(int)).max() <= 1
+    stream = unpack(data)
+    rng = np.random.default_rng(5)
+    for x, y, w, h in [(150, 120, 40, 30), (0, 0, 17, 9), (230, 150, 34, 50)]:
+        part = decompress(data, model, region=(x, y, w, h))
+        assert part.shape == (h, w, 3)
+        np.testing.assert_array_equal(part, full[y : y + h, x : x + w])
+        needed = tiles_within_reach(stream.header, (x, y, w, h))
+        assert 0 < len(needed) < len(stream.tiles) - 20
+        noise = tuple(t if k in needed else rng.integers(0, 256, len(t), dtype=np.uint8).tobytes()
+                      for k, t in enumerate(stream.tiles))
+        alone = pack(dataclasses.replace(stream, tiles=noise))
+        np.testing.assert_array_equal(decompress(alone, model, region=(x, y, w, h)), full[y : y + h, x : x + w])
+    with pytest.raises(VQCodecError):  # the noise is real: the whole image cannot be decoded from that file
+        decompress(alone, model)
     with pytest.raises(VQCodecError, match="not inside"):
         decompress(data, model, region=(250, 0, 20, 10))
+
+
+def test_a_region_decodes_only_the_tiles_under_it_and_the_decoders_reach(model, monkeypatch):
+    """The tile decoder, spied on, decodes exactly the tiles within the decoder's reach (64 pixels) of
+    the region, each once, and a full decode every tile once: a region far from the others' tiles
+    touches none of them."""
+    from vqcodec.coding import tile_codec
+
+    decoded: list[int] = []
+    real = tile_codec._decode_batch
+
+    def spy(job, idx):
+        decoded.extend(idx)
+        return real(job, idx)
+
+    monkeypatch.setattr(tile_codec, "_decode_batch", spy)
+    data = compress(smooth_image(200, 264, seed=83), model, tile=8)  # 7 x 9 tiles of 32x32 pixels
+    head = unpack(data).header
+    full = decompress(data, model)
+    assert sorted(decoded) == list(range(63))  # the spy sees every tile of a full decode (in this process)
+    for region in [(128, 96, 32, 32), (0, 0, 8, 8), (232, 168, 32, 32), (150, 120, 40, 30), (3, 70, 250, 1),
+                   (100, 0, 1, 200)]:
+        decoded.clear()
+        x, y, w, h = region
+        np.testing.assert_array_equal(decompress(data, model, region=region), full[y : y + h, x : x + w])
+        assert sorted(decoded) == sorted(tiles_within_reach(head, region)), region
+    decoded.clear()
+    decompress(data, model, region=(128, 96, 32, 32))
+    assert sorted(decoded) == [r * 9 + c for r in range(1, 6) for c in range(2, 7)]  # the tile and two around it
 
 
 # -- 8. a damaged tile does not take the others with it ----------------------------------------------------
@@ -739,6 +793,33 @@ def test_region_is_exact_where_a_strip_of_the_image_would_not_be(model):
     full = decompress(data, model)
     for x, y, w, h in [(160, 148, 186, 58), (199, 93, 302, 120)]:
         np.testing.assert_array_equal(decompress(data, model, region=(x, y, w, h)), full[y : y + h, x : x + w])
+
+
+def marked_icc_profile(space: bytes = b"RGB ") -> bytes:
+    """An sRGB profile (littleCMS's) declaring colour space ``space``, its creator field set to b"vqct": bytes
+    no default profile has, so only the very profile given can come back."""
+    from PIL import ImageCms
+
+    icc = bytearray(ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes())
+    icc[16:20], icc[80:84] = space, b"vqct"
+    return bytes(icc)
+
+
+def test_the_icc_profile_goes_through_compress_and_decompress(model, tmp_path):
+    """The ICC profile of the file compressed comes back byte for byte from decompress_image (an RGB
+    PNG, a 16-bit gray PNG with a gray profile, a TIFF), and a file without one gets none."""
+    rgb, gray = marked_icc_profile(), marked_icc_profile(b"GRAY")
+    Image.fromarray(smooth_image(24, 40, seed=3)).save(tmp_path / "rgb.png", icc_profile=rgb)
+    Image.fromarray(smooth_image(20, 16, seed=4, channels=1, dtype=np.uint16)).save(tmp_path / "gray.png",
+                                                                                     icc_profile=gray)
+    Image.fromarray(smooth_image(16, 24, seed=5)).save(tmp_path / "rgb.tif", icc_profile=rgb)
+    Image.fromarray(smooth_image(16, 24, seed=6)).save(tmp_path / "none.png")
+    for name, icc in (("rgb.png", rgb), ("gray.png", gray), ("rgb.tif", rgb), ("none.png", None)):
+        data = compress(tmp_path / name, model)
+        assert unpack(data).header.icc_profile == icc, name
+        image = decompress_image(data, model)
+        assert image.icc_profile == icc, name
+        assert image.pixels.shape[2] == (1 if name == "gray.png" else 3)
 
 
 def test_compress_takes_a_bytearray_and_an_open_binary_file(model, tmp_path):

@@ -9,10 +9,11 @@ import torch
 
 import vqcodec
 from vqcodec.coding.bitstream import unpack
+from vqcodec.coding.tile_codec import decode_tiles
 from vqcodec.errors import VQCodecError
 from vqcodec.metrics import psnr
 from vqcodec.resample import check_scale, coded_size, resize
-from vqcodec.testing import smooth_image
+from vqcodec.testing import assert_codes_equal, image_codes, smooth_image
 from vqcodec.vqvae import VQVAE, VQVAEConfig
 
 
@@ -37,21 +38,46 @@ def test_resize_keeps_a_flat_image_flat_and_is_the_identity_at_its_size() -> Non
     assert resize(x, 30, 20) is x
 
 
+def expected_pixels(model, codes: list[torch.Tensor], coded: tuple[int, int], shape: tuple[int, ...],
+                    dtype) -> np.ndarray:
+    """What the file must decode to, computed here: the VQ-VAE's decode of the codes at the coded size, brought
+    back to the image's size by antialiased bicubic (torch's own call, not ``resample.resize``; the default
+    model has no learned upscaler), clamped, gray as the mean of the three channels, rounded to the depth."""
+    assert not hasattr(model.vqvae, "upscaler")
+    with torch.no_grad():
+        recon = model.vqvae.decode(codes, coded[1], coded[0])
+        if coded != (shape[1], shape[0]):
+            recon = torch.nn.functional.interpolate(recon, size=shape[:2], mode="bicubic", antialias=True,
+                                                    align_corners=False)
+    recon = recon.clamp(0, 1)
+    if len(shape) == 2:
+        recon = recon.mean(1, keepdim=True)
+    full = np.iinfo(dtype).max
+    out = torch.round(recon[0] * full).to(torch.int32).permute(1, 2, 0).numpy().astype(dtype)
+    return out[..., 0] if len(shape) == 2 else out
+
+
 @pytest.mark.parametrize(("shape", "dtype"), [((40, 56, 3), np.uint8), ((40, 56), np.uint8),
                                               ((33, 47, 3), np.uint16), ((3, 5, 3), np.uint8)])
 @pytest.mark.parametrize("scale", [0.5, 1.5])
 def test_round_trip_at_a_scale(model, shape, dtype, scale) -> None:
     """Every kind of image comes back at its own size, depth and channels; the file records the
-    coded size (or leaves it out when rounding gives the image's own size)."""
+    coded size (or leaves it out when rounding gives the image's own size); its codes are exactly those
+    of the image resized to the coded size (``testing.image_codes``), and its pixels exactly the model's
+    decode of them resized back (``expected_pixels``)."""
     img = smooth_image(shape[0], shape[1], 3, channels=shape[2] if len(shape) == 3 else 1, dtype=dtype)
     data = vqcodec.compress(img, model, scale=scale)
-    head = unpack(data).header
+    stream = unpack(data)
+    head = stream.header
     want = coded_size(shape[1], shape[0], scale)
     assert (head.coded_width, head.coded_height) == want and head.version == 5
     assert (head.coded_size is None) == (want == (shape[1], shape[0]))
+    codes = decode_tiles(model.priors, model.vqvae.code_shapes(want[1], want[0]), list(stream.tiles), head.tile_size,
+                         order=head.symbol_order)
+    assert_codes_equal(codes, image_codes(model, img, size=want))
     out = vqcodec.decompress(data)
     assert out.shape == img.shape and out.dtype == img.dtype
-    assert np.array_equal(vqcodec.decompress(data), out)
+    np.testing.assert_array_equal(out, expected_pixels(model, codes, want, shape, dtype))
 
 
 def test_a_smaller_scale_makes_smaller_files_and_a_larger_one_better_pictures(model) -> None:
@@ -75,16 +101,23 @@ def test_a_region_of_a_resampled_file_is_that_region_of_the_whole(model) -> None
 
 
 def test_salvage_of_a_resampled_file_keeps_the_intact_tiles(model) -> None:
+    """Tile 0 (coded pixels 0-32 each way, 0-43 of the image) damaged: salvage drops it, and every pixel
+    beyond its reach is exactly that of the undamaged file's decode (the decoder's reach of 64 coded pixels
+    and the bicubic's 2, times 4/3: 136 pixels of the image)."""
     img = smooth_image(160, 300, 9)
-    data = vqcodec.compress(img, model, scale=0.75, tile=8)
+    data = vqcodec.compress(img, model, scale=0.75, tile=8)  # coded at 225x120: 4 x 8 tiles of 32 pixels
     tiles = unpack(data).tiles
-    assert len(tiles) > 1
+    assert len(tiles) == 32
     at = len(data) - sum(map(len, tiles)) + len(tiles[0]) // 2  # the middle of tile 0's payload
     damaged = data[:at] + bytes([data[at] ^ 0x10]) + data[at + 1 :]
     with pytest.raises(VQCodecError, match="corrupted"):
         vqcodec.decompress(damaged)
     image = vqcodec.decompress_image(damaged, salvage=True)
     assert image.damaged_tiles == (0,) and image.pixels.shape == (160, 300, 3)
+    intact = vqcodec.decompress(data)
+    np.testing.assert_array_equal(image.pixels[136:], intact[136:])
+    np.testing.assert_array_equal(image.pixels[:, 136:], intact[:, 136:])
+    assert not np.array_equal(image.pixels[:43, :43], intact[:43, :43])  # tile 0's content is gone
 
 
 def _upscaling_model(channels: int = 4, layers: int = 3) -> VQVAE:
