@@ -20,6 +20,7 @@ never see each other's.
 from __future__ import annotations
 
 import multiprocessing
+import signal
 import sys
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -34,10 +35,12 @@ _job: Callable | None = None  # the job of this worker process's pool
 
 
 def _start_worker(job: Callable) -> None:
-    """A worker's initializer: its pool's job, and one thread."""
+    """A worker's initializer: its pool's job, one thread, and Ctrl-C ignored: the parent, which gets
+    it too, stops the pool and reports the interrupt once (a worker would print its own traceback)."""
     global _job
     _job = job
     torch.set_num_threads(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _run(item):
