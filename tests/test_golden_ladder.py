@@ -2,7 +2,8 @@
 
 tests/test_codec.py pins the format with golden files of ``paper``, a model off the ladder; this module
 pins what the ladder's models write and decode (format version 4), before anything changes them: one
-golden file for each model on the ladder of 2026-12 (vqcodec 0.5.0), at a rung of its own:
+golden file for each model on the ladder of 2026-12 (vqcodec 0.5.0), at a rung of its own (and, below
+LADDER, one for each model of the fast ladder, stored as version 5):
 
     paper-down-wf@0.75  quality 3: coded below full size, decoded through the learned upscaler
     paper-wf            quality 5, the default: coded at full size
@@ -66,14 +67,24 @@ FINGERPRINTS = {
     "paper-up-t5": "c4f4e4758e0296bf467f9bbb4888b840",
     "paper-up-wf": "d7a15a3e12d2e7a53ec98d53991c8923",
     "paper-wf": "18b4de11a29f0093801d29d1f3f4dca3",
+    # the fast ladder (multi-pass priors, 2026-12-07)
+    "fast": "2182fc8f0cf018f56393636780fc6126",
+    "fast-down": "828fbd61c20c0f8deabfe6ee124bb618",
+    "fast-up": "95cdd1b93f03c0b21cdc86cc75995c26",
 }
 
-# rung name -> (model, scale, (width, height) of its image): every model on today's ladder
+# rung name -> (model, scale, (width, height) of its image, format version of the stored file): every
+# model on both ladders. The fast ladder's models code tiles of 64 bottom codes, so their images are
+# coded at about 560x520 pixels for the same 3x3 tiles; their files are version 5, as first written.
 LADDER = {
-    "paper-down-wf@0.75": ("paper-down-wf", 0.75, (400, 352)),
-    "paper-wf": ("paper-wf", 1.0, (300, 264)),
-    "paper-up-t5@1.25": ("paper-up-t5", 1.25, (240, 212)),
-    "paper-up-b3@1.75": ("paper-up-b3", 1.75, (172, 152)),
+    "paper-down-wf@0.75": ("paper-down-wf", 0.75, (400, 352), 4),
+    "paper-wf": ("paper-wf", 1.0, (300, 264), 4),
+    "paper-up-t5@1.25": ("paper-up-t5", 1.25, (240, 212), 4),
+    "paper-up-b3@1.75": ("paper-up-b3", 1.75, (172, 152), 4),
+    "fast-down@0.75": ("fast-down", 0.75, (747, 693), 5),
+    "fast": ("fast", 1.0, (560, 520), 5),
+    "fast-up@1.25": ("fast-up", 1.25, (448, 416), 5),
+    "fast-up@1.75": ("fast-up", 1.75, (320, 297), 5),
 }
 
 
@@ -106,9 +117,6 @@ def recorded_digest(rung: str) -> str:
     return digest
 
 
-GOLDEN_VERSION = 4  # the format version of the stored files: what vqcodec 0.5.0 wrote
-
-
 def as_version(data: bytes, version: int) -> bytes:
     """The same payloads under a header of another format version (without the code checksums below 5)."""
     stream = unpack(data)
@@ -117,9 +125,9 @@ def as_version(data: bytes, version: int) -> bytes:
 
 def write_golden_file(rung: str) -> None:
     """Write a rung's .vqc and .sha256 anew (``pytest --regen-golden``; see the module docstring)."""
-    name, scale, (width, height) = LADDER[rung]
+    name, scale, (width, height), version = LADDER[rung]
     LADDER_DATA.mkdir(parents=True, exist_ok=True)
-    data = as_version(compress(ladder_image(width, height), load_codec_model(name), scale=scale), GOLDEN_VERSION)
+    data = as_version(compress(ladder_image(width, height), load_codec_model(name), scale=scale), version)
     (LADDER_DATA / f"{rung}.vqc").write_bytes(data)
     digest = pixel_digest(decompress(data, load_codec_model(name)))
     (LADDER_DATA / f"{rung}.sha256").write_text(f"{digest}  {rung}.vqc\n")
@@ -135,7 +143,7 @@ def first_difference(a: bytes, b: bytes) -> str:
 def test_ladder_golden_file(rung, regen_golden) -> None:
     if regen_golden:
         write_golden_file(rung)
-    name, scale, (width, height) = LADDER[rung]
+    name, scale, (width, height), version = LADDER[rung]
     path = LADDER_DATA / f"{rung}.vqc"
     assert path.exists(), f"no golden file for {rung}: run pytest {Path(__file__).name} --regen-golden"
     model = load_codec_model(name)
@@ -145,8 +153,7 @@ def test_ladder_golden_file(rung, regen_golden) -> None:
     head = stream.header
     assert head.model_fingerprint.hex() == FINGERPRINTS[name]
     assert registry.find_by_fingerprint(head.model_fingerprint) == registry.SHIPPED_DIR / f"{name}.safetensors"
-    assert (head.width, head.height, head.channels, head.bit_depth, head.version) == (width, height, 3, 8,
-                                                                                      GOLDEN_VERSION)
+    assert (head.width, head.height, head.channels, head.bit_depth, head.version) == (width, height, 3, 8, version)
     size = (head.coded_width, head.coded_height)
     assert size == coded_size(width, height, scale) and (head.coded_size is None) == (scale == 1)
     # what the file pins: several tiles in both directions (partial ones at the borders), two bands
@@ -166,9 +173,9 @@ def test_ladder_golden_file(rung, regen_golden) -> None:
         f"{path.name} decodes to other pixels than recorded although its codes decode exactly: the VQ-VAE "
         "decoder's float arithmetic differs here (torch version / CPU), or the model changed"
     )
-    # and compressing the image today writes the very same payloads: the same file as version 4 ...
+    # and compressing the image today writes the very same payloads: the same file in its version ...
     today = compress(source, model, scale=scale)
-    old = as_version(today, GOLDEN_VERSION)
+    old = as_version(today, version)
     assert old == data, f"compressing ladder_image{(width, height)} no longer gives {path.name}: " + (
         first_difference(old, data))
     # ... and as today's version 5, whose checksum of each tile's codes is that of the codes decoded above
@@ -179,9 +186,10 @@ def test_ladder_golden_file(rung, regen_golden) -> None:
 
 def test_every_ladder_model_has_a_golden_file() -> None:
     """Each model on the ladder has a rung here: a new ladder brings its golden files."""
-    steps = {(r.name, r.model, r.scale) for r in registry.ladder()}
-    assert {(rung, name, scale) for rung, (name, scale, _) in LADDER.items()} <= steps
-    missing = {r.model for r in registry.ladder()} - {name for name, _, _ in LADDER.values()}
+    rungs = [r for which in registry.LADDERS for r in registry.ladder(which)]
+    steps = {(r.name, r.model, r.scale) for r in rungs}
+    assert {(rung, name, scale) for rung, (name, scale, _, _) in LADDER.items()} <= steps
+    missing = {r.model for r in rungs} - {name for name, _, _, _ in LADDER.values()}
     assert not missing, f"no golden file for ladder model(s) {sorted(missing)}: add a rung to LADDER"
 
 
