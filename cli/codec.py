@@ -345,7 +345,7 @@ def _region(ctx: click.Context, param: click.Parameter, value: str | None) -> tu
 @QUALITY
 @click.option("--fast", is_flag=True,
               help="Take the quality from the fast ladder: multi-pass priors that decode in a fraction of the "
-                   "time for a few percent more bits ('vqcodec models' lists both ladders).")
+                   "time for about 8% more bits ('vqcodec models' lists both ladders).")
 @coding_options
 def compress(inputs: tuple[str, ...], output: str | None, tile: int | None, rdo: float | None, rung: Rung | None,
              fast: bool, model: str | None, model_dirs: tuple[Path, ...], device: str, threads: int | None,

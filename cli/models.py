@@ -52,7 +52,7 @@ def models(show_all: bool, model_dirs: tuple[Path, ...]) -> None:
     if fast:
         click.echo("")
         click.echo("The fast ladder ('compress --fast -q Q'): multi-pass priors, the same pictures in a fraction")
-        click.echo("of the decode time for a few percent more bits (docs/models.md).")
+        click.echo("of the decode time for about 8 % more bits on Kodak (docs/models.md).")
         click.echo(head)
         click.echo("-" * len(head))
         for r in fast:

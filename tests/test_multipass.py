@@ -16,7 +16,7 @@ from vqcodec.priors.multipass import (
     pass_map,
 )
 from vqcodec.priors.registry import build_integer_prior
-from vqcodec.testing import stepper_mismatches
+from vqcodec.testing import extent_mismatches, stepper_mismatches
 
 K = 16
 
@@ -85,24 +85,7 @@ def test_maps_of_several_extents_step_as_if_each_were_alone(sizes) -> None:
     """A batch padded to one frame gives each map, inside its extent, exactly the probabilities of the
     parallel pass on that map alone, whatever codes are recorded outside it."""
     net, _, codes, cond, label = random_multipass(11, cond_levels=1, classes=2)
-    extents = torch.tensor(sizes)
-    alone = []
-    for b, (eh, ew) in enumerate(extents.tolist()):
-        part = [cond[0][b : b + 1, : -(-eh // 2), : -(-ew // 2)]]
-        alone.append(net.parallel_probs(codes[b : b + 1, :eh, :ew], part, label[b : b + 1])[0])
-    stepper = net.stepper(3, 9, 13, cond, label, extents=extents)
-    noise = torch.randint(0, K, codes.shape, generator=torch.Generator().manual_seed(1))
-    bad = []
-    for step, positions in enumerate(stepper.order):
-        probs, record = stepper.probs(step), codes[:, positions[:, 0], positions[:, 1]].clone()
-        for b, (eh, ew) in enumerate(extents.tolist()):
-            for p, (r, c) in enumerate(positions.tolist()):
-                if r < eh and c < ew:
-                    bad += [] if torch.equal(probs[b, p], alone[b][r, c]) else [(step, b, r, c)]
-                else:
-                    record[b, p] = noise[b, r, c]
-        stepper.record(step, record)
-    assert bad == []
+    assert extent_mismatches(net, codes, cond, label, torch.tensor(sizes), K) == []
 
 
 def test_one_thread_and_two_give_the_same_integers() -> None:

@@ -19,7 +19,13 @@ from vqcodec.priors.int_pixelcnn import IntPixelCNN
 from vqcodec.priors.pixelcnn import PixelCNNPrior, PriorConfig
 from vqcodec.priors.wavefront import WavefrontStepper, flat_positions, raster_order, wavefront_order
 from vqcodec.sampling import sample_codes
-from vqcodec.testing import naive_sample_codes, smooth_image, stepper_mismatches, tiny_codec_model
+from vqcodec.testing import (
+    extent_mismatches,
+    naive_sample_codes,
+    smooth_image,
+    stepper_mismatches,
+    tiny_codec_model,
+)
 from vqcodec.zoo.codec_model import load_codec_model
 
 SAMPLE = "vqcodec/samples/endeavour.png"
@@ -182,25 +188,7 @@ def test_maps_of_several_extents_step_as_if_each_were_alone(cfg, sizes) -> None:
     with random codes recorded outside it; also when maps of one extent are not side by side in the
     batch (their conditioning is computed together and scattered into the frame)."""
     net, codes, cond, label = random_int_prior(len(cfg) + 7, **cfg)
-    extents = torch.tensor(sizes)
-    alone = []
-    for b, (eh, ew) in enumerate(extents.tolist()):
-        part = [cond[0][b : b + 1, : -(-eh // 2), : -(-ew // 2)]] if cond else None
-        lab = label[b : b + 1] if label is not None else None
-        alone.append(net.parallel_probs(codes[b : b + 1, :eh, :ew], part, lab)[0])
-    stepper = net.stepper(3, 9, 13, cond, label, extents=extents)
-    noise = torch.randint(0, 16, codes.shape, generator=torch.Generator().manual_seed(1))
-    bad = []
-    for step, positions in enumerate(stepper.order):
-        probs, record = stepper.probs(step), codes[:, positions[:, 0], positions[:, 1]].clone()
-        for b, (eh, ew) in enumerate(extents.tolist()):
-            for p, (r, c) in enumerate(positions.tolist()):
-                if r < eh and c < ew:
-                    bad += [] if torch.equal(probs[b, p], alone[b][r, c]) else [(step, b, r, c)]
-                else:
-                    record[b, p] = noise[b, r, c]
-        stepper.record(step, record)
-    assert bad == []
+    assert extent_mismatches(net, codes, cond, label, torch.tensor(sizes), 16) == []
 
 
 def test_edge_tiles_decode_in_the_batch_of_whole_tiles(monkeypatch) -> None:

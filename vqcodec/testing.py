@@ -220,6 +220,31 @@ def stepper_mismatches(stepper, parallel: torch.Tensor, codes: torch.Tensor) -> 
     return bad
 
 
+def extent_mismatches(net: IntegerPrior, codes: torch.Tensor, cond, label, extents: torch.Tensor,
+                      num_codes: int) -> list[tuple[int, int, int, int]]:
+    """Walk ``net``'s stepper over a batch of maps padded to ``codes``' frame, map b being the top-left
+    ``extents[b]``, recording ``codes`` inside each extent and random codes outside it; the
+    (step, map, row, column) where its probabilities differ from the parallel pass on that map alone."""
+    alone = []
+    for b, (eh, ew) in enumerate(extents.tolist()):
+        part = [cond[0][b : b + 1, : -(-eh // 2), : -(-ew // 2)]] if cond else None
+        lab = label[b : b + 1] if label is not None else None
+        alone.append(net.parallel_probs(codes[b : b + 1, :eh, :ew], part, lab)[0])
+    stepper = net.stepper(codes.shape[0], codes.shape[1], codes.shape[2], cond, label, extents=extents)
+    noise = torch.randint(0, num_codes, codes.shape, generator=torch.Generator().manual_seed(1))
+    bad = []
+    for step, positions in enumerate(stepper.order):
+        probs, record = stepper.probs(step), codes[:, positions[:, 0], positions[:, 1]].clone()
+        for b, (eh, ew) in enumerate(extents.tolist()):
+            for p, (r, c) in enumerate(positions.tolist()):
+                if r < eh and c < ew:
+                    bad += [] if torch.equal(probs[b, p], alone[b][r, c]) else [(step, b, r, c)]
+                else:
+                    record[b, p] = noise[b, r, c]
+        stepper.record(step, record)
+    return bad
+
+
 def naive_sample_codes(model: CodecModel, *args, **kwargs) -> list[torch.Tensor]:
     """``sampling.sample_codes`` with every prior replaced by its ``RecomputingPrior``: the cached
     steppers are exact when both give the same codes."""
