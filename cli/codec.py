@@ -515,7 +515,8 @@ def info(file: str, model: str | None, model_dirs: tuple[Path, ...]) -> None:
         known[given.fingerprint.hex()] = given.name
     lines["model"] = known.get(head.model_fingerprint.hex(), "not installed (see 'vqcodec models')")
     rung = rung_of(head.model_fingerprint.hex(), head.width, head.height, head.coded_size)
-    lines["quality"] = (f"{rung.quality} of {len(rungs)} ({rung.name})" if rung
+    fast = rung is not None and rung in ladder("fast")
+    lines["quality"] = (f"{rung.quality} of {len(rungs)} ({rung.name}{', the fast ladder' if fast else ''})" if rung
                         else "- (not a rung of the quality ladder)")
     for key, value in lines.items():
         click.echo(f"{key:>18}: {value}")

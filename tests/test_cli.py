@@ -700,6 +700,22 @@ def test_quality_option(tmp_path: Path) -> None:
             assert res.returncode == 0 and Image.open(tmp_path / f"{q}.png").size == (32, 24), res.stderr
 
 
+def test_fast_option(tmp_path: Path) -> None:
+    """--fast takes the quality's rung from the fast ladder (info says so); with --model it is a
+    usage error (exit 2), and a fast rung's name works with -q alone."""
+    Image.fromarray(smooth_image(24, 32, 3)).save(tmp_path / "a.png")
+    fast = ladder("fast")
+    res = cli("compress", "a.png", "-o", "f.vqc", "--fast", "--model", "paper", cwd=tmp_path)
+    assert res.returncode == 2 and b"--fast and --model exclude each other" in res.stderr
+    assert not (tmp_path / "f.vqc").exists()
+    for args, rung in ((["--fast", "-q", "2"], fast[1]), (["-q", fast[6].name], fast[6])):
+        res = cli("compress", "a.png", "-o", "f.vqc", "--force", *args, cwd=tmp_path)
+        assert res.returncode == 0, res.stderr
+        info = run("info", str(tmp_path / "f.vqc"))
+        assert re.search(rf"^ +model: {rung.model}$", info, re.M), info
+        assert f"quality: {rung.quality} of {len(fast)} ({rung.name}, the fast ladder)" in info, info
+
+
 # -- hostile inputs and the user's own file system (issue 12) -------------------------------------------------
 
 

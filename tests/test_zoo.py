@@ -415,3 +415,26 @@ def test_shipped_deltas_rebuild_their_models() -> None:
         assert read_metadata(e.path)["base"] in fingerprints
         assert load_codec_model(e.name).fingerprint.hex() == e.fingerprint
     assert sum(e.size for e in entries.values()) <= 40e6
+
+
+@pytest.mark.slow
+def test_the_fast_ladder_gives_the_default_ladders_pixels() -> None:
+    """The fast ladder's promise: each rung is the default ladder's VQ-VAE at the same scale with
+    other priors, so the same codes decode to the very same pixels; only the bits differ."""
+    fast, default = registry.ladder("fast"), registry.ladder()
+    assert [r.scale for r in fast] == [r.scale for r in default]
+    pixels = np.asarray(Image.open(GUARD).convert("RGB"))[:96, :128]
+    for q in (1, registry.default_quality(), len(default)):  # each of the fast ladder's models
+        slow_file, fast_file = vqcodec.compress(pixels, quality=q), vqcodec.compress(pixels, quality=q, fast=True)
+        assert unpack(fast_file).header.model_fingerprint.hex() == next(
+            e.fingerprint for e in registry.list_models() if e.name == fast[q - 1].model)
+        assert np.array_equal(vqcodec.decompress(fast_file), vqcodec.decompress(slow_file)), q
+
+
+def test_fast_picks_the_same_quality_on_the_fast_ladder() -> None:
+    fast = registry.ladder("fast")
+    assert registry.choose_rung(None, None, fast=True) == (fast[registry.default_quality() - 1].model, 1.0)
+    assert registry.choose_rung(None, 2, fast=True) == (fast[1].model, fast[1].scale)
+    assert registry.rung_for_quality(fast[6].name) == fast[6]  # a fast rung's name, without fast=True
+    with pytest.raises(VQCodecError, match="not both"):
+        registry.choose_rung("paper", None, fast=True)
