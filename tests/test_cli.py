@@ -656,7 +656,8 @@ def test_models_lists_shipped_and_user_models_and_decompress_finds_them(tmp_path
     for r in steps:  # the ladder first, quality 1 first, the default one starred
         star = "*" if r.name == default_model_name() else ""
         assert out[1 + r.quality].split()[:4] == [f"{r.quality}{star}", r.name, r.model, f"{r.scale:g}"], out
-    lines = {line.split()[0]: line for line in out[len(steps) + 6 :]}
+    models_at = next(i for i, line in enumerate(out) if line.startswith("name "))  # after both ladders
+    lines = {line.split()[0]: line for line in out[models_at + 2 :] if line.split()}
     tiny_fp = load_codec_model(folder / "tiny.safetensors").fingerprint.hex()
     assert tiny_fp in lines["tiny"] and str(folder) in lines["tiny"]
     assert "57a57c49cb30abd2344d4222711e75d9" in lines["paper"] and "28.74 dB" in lines["paper"]
@@ -1124,7 +1125,7 @@ def _interrupt(args: list[str], cwd: Path, after: Path) -> subprocess.CompletedP
             time.sleep(0.01)
         assert proc.poll() is None, f"the command ended before it was interrupted: {proc.stderr.read().decode()}"
         assert after.exists(), "the first output never appeared"
-        time.sleep(0.3)  # into the next file's work (several seconds of it)
+        time.sleep(0.1)  # into the next file's work (seconds of it, even with the test model)
         os.killpg(proc.pid, signal.SIGINT)
         out, err = proc.communicate(timeout=60)
     finally:
@@ -1135,9 +1136,9 @@ def _interrupt(args: list[str], cwd: Path, after: Path) -> subprocess.CompletedP
 
 
 def _interrupt_inputs(tmp_path: Path) -> dict[str, np.ndarray]:
-    """A small image (a.png, done first) and one that takes seconds (b.png, 512x768) in folder 'in'."""
+    """A small image (a.png, done first) and one that takes seconds (b.png, 2304x1536) in folder 'in'."""
     (tmp_path / "in").mkdir()
-    images = {"a": smooth_image(24, 40, seed=1), "b": smooth_image(512, 768, seed=2)}
+    images = {"a": smooth_image(24, 40, seed=1), "b": smooth_image(1536, 2304, seed=2)}
     for name, pixels in images.items():
         Image.fromarray(pixels).save(tmp_path / "in" / f"{name}.png")
     return images
@@ -1325,13 +1326,14 @@ def test_models_lists_the_ladder_s_models_and_the_legacy_ones_with_all(tmp_path)
     from vqcodec.zoo.registry import list_models
 
     shipped = {e.name: e for e in list_models()}
-    in_use = {r.model for r in ladder()} | {default_model_name()}
+    in_use = {r.model for r in ladder() + ladder("fast")} | {default_model_name()}
     legacy = set(shipped) - in_use
     assert legacy and in_use <= set(shipped)
 
     def listed(*args: str) -> dict[str, str]:
-        out = run("models", *args).split("\n\n", 1)[1].splitlines()
-        return {line.split()[0]: line for line in out[2:] if line.split()[0] in shipped}
+        out = run("models", *args).splitlines()
+        at = next(i for i, line in enumerate(out) if line.startswith("name "))  # the models, after the ladders
+        return {line.split()[0]: line for line in out[at + 2 :] if line.split() and line.split()[0] in shipped}
 
     plain = run("models")
     assert set(listed()) == in_use
