@@ -295,19 +295,6 @@ def _exclusive(**given: object) -> None:
         raise click.UsageError(f"{' and '.join(names)} exclude each other; choose one")
 
 
-def _fast_rung(rung: Rung | None) -> Rung:
-    """``--fast``: the fast ladder's rung of the quality asked for (of the default quality without
-    one); a rung named from the fast ladder is kept. Still before any heavy import."""
-    from vqcodec.zoo.registry import default_quality, ladder
-
-    fast = ladder("fast")
-    if not fast:
-        raise click.BadParameter("this vqcodec ships no fast ladder", param_hint="'--fast'")
-    if rung is not None and rung in fast:
-        return rung
-    return fast[(rung.quality if rung is not None else default_quality()) - 1]
-
-
 def _tile(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
     """A tile side that no model can use is bad usage (exit 2); the model checks the rest."""
     from vqcodec.coding.tiles import MAX_TILE
@@ -369,8 +356,13 @@ def compress(inputs: tuple[str, ...], output: str | None, tile: int | None, rdo:
     _exclusive(force=force, skip_existing=skip_existing)
     _exclusive(quality=rung, model=model)
     _exclusive(fast=fast, model=model)
-    if fast:
-        rung = _fast_rung(rung)
+    if fast:  # the fast ladder's rung of that quality (registry.fast_rung), still before any heavy import
+        from vqcodec.zoo.registry import fast_rung
+
+        try:
+            rung = fast_rung(rung)
+        except VQCodecError as err:
+            raise click.BadParameter(str(err), param_hint="'--fast'") from None
     from vqcodec.imageio import IMAGE_SUFFIXES
 
     if len(inputs) == 2 and output is None and not Path(inputs[1]).is_dir() and Path(inputs[1]).suffix == VQC:

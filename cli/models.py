@@ -21,6 +21,16 @@ def _size(n: int | None) -> str:
     return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.1f} kB"
 
 
+def _echo_ladder(rungs: list, default: int) -> None:
+    """A ladder as a table: quality (the default one starred), rung name, model, scale, Kodak figures."""
+    head = f"{'quality':<9}{'name':<22}{'model':<14}{'scale':>6}  Kodak bpp / PSNR"
+    click.echo(head)
+    click.echo("-" * len(head))
+    for r in rungs:
+        quality = f"{r.quality}" + ("*" if r.quality == default else "")
+        click.echo(f"{quality:<9}{r.name:<22}{r.model:<14}{r.scale:>6g}  {_kodak(r.kodak)}")
+
+
 @main.command()
 @click.option("--all", "show_all", is_flag=True,
               help="Also list the legacy shipped models: off the ladder, kept only so that the files they wrote "
@@ -42,22 +52,13 @@ def models(show_all: bool, model_dirs: tuple[Path, ...]) -> None:
 
     default = default_quality()
     rungs, fast = ladder(), ladder("fast")
-    head = f"{'quality':<9}{'name':<22}{'model':<14}{'scale':>6}  Kodak bpp / PSNR"
-    click.echo(head)
-    click.echo("-" * len(head))
-    for r in rungs:
-        quality = f"{r.quality}" + ("*" if r.quality == default else "")
-        click.echo(f"{quality:<9}{r.name:<22}{r.model:<14}{r.scale:>6g}  {_kodak(r.kodak)}")
+    _echo_ladder(rungs, default)
     click.echo("* the default quality.")
     if fast:
         click.echo("")
         click.echo("The fast ladder ('compress --fast -q Q'): multi-pass priors, the same pictures in a fraction")
         click.echo("of the decode time for about 8 % more bits on Kodak (docs/models.md).")
-        click.echo(head)
-        click.echo("-" * len(head))
-        for r in fast:
-            quality = f"{r.quality}" + ("*" if r.quality == default else "")
-            click.echo(f"{quality:<9}{r.name:<22}{r.model:<14}{r.scale:>6g}  {_kodak(r.kodak)}")
+        _echo_ladder(fast, default)
     click.echo("")
     entries = list_models(model_dirs)
     in_use = {r.model for r in rungs + fast} | {default_model_name()}

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 
 from vqcodec.errors import VQCodecError
 from vqcodec.priors.calibration import Tap, activation_ranges
-from vqcodec.priors.pixelcnn import PixelCNNPrior, PriorConfig, attention_mask
+from vqcodec.priors.pixelcnn import PixelCNNPrior, PriorConfig, attention_mask, levels_stacked
 from vqcodec.priors.wavefront import Order, WavefrontStepper, raster_order, wavefront_order
 
 Q = 32767  # activation range [-Q, Q]
@@ -233,12 +233,8 @@ class IntPixelCNN:
         return (lb[:, :c2], lb[:, c2:]) if torch.is_tensor(lb) else (0.0, 0.0)
 
     def cond_features(self, cond: list[torch.Tensor], out_size: tuple[int, int]) -> torch.Tensor:
-        size = cond[0].shape[-2:]
-        feats = []
-        for i, codes in enumerate(cond):
-            e = self.t[f"cond.embed.{i}"][codes].permute(0, 3, 1, 2)
-            feats.append(e.repeat_interleave(2**i, 2).repeat_interleave(2**i, 3)[..., : size[0], : size[1]])
-        x = self.linear("cond.inp", F.pad(torch.cat(feats, 1), (1, 1, 1, 1)))
+        embedded = [self.t[f"cond.embed.{i}"][codes].permute(0, 3, 1, 2) for i, codes in enumerate(cond)]
+        x = self.linear("cond.inp", F.pad(levels_stacked(embedded), (1, 1, 1, 1)))
         for j in range(self.config.cond_blocks):
             a = self.linear(f"cond.block.{j}.conv3", F.pad(torch.relu(x), (1, 1, 1, 1)))
             x = torch.clamp(x + self.linear(f"cond.block.{j}.conv1", torch.relu(a)), -Q, Q)

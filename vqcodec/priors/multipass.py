@@ -38,6 +38,7 @@ from torch import nn
 
 from vqcodec.errors import VQCodecError
 from vqcodec.priors.int_pixelcnn import EXP_RANGE, HEAD_ROWS, LOGIT_FRAC, W_MAX, Q, _conv, _lut_tables, requant
+from vqcodec.priors.pixelcnn import levels_stacked
 from vqcodec.priors.wavefront import Order
 
 ARCH = "multipass"
@@ -172,13 +173,10 @@ class MultipassCondition(nn.Module):
         self.out = nn.Conv2d(cc, 4 * cfg.channels, 1)
 
     def forward(self, cond: list[torch.Tensor], out_size: tuple[int, int], trace: dict | None = None) -> torch.Tensor:
-        size = cond[0].shape[-2:]
-        feats = []
-        for i, (emb, codes) in enumerate(zip(self.embeds, cond, strict=True)):
-            e = emb(codes).permute(0, 3, 1, 2)
+        embedded = [emb(codes).permute(0, 3, 1, 2) for emb, codes in zip(self.embeds, cond, strict=True)]
+        for i, e in enumerate(embedded):
             _note(trace, f"cond.embed{i}", e)
-            feats.append(e.repeat_interleave(2**i, 2).repeat_interleave(2**i, 3)[..., : size[0], : size[1]])
-        x = self.inp(torch.cat(feats, 1))
+        x = self.inp(levels_stacked(embedded))
         _note(trace, "cond.x", x)
         for j, (c0, c1) in enumerate(self.blocks):
             a = c0(F.relu(x))
@@ -412,12 +410,8 @@ class IntMultipass:
         """(B, H*W, C) integer features from the levels above; ``inside`` (B, 1, h, w) marks each map's
         extent at the level above (None: whole maps), so padded batches match maps coded alone."""
         cfg = self.config
-        top = cond[0].shape[-2:]
-        feats = []
-        for i, codes in enumerate(cond):
-            e = self.t[f"cond.embed{i}"][codes].permute(0, 3, 1, 2)
-            feats.append(e.repeat_interleave(2**i, 2).repeat_interleave(2**i, 3)[..., : top[0], : top[1]])
-        x = self._conv3("cond.inp", torch.cat(feats, 1), inside)
+        embedded = [self.t[f"cond.embed{i}"][codes].permute(0, 3, 1, 2) for i, codes in enumerate(cond)]
+        x = self._conv3("cond.inp", levels_stacked(embedded), inside)
         for j in range(cfg.cond_blocks):
             a = self._conv3(f"cond.{j}.a", torch.relu(x), inside)
             x = (x + self._conv1(f"cond.{j}.b", torch.relu(a))).clamp_(-Q, Q)

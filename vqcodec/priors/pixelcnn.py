@@ -137,6 +137,15 @@ class CausalAttention(nn.Module):
         return h + self.out(out)
 
 
+def levels_stacked(embedded: list[torch.Tensor]) -> torch.Tensor:
+    """Embedded code maps of the levels above (each (B, C, h, w), the nearest first, each level half
+    the one before), every one repeated to the nearest one's resolution and stacked along channels:
+    what every conditioning stack reads, float or integer."""
+    size = embedded[0].shape[-2:]
+    return torch.cat([e.repeat_interleave(2**i, 2).repeat_interleave(2**i, 3)[..., : size[0], : size[1]]
+                      for i, e in enumerate(embedded)], 1)
+
+
 class ConditionStack(nn.Module):
     """Codes of the levels above -> features at this level's resolution (deep residual stack)."""
 
@@ -151,12 +160,7 @@ class ConditionStack(nn.Module):
     def forward(self, cond: list[torch.Tensor], out_size: tuple[int, int]) -> torch.Tensor:
         """``cond[0]`` is the level just above (half this resolution), ``cond[1]`` the next, ...;
         the result is cropped to ``out_size`` (odd-sized maps)."""
-        size = cond[0].shape[-2:]
-        feats = []
-        for i, (emb, codes) in enumerate(zip(self.embeds, cond, strict=True)):
-            e = emb(codes).permute(0, 3, 1, 2)
-            feats.append(e.repeat_interleave(2**i, 2).repeat_interleave(2**i, 3)[..., : size[0], : size[1]])
-        x = self.inp(torch.cat(feats, 1))
+        x = self.inp(levels_stacked([emb(c).permute(0, 3, 1, 2) for emb, c in zip(self.embeds, cond, strict=True)]))
         for block in self.blocks:
             x = block(x)
         x = F.relu(x).repeat_interleave(2, 2).repeat_interleave(2, 3)
