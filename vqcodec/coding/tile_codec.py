@@ -22,7 +22,7 @@ from vqcodec.coding.range_coder import TileDecoders, encode_symbols
 from vqcodec.coding.tiles import Tile, shape_groups, tile_grid
 from vqcodec.errors import VQCodecError
 from vqcodec.priors.autoregress import Pick, generate, levels_above, one_thread
-from vqcodec.priors.contract import IntegerPrior
+from vqcodec.priors.contract import IntegerPrior, ordered_probs
 from vqcodec.priors.uncoded import is_uncoded
 from vqcodec.priors.wavefront import flat_positions
 from vqcodec.workers import fork_workers, map_forked
@@ -85,11 +85,11 @@ def tile_symbols(
         for level in reversed(range(len(priors))):
             if is_uncoded(priors[level]):
                 continue  # nothing to write: its codes are 0
-            probs = priors[level].parallel_probs(batch[level], levels_above(batch, level))
-            steps = priors[level].decode_order(probs.shape[1], probs.shape[2], order)
+            probs = ordered_probs(priors[level], batch[level], levels_above(batch, level), order)
+            steps = priors[level].decode_order(batch[level].shape[1], batch[level].shape[2], order)
             rows, cols = (torch.from_numpy(a) for a in flat_positions(steps))
             for j in range(len(idx)):
-                parts[j].append((batch[level][j][rows, cols].cpu().numpy(), probs[j][rows, cols]))
+                parts[j].append((batch[level][j][rows, cols].cpu().numpy(), probs[j]))
         yield from zip(idx, parts)
 
 

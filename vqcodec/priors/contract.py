@@ -14,6 +14,10 @@ and decoder must compute bit-identical probabilities:
   stepper gives exactly the probabilities of ``parallel_probs`` on that map alone, whatever
   codes are recorded outside it (so tiles of every shape decode in one batch);
 * ``state`` is the tensors that go into a model file.
+
+A prior may also have ``ordered_probs``: ``parallel_probs`` already laid out in decoding order
+(B, N, K), which the encoder writes as they are; ``ordered_probs()`` below falls back on
+``parallel_probs`` for a prior without it.
 """
 
 from __future__ import annotations
@@ -60,3 +64,14 @@ class IntegerPrior(Protocol):
     ) -> PriorStepper: ...
 
     def state(self) -> dict[str, torch.Tensor]: ...
+
+
+def ordered_probs(prior: IntegerPrior, codes: torch.Tensor, cond: list[torch.Tensor] | None = None,
+                  order: str = "fast") -> torch.Tensor:
+    """Probabilities (B, N, K) of every position of ``codes`` (B, H, W) in ``prior``'s decoding order."""
+    own = getattr(prior, "ordered_probs", None)
+    if own is not None:
+        return own(codes, cond, order=order)
+    probs = prior.parallel_probs(codes, cond)
+    both = np.concatenate(prior.decode_order(codes.shape[1], codes.shape[2], order))
+    return probs[:, torch.from_numpy(both[:, 0]), torch.from_numpy(both[:, 1])]

@@ -39,7 +39,7 @@ from torch import nn
 from vqcodec.errors import VQCodecError
 from vqcodec.priors.int_pixelcnn import EXP_RANGE, HEAD_ROWS, LOGIT_FRAC, W_MAX, Q, _conv, _lut_tables, requant
 from vqcodec.priors.pixelcnn import levels_stacked
-from vqcodec.priors.wavefront import Order
+from vqcodec.priors.wavefront import Order, flat_positions
 
 ARCH = "multipass"
 
@@ -345,6 +345,22 @@ def _neighbours(schedule: tuple, window: int, height: int, width: int, g: int) -
     return rows * width + cols, nb
 
 
+@functools.lru_cache(maxsize=64)
+def _pass_taps(schedule: tuple, window: int, height: int, width: int, g: int) -> tuple[np.ndarray, np.ndarray]:
+    """``_neighbours`` of pass ``g`` as (positions (P,), (P, T) neighbours), keeping only the T taps
+    that reach a known code somewhere in the map (the first passes use few of the window's taps)."""
+    here, nb = _neighbours(schedule, window, height, width, g)
+    used = (nb >= 0).any(1)
+    return here, np.ascontiguousarray(nb[used].T)
+
+
+@functools.lru_cache(maxsize=64)
+def _tap_offsets(schedule: tuple, window: int, height: int, width: int, g: int) -> np.ndarray:
+    """(T,) the window tap of each column of ``_pass_taps``: its rows start at tap * num_codes."""
+    _, nb = _neighbours(schedule, window, height, width, g)
+    return np.nonzero((nb >= 0).any(1))[0]
+
+
 class IntMultipass:
     """Integer twin of a ``MultipassPrior``; ``tensors`` are what the model file stores."""
 
@@ -423,29 +439,28 @@ class IntMultipass:
         known neighbour, summed (exact), requantized. ``codes`` (B, H*W); ``known`` (B, H*W) bool
         marks each map's extent (None: all of it)."""
         cfg = self.config
-        here, nb = _neighbours(cfg.schedule, cfg.window, size[0], size[1], g)
+        here, nb = _pass_taps(cfg.schedule, cfg.window, size[0], size[1], g)
+        nb_t = torch.from_numpy(nb).to(codes.device)  # (P, taps used)
         zero = self.table.shape[0] - 1
-        acc = None
-        nb_t = torch.from_numpy(nb).to(codes.device)
-        for t in range(nb.shape[0]):
-            idx = nb_t[t]
-            valid = idx >= 0
-            if not bool(valid.any()):
-                continue
-            safe = idx.clamp_min(0)
-            rows = codes[:, safe] + t * cfg.num_codes
-            ok = valid[None, :] if known is None else valid[None, :] & known[:, safe]
-            rows = torch.where(ok, rows, torch.full_like(rows, zero))
-            part = self.table[rows]  # (B, P, C)
-            acc = part if acc is None else acc.add_(part)
-        if acc is None:
+        if nb.shape[1] == 0:
             acc = self.table.new_zeros(codes.shape[0], len(here), self.table.shape[1])
+        else:
+            valid = nb_t >= 0
+            safe = nb_t.clamp_min(0)
+            rows = codes[:, safe] + torch.from_numpy(_tap_offsets(cfg.schedule, cfg.window, size[0], size[1], g)
+                                                     ).to(codes.device) * cfg.num_codes
+            ok = valid[None] if known is None else valid[None] & known[:, safe]
+            rows = torch.where(ok, rows, zero)
+            # one bag of table rows per code, summed: integers below 2**53, so exact in any order
+            acc = F.embedding_bag(rows.reshape(-1, nb.shape[1]), self.table, mode="sum", padding_idx=zero)
+            acc = acc.view(codes.shape[0], len(here), -1)
         return torch.from_numpy(here).to(codes.device), requant(acc, self.t["context.m"])
 
     def _head(self, x: torch.Tensor, temperature: float) -> torch.Tensor:
         """Probabilities (N, K), integer-valued float64, from rows (N, C) of the residual stream."""
-        out = []
+        out = x.new_empty(x.shape[0], self.config.num_codes)
         m = self.t["logits.m"] if temperature == 1.0 else self.t["logits.m"] / temperature
+        lut = self.t["lut.exp_prob"]
         for s in range(0, x.shape[0], HEAD_ROWS):
             h = x[s : s + HEAD_ROWS]
             for j in range(self.config.blocks):
@@ -453,8 +468,8 @@ class IntMultipass:
                 h = (h + self._linear(f"blocks.{j}.b", torch.relu(a))).clamp_(-Q, Q)
             logits = torch.addmm(self.t["logits.b"], torch.relu(h), self.rows["logits"]).mul_(m).round_()
             drop = (logits.amax(1, keepdim=True) - logits).clamp_(0, EXP_RANGE)
-            out.append(self.t["lut.exp_prob"][drop.long()])
-        return torch.cat(out) if out else x.new_zeros(0, self.config.num_codes)
+            torch.index_select(lut, 0, drop.view(-1).long(), out=out[s : s + HEAD_ROWS].view(-1))
+        return out
 
     def _pass_probs(
         self, codes: torch.Tensor, known: torch.Tensor | None, g: int, size: tuple[int, int],
@@ -479,13 +494,26 @@ class IntMultipass:
 
     def parallel_probs(self, codes: torch.Tensor, cond=None, label=None, temperature: float = 1.0) -> torch.Tensor:
         b, h, w = codes.shape
+        out = torch.empty(b, h * w, self.config.num_codes, dtype=torch.float64, device=codes.device)
+        rows, cols = flat_positions(self.decode_order(h, w))
+        out[:, torch.from_numpy(rows * w + cols).to(codes.device)] = self.ordered_probs(codes, cond, label, temperature)
+        return out.reshape(b, h, w, -1)
+
+    def ordered_probs(self, codes: torch.Tensor, cond=None, label=None, temperature: float = 1.0,
+                      order: str = "fast") -> torch.Tensor:
+        """``parallel_probs`` in decoding order, (B, H*W, K): the passes one after another, as the
+        encoder writes them (no scatter into the map and gather back)."""
+        b, h, w = codes.shape
+        self.decode_order(h, w, order)  # refuses an order this prior does not have
         flat = codes.reshape(b, h * w)
         cond_feat = self.condition(cond, (h, w), None) if self.config.cond_levels else None
         out = torch.empty(b, h * w, self.config.num_codes, dtype=torch.float64, device=codes.device)
+        start = 0
         for g in range(self.config.passes):
             here, probs = self._pass_probs(flat, None, g, (h, w), cond_feat, label, temperature)
-            out[:, here] = probs
-        return out.reshape(b, h, w, -1)
+            out[:, start : start + len(here)] = probs
+            start += len(here)
+        return out
 
     def stepper(self, batch: int, height: int, width: int, cond=None, label=None, temperature: float = 1.0,
                 order: str = "fast", extents: torch.Tensor | None = None) -> MultipassStepper:

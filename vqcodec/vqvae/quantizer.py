@@ -15,6 +15,9 @@ drawn on rank 0 and broadcast, so every process keeps an identical codebook.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -49,25 +52,29 @@ class VectorQuantizerEMA(nn.Module):
         self.register_buffer("restarts", torch.zeros((), dtype=torch.long))
         self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
 
-    def _distances(self, z: torch.Tensor) -> list[torch.Tensor]:
-        """Squared distances (n, K) of channel-last vectors ``z`` (..., D) to every code, about
-        NEAREST_ROWS vectors a chunk: the whole (N, K) matrix of a large image (150 MB at 1344x896
-        pixels) makes every pass over it wait on memory (0.41 vs 0.13 s, one thread). The chunks
-        depend only on N, never on the thread count, and are even in size."""
+    def _distances(self, z: torch.Tensor, reduce: Callable[[torch.Tensor], Any], map_chunks: Callable = map) -> list:
+        """``reduce`` of the squared distances (n, K) of channel-last vectors ``z`` (..., D) to every
+        code, about NEAREST_ROWS vectors a chunk: the whole (N, K) matrix of a large image (150 MB at
+        1344x896 pixels) makes every pass over it wait on memory (0.41 vs 0.13 s, one thread). The
+        chunks depend only on N, never on the thread count, and are even in size; ``map_chunks`` may
+        run them on several threads (each chunk's bits are the same wherever it runs)."""
         flat = z.reshape(-1, self.dim)
         sq = self.embed.pow(2).sum(1)[None, :]
-        return [c.pow(2).sum(1, keepdim=True) - 2 * c @ self.embed.t() + sq
-                for c in flat.tensor_split(max(1, round(flat.shape[0] / NEAREST_ROWS)))]
 
-    def codes(self, z: torch.Tensor) -> torch.Tensor:
+        def one(c: torch.Tensor) -> Any:
+            return reduce(c.pow(2).sum(1, keepdim=True) - 2 * c @ self.embed.t() + sq)
+
+        return list(map_chunks(one, flat.tensor_split(max(1, round(flat.shape[0] / NEAREST_ROWS)))))
+
+    def codes(self, z: torch.Tensor, map_chunks: Callable = map) -> torch.Tensor:
         """Indices of the nearest codes for channel-last vectors ``z`` (..., D)."""
-        out = [d.argmin(1) for d in self._distances(z)]
+        out = self._distances(z, lambda d: d.argmin(1), map_chunks)
         return (out[0] if len(out) == 1 else torch.cat(out)).reshape(z.shape[:-1])
 
-    def candidates(self, z: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def candidates(self, z: torch.Tensor, k: int, map_chunks: Callable = map) -> tuple[torch.Tensor, torch.Tensor]:
         """The ``k`` nearest codes of channel-last vectors ``z`` (..., D), nearest first, and their
         squared distances: (..., k) int64 and (..., k) float32."""
-        parts = [d.topk(k, 1, largest=False) for d in self._distances(z)]
+        parts = self._distances(z, lambda d: d.topk(k, 1, largest=False), map_chunks)
         shape = (*z.shape[:-1], k)
         return torch.cat([p.indices for p in parts]).reshape(shape), torch.cat([p.values for p in parts]).reshape(shape)
 
@@ -75,10 +82,13 @@ class VectorQuantizerEMA(nn.Module):
         """Code vectors (..., D) for integer codes (...)."""
         return F.embedding(codes, self.embed)
 
-    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Quantize ``z`` (B, D, H, W). Returns (straight-through quantized, commitment loss, codes)."""
+    def forward(
+        self, z: torch.Tensor, map_chunks: Callable = map, loss: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Quantize ``z`` (B, D, H, W). Returns (straight-through quantized, commitment loss, codes);
+        ``map_chunks`` as in ``_distances``; ``loss`` False (encoding) skips the loss (zero)."""
         z_last = z.permute(0, 2, 3, 1)
-        codes = self.codes(z_last.detach())
+        codes = self.codes(z_last.detach(), map_chunks)
         quantized = self.lookup(codes)
         if self.training and not self.initialized:
             self.init_from(z_last.detach().reshape(-1, self.dim))
@@ -86,8 +96,9 @@ class VectorQuantizerEMA(nn.Module):
             quantized = self.lookup(codes)
         if self.training:
             self.ema_update(z_last.detach().reshape(-1, self.dim), codes.reshape(-1))
-        commitment = F.mse_loss(z_last, quantized.detach())
-        quantized = z_last + (quantized - z_last).detach()  # straight-through estimator
+        commitment = F.mse_loss(z_last, quantized.detach()) if loss else z.new_zeros(())
+        # straight-through estimator (encoding too: the level below is conditioned on these very bits)
+        quantized = z_last + (quantized - z_last).detach()
         return quantized.permute(0, 3, 1, 2), commitment, codes
 
     @torch.no_grad()
