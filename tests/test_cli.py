@@ -397,6 +397,53 @@ def test_prior_refit_for_a_rung_then_export_as_delta(tiny_images, tmp_path, monk
     assert np.array_equal(images[0], decompress(old_file, str(base)))
 
 
+def test_multipass_priors_trained_and_exported_8_bit_code_exactly(tiny_images, tmp_path, monkeypatch):
+    """``train prior --arch multipass`` for both levels, then ``export --refit-of --act-bits 8``: the
+    priors compute in exact float32, store int8 weights, and the files decode exactly, on 1 and 2
+    threads (the encoder's tiles then run on two threads). --act-bits is refused where it means nothing."""
+    from vqcodec.testing import smooth_image, write_tiny_codec_model
+    from vqcodec.zoo import registry
+    from vqcodec.zoo.codec_model import load_codec_model
+
+    monkeypatch.setenv(registry.ENV_VAR, "")
+    base = write_tiny_codec_model(tmp_path / "models" / "base.safetensors")
+    codes = tmp_path / "codes"
+    run("extract-codes", "--vqvae", str(base), "--data", str(tiny_images), "--out", str(codes), "--crop", "32",
+        "--crops", "2")
+    runs = {}
+    for level in ("bottom", "top"):
+        runs[level] = tmp_path / level
+        run("train", "prior", "--arch", "multipass", "--schedule", "4x4", "--window", "5", "--channels", "8",
+            "--embed-dim", "4", "--blocks", "1", "--cond-channels", "8", "--cond-blocks", "1", "--level", level,
+            "--tile", "8", "--codes", str(codes), "--val-codes", str(codes), "--val-tiles", "4", "--out",
+            str(runs[level]), "--workers", "0", "--steps", "3", "--batch", "4", "--validate-every", "3")
+    out = tmp_path / "models" / "mp8.safetensors"
+    export = ["export", "--refit-of", str(base), "--prior-bottom", str(runs["bottom"] / "model.safetensors"),
+              "--prior-top", str(runs["top"] / "model.safetensors"), "--calibration", str(codes), "--tiles", "8",
+              "--tile", "16"]
+    run(*export, "--act-bits", "8", "--out", str(out))
+    model = load_codec_model(out)
+    assert [p.config.act_bits for p in model.priors] == [8, 8] and model.tile == 16
+    assert all(p.dtype == torch.float32 and p.state()["logits.w"].dtype == torch.int8 for p in model.priors)
+    files, images = _round_trip_on_1_and_2_threads(smooth_image(72, 80, 5), out, 1.0)
+    wide = tmp_path / "models" / "mp16.safetensors"
+    run(*export, "--out", str(wide))
+    assert [p.config.act_bits for p in load_codec_model(wide).priors] == [16, 16]
+    wide_files, wide_images = _round_trip_on_1_and_2_threads(smooth_image(72, 80, 5), wide, 1.0)
+    assert np.array_equal(wide_images[0], images[0]) and wide_files[0] != files[0]  # same codes, other bits
+    bad = CliRunner().invoke(cli_main, ["export", "--refit-of", str(base), "--wavefront-attention", "--act-bits",
+                                        "8", "--out", str(tmp_path / "x.safetensors")])
+    assert bad.exit_code == 1 and "--act-bits sets the width of new priors" in bad.output
+    gated = tmp_path / "gated"
+    run("train", "prior", "--refit", str(base), "--level", "bottom", "--codes", str(codes), "--val-codes",
+        str(codes), "--val-tiles", "4", "--out", str(gated), "--workers", "0", "--steps", "2", "--batch", "4",
+        "--validate-every", "2")
+    bad = CliRunner().invoke(cli_main, ["export", "--refit-of", str(base), "--prior-bottom",
+                                        str(gated / "model.safetensors"), "--calibration", str(codes), "--act-bits",
+                                        "8", "--out", str(tmp_path / "y.safetensors")])
+    assert bad.exit_code == 1 and "is not one" in bad.output and not (tmp_path / "y.safetensors").exists()
+
+
 def test_export_with_wavefront_attention_keeps_the_weights_and_decodes_by_wavefronts(tmp_path, monkeypatch):
     """``export --refit-of M --wavefront-attention``: M's integer weights unchanged, the top prior's
     attention limited to the wavefront, so its tiles decode by wavefronts; the file records the reach

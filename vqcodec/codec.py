@@ -243,7 +243,8 @@ def compress(image: Any, model: ModelSpec = None, device: str | None = None, til
     codes = image_codes(m, img.pixels, img.bit_depth, (cw, ch), lam, tile)
     header = Header(m.fingerprint, w, h, channels, img.bit_depth, m.levels, tile, img.icc_profile or None,
                     coded_size=(cw, ch) if (cw, ch) != (w, h) else None)
-    payloads = tuple(encode_tiles(m.priors, codes, tile, header.symbol_order))
+    workers = torch.get_num_threads() if m.device.type == "cpu" else 1
+    payloads = tuple(encode_tiles(m.priors, codes, tile, header.symbol_order, workers))
     sums = tile_code_checksums(codes, tile)  # format 5: the decoder checks that it decoded these very codes
     return pack(Bitstream(header, payloads, code_checksums=tuple(sums[k] for k in range(len(payloads)))))
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -71,6 +72,23 @@ def _windows(maps: Sequence[torch.Tensor], tiles: list[Tile], idx: list[int]) ->
     return [torch.stack([m[0][tiles[k].window(lv)] for k in idx]) for lv, m in enumerate(maps)]
 
 
+def _batch_symbols(
+    priors: Sequence[IntegerPrior], codes: Sequence[torch.Tensor], tiles: list[Tile], order: str, idx: list[int]
+) -> list[tuple[int, list[tuple[np.ndarray, torch.Tensor]]]]:
+    """``tile_symbols``' items for the tiles ``idx`` (one shape), from one parallel pass per level."""
+    batch = _windows(codes, tiles, idx)
+    parts: list[list] = [[] for _ in idx]
+    for level in reversed(range(len(priors))):
+        if is_uncoded(priors[level]):
+            continue  # nothing to write: its codes are 0
+        probs = ordered_probs(priors[level], batch[level], levels_above(batch, level), order)
+        steps = priors[level].decode_order(batch[level].shape[1], batch[level].shape[2], order)
+        rows, cols = (torch.from_numpy(a) for a in flat_positions(steps))
+        for j in range(len(idx)):
+            parts[j].append((batch[level][j][rows, cols].cpu().numpy(), probs[j]))
+    return list(zip(idx, parts))
+
+
 @torch.no_grad()
 def tile_symbols(
     priors: Sequence[IntegerPrior], codes: Sequence[torch.Tensor], tile: int, order: str = "fast"
@@ -80,25 +98,40 @@ def tile_symbols(
     rows of only one batch are ever held (they are 4 KB per code)."""
     tiles = tile_grid(codes[0].shape[1], codes[0].shape[2], tile)
     for idx in _batches(tiles, ENCODE_BATCH_TILES):
-        batch = _windows(codes, tiles, idx)
-        parts: list[list] = [[] for _ in idx]
-        for level in reversed(range(len(priors))):
-            if is_uncoded(priors[level]):
-                continue  # nothing to write: its codes are 0
-            probs = ordered_probs(priors[level], batch[level], levels_above(batch, level), order)
-            steps = priors[level].decode_order(batch[level].shape[1], batch[level].shape[2], order)
-            rows, cols = (torch.from_numpy(a) for a in flat_positions(steps))
-            for j in range(len(idx)):
-                parts[j].append((batch[level][j][rows, cols].cpu().numpy(), probs[j]))
-        yield from zip(idx, parts)
+        yield from _batch_symbols(priors, codes, tiles, order, idx)
 
 
+def _encode_batch(job: tuple, idx: list[int]) -> list[tuple[int, bytes]]:
+    """(tile index, payload) of the tiles ``idx``; ``job`` is (priors, codes, tiles, order)."""
+    return [(k, encode_symbols(parts)) for k, parts in _batch_symbols(*job, idx)]
+
+
+@torch.no_grad()
 def encode_tiles(
-    priors: Sequence[IntegerPrior], codes: Sequence[torch.Tensor], tile: int, order: str = "fast"
+    priors: Sequence[IntegerPrior], codes: Sequence[torch.Tensor], tile: int, order: str = "fast", workers: int = 1
 ) -> list[bytes]:
-    """Tile payloads for code maps (bottom first, each (1, H_l, W_l)), tiles in raster order."""
-    payloads = dict((k, encode_symbols(parts)) for k, parts in tile_symbols(priors, codes, tile, order))
-    return [payloads[k] for k in range(len(payloads))]
+    """Tile payloads for code maps (bottom first, each (1, H_l, W_l)), tiles in raster order.
+
+    With ``workers`` > 1, that many batches of tiles at once, each on a thread of its own computing
+    on one CPU thread (a pass over a batch is a few large operations, so threads overlap well, where
+    the decoder's tiny steps need processes; and the caller's threads have run MKL, after which a
+    fork is unsafe, ``vqcodec.workers``). The integer priors make the bytes the same whatever
+    ``workers`` is; at most ``workers`` batches' probabilities are held at once."""
+    tiles = tile_grid(codes[0].shape[1], codes[0].shape[2], tile)
+    batches = _batches(tiles, ENCODE_BATCH_TILES)
+    if workers > 1 and len(batches) < workers:  # split the tiles so that every worker has some
+        batches = _batches(tiles, max(1, -(-len(tiles) // workers)))
+    job = (priors, codes, tiles, order)
+    payloads: dict[int, bytes] = {}
+    if workers <= 1 or len(batches) <= 1:
+        for idx in batches:
+            payloads.update(_encode_batch(job, idx))
+    else:
+        with one_thread(), ThreadPoolExecutor(workers) as pool:
+            for wave in range(0, len(batches), workers):
+                for done in pool.map(functools.partial(_encode_batch, job), batches[wave : wave + workers]):
+                    payloads.update(done)
+    return [payloads[k] for k in range(len(tiles))]
 
 
 def tile_code_checksums(

@@ -61,10 +61,10 @@ def _lut_tables() -> dict[str, torch.Tensor]:
     }
 
 
-def requant(acc: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-    """Exact integer accumulator -> integer at the target scale: one multiply, one rounding.
-    ``acc`` is a temporary and is overwritten (in place saves a third of the encoder's time)."""
-    return acc.mul_(m).round_().clamp_(-Q, Q)
+def requant(acc: torch.Tensor, m: torch.Tensor, q: int = Q) -> torch.Tensor:
+    """Exact integer accumulator -> integer at the target scale, within [-q, q]: one multiply, one
+    rounding. ``acc`` is a temporary and is overwritten (in place saves a third of the encoder's time)."""
+    return acc.mul_(m).round_().clamp_(-q, q)
 
 
 def _conv(

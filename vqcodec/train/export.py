@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -29,6 +30,17 @@ def calibration_batches(prior: torch.nn.Module, tiles: CodeTiles, count: int, ba
     return batches
 
 
+def prior_to_export(path: str | Path, act_bits: int | None = None) -> tuple[torch.nn.Module, dict]:
+    """``load_prior``, with the integer width of a multi-pass prior set to ``act_bits`` (8 or 16; None:
+    the run's): the float prior is the same, only its quantization differs."""
+    prior, cfg = load_prior(path)
+    if act_bits is not None:
+        if prior.config.to_dict().get("arch") != "multipass":
+            raise VQCodecError(f"--act-bits sets the width of multi-pass priors; {path} is not one")
+        prior.config = replace(prior.config, act_bits=act_bits)
+    return prior, cfg
+
+
 def quantized_prior(
     path: str | Path, prior: torch.nn.Module, cfg: dict, level: int, tile: int, maps: list, labels, count: int,
 ) -> dict[str, torch.Tensor]:
@@ -51,8 +63,10 @@ def build_codec_model(
     name: str,
     calibration_tiles: int = 256,
     description: str = "",
+    act_bits: int | None = None,
 ) -> CodecModel:
-    """Quantize trained float priors (bottom first) with calibration tiles and write one file."""
+    """Quantize trained float priors (bottom first) with calibration tiles and write one file;
+    ``act_bits`` as in ``prior_to_export``."""
     vqvae = load_vqvae(vqvae_path)
     levels = vqvae.config.levels
     if len(prior_paths) != levels:
@@ -61,7 +75,7 @@ def build_codec_model(
     tensors = {f"vqvae.{k}": v for k, v in vqvae.state_dict().items()}
     prior_cfgs, tile = [], None
     for level, path in enumerate(prior_paths):
-        prior, cfg = load_prior(path)
+        prior, cfg = prior_to_export(path, act_bits)
         if tile is not None and cfg["tile"] != tile:
             raise VQCodecError("all priors must be trained with the same --tile")
         tile = cfg["tile"]
@@ -88,6 +102,7 @@ def build_refit_codec_model(
     delta: bool = False, priors: dict[int, Path] | None = None,
     calibration_codes: str | Path | Sequence[str | Path] | None = None,
     calibration_tiles: int = 128, wavefront_attention: bool = False, tile: int | None = None,
+    act_bits: int | None = None,
 ) -> CodecModel:
     """A codec model from a ``vqcodec train vqvae --refit base`` run: its VQ-VAE with ``base``'s
     integer priors, which stay exact because the refit never changed how images become codes
@@ -99,7 +114,8 @@ def build_refit_codec_model(
     stores only what differs from ``base`` (``zoo.files``), which must then be installed where the
     file will be looked for (its folder, $VQCODEC_MODELS or the shipped ones). ``tile`` sets the new
     model's default tile side (``base``'s by default); only priors that do not depend on the tile
-    they were trained on (multi-pass ones: their context is a fixed window) may be given another."""
+    they were trained on (multi-pass ones: their context is a fixed window) may be given another.
+    ``act_bits`` sets the integer width of the new multi-pass priors (``prior_to_export``)."""
     kind, base_cfg, base_tensors = load_model(base)
     if kind != "codec":
         raise VQCodecError(f"{base} is a '{kind}' file; --refit-of needs the codec model the decoder was refit from")
@@ -139,7 +155,7 @@ def build_refit_codec_model(
             prior_cfgs.append(UncodedConfig().to_dict())
             continue
         if level in priors:
-            prior, cfg_run = load_prior(priors[level])
+            prior, cfg_run = prior_to_export(priors[level], act_bits)
             prior_cfgs.append(prior.config.to_dict())
             multipass = prior.config.to_dict().get("arch") == "multipass"
             if cfg_run["tile"] != model_tile and not multipass:
