@@ -418,9 +418,10 @@ def test_shipped_deltas_rebuild_their_models() -> None:
 
 
 @pytest.mark.slow
-def test_the_fast_ladder_gives_the_default_ladders_pixels() -> None:
+def test_the_fast_ladder_gives_the_default_ladders_pictures() -> None:
     """The fast ladder's promise: each rung is the default ladder's VQ-VAE at the same scale with
-    other priors, so the same codes decode to the very same pixels; only the bits differ."""
+    other priors, so the same codes decode to the very same pixels at scale 1 and above; below it the
+    fast rungs' smaller upscaler changes the pixels by hundredths of a dB. Only the bits differ."""
     fast, default = registry.ladder("fast"), registry.ladder()
     assert [r.scale for r in fast] == [r.scale for r in default]
     pixels = np.asarray(Image.open(GUARD).convert("RGB"))[:96, :128]
@@ -428,7 +429,11 @@ def test_the_fast_ladder_gives_the_default_ladders_pixels() -> None:
         slow_file, fast_file = vqcodec.compress(pixels, quality=q), vqcodec.compress(pixels, quality=q, fast=True)
         assert unpack(fast_file).header.model_fingerprint.hex() == next(
             e.fingerprint for e in registry.list_models() if e.name == fast[q - 1].model)
-        assert np.array_equal(vqcodec.decompress(fast_file), vqcodec.decompress(slow_file)), q
+        slow, quick = vqcodec.decompress(slow_file), vqcodec.decompress(fast_file)
+        if fast[q - 1].scale >= 1:
+            assert np.array_equal(quick, slow), q
+        else:
+            assert abs(psnr(pixels, quick) - psnr(pixels, slow)) < 0.1, q
 
 
 def test_fast_picks_the_same_quality_on_the_fast_ladder() -> None:

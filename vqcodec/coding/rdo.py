@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 import torch
 
-from vqcodec.coding.tile_codec import ENCODE_BATCH_TILES, _batches, _windows
+from vqcodec.coding.tile_codec import _batches, _windows, encode_batch_tiles
 from vqcodec.coding.tiles import tile_grid
 from vqcodec.priors.autoregress import levels_above
 from vqcodec.priors.contract import IntegerPrior
@@ -43,7 +43,7 @@ def candidate_bits(
     prior, given ``codes`` (bottom first, each (1, H_l, W_l)), tile by tile as the encoder codes them."""
     tiles = tile_grid(codes[0].shape[1], codes[0].shape[2], tile)
     bits = torch.zeros(candidates.shape, dtype=torch.float64)
-    for idx in _batches(tiles, ENCODE_BATCH_TILES):
+    for idx in _batches(tiles, encode_batch_tiles(tile)):
         batch = _windows(codes, tiles, idx)
         probs = priors[0].parallel_probs(batch[0], levels_above(batch, 0)).cpu()  # (n, h, w, K) integers
         total = probs.sum(-1, keepdim=True)

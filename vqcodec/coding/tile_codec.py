@@ -29,7 +29,14 @@ from vqcodec.priors.wavefront import flat_positions
 from vqcodec.workers import fork_workers, map_forked
 
 BATCH_TILES = 48  # tiles decoded together: big enough to amortise each step, small enough to bound memory (~8 MB each)
-ENCODE_BATCH_TILES = 8  # tiles the encoder's parallel pass holds at once (its cost hardly depends on it)
+# bottom codes whose probabilities (4 KB a code) one encoder batch holds: 48 MB, 12 tiles of 32 codes
+# or 3 of 64 (its cost hardly depends on it; 32 tiles of 32 took the encode peak at Kodak's size to 1 GB)
+ENCODE_BATCH_CODES = 12288
+
+
+def encode_batch_tiles(tile: int) -> int:
+    """Tiles of ``tile`` x ``tile`` bottom codes in one encoder batch (``ENCODE_BATCH_CODES``)."""
+    return max(1, ENCODE_BATCH_CODES // (tile * tile))
 
 
 def _batches(tiles: list[Tile], size: int) -> list[list[int]]:
@@ -97,7 +104,7 @@ def tile_symbols(
     probability rows (N, K) in decoding order), one batch of tiles at a time, so the probability
     rows of only one batch are ever held (they are 4 KB per code)."""
     tiles = tile_grid(codes[0].shape[1], codes[0].shape[2], tile)
-    for idx in _batches(tiles, ENCODE_BATCH_TILES):
+    for idx in _batches(tiles, encode_batch_tiles(tile)):
         yield from _batch_symbols(priors, codes, tiles, order, idx)
 
 
@@ -115,12 +122,12 @@ def encode_tiles(
     With ``workers`` > 1, that many batches of tiles at once, each on a thread of its own computing
     on one CPU thread (a pass over a batch is a few large operations, so threads overlap well, where
     the decoder's tiny steps need processes; and the caller's threads have run MKL, after which a
-    fork is unsafe, ``vqcodec.workers``). The integer priors make the bytes the same whatever
-    ``workers`` is; at most ``workers`` batches' probabilities are held at once."""
+    fork is unsafe, ``vqcodec.workers``), the tiles shared evenly where they fit in ``workers``
+    batches. The integer priors make the bytes the same whatever ``workers`` is; at most
+    ``workers`` batches' probabilities are held at once."""
     tiles = tile_grid(codes[0].shape[1], codes[0].shape[2], tile)
-    batches = _batches(tiles, ENCODE_BATCH_TILES)
-    if workers > 1 and len(batches) < workers:  # split the tiles so that every worker has some
-        batches = _batches(tiles, max(1, -(-len(tiles) // workers)))
+    per_batch = min(encode_batch_tiles(tile), max(1, -(-len(tiles) // max(1, workers))))
+    batches = _batches(tiles, per_batch)
     job = (priors, codes, tiles, order)
     payloads: dict[int, bytes] = {}
     if workers <= 1 or len(batches) <= 1:

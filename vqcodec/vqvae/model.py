@@ -103,7 +103,44 @@ def _in_groups(layer: nn.Module, x: torch.Tensor, part) -> torch.Tensor | None:
         with torch.set_grad_enabled(grad):
             return part(bounds[g], bounds[g + 1])
 
-    return torch.cat(list(pool.map(run, range(SPLIT))), 1)
+    parts = list(pool.map(run, range(SPLIT)))
+    if grad:
+        return torch.cat(parts, 1)
+    # the parts go into place on the pool's threads too, through the ReLU that follows the layer if
+    # one does (``ReLU`` then passes the output through): the same values, with neither pass left
+    # on one thread
+    # in the layout torch.cat would give: the next convolution's order of summation depends on it
+    first = parts[0]
+    nhwc = first.is_contiguous(memory_format=torch.channels_last) and not first.is_contiguous()
+    out = torch.empty((first.shape[0], cout, *first.shape[2:]), dtype=first.dtype, device=first.device,
+                      memory_format=torch.channels_last if nhwc else torch.contiguous_format)
+    relu = getattr(layer, "relu_after", False)
+
+    def place(g: int) -> None:
+        if relu:
+            torch.clamp_min(parts[g], 0, out=out[:, bounds[g] : bounds[g + 1]])
+        else:
+            out[:, bounds[g] : bounds[g + 1]] = parts[g]
+
+    list(pool.map(place, range(SPLIT)))
+    if relu:
+        out.nonnegative = True
+    return out
+
+
+class ReLU(nn.ReLU):
+    """``nn.ReLU`` that passes on a tensor a split layer already rectified (``_in_groups``)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x if getattr(x, "nonnegative", False) else super().forward(x)
+
+
+def fuse_relus(layers: list[nn.Module]) -> list[nn.Module]:
+    """Mark each layer that a ``ReLU`` follows (``relu_after``): split, it rectifies its own output."""
+    for layer, after in zip(layers, layers[1:]):
+        if isinstance(after, ReLU) and isinstance(layer, Conv2d | ConvTranspose2d | PointwiseConv):
+            layer.relu_after = True
+    return layers
 
 
 class Conv2d(nn.Conv2d):
@@ -170,19 +207,19 @@ class PointwiseConv(nn.Conv2d):
 class ResBlock(nn.Module):
     def __init__(self, channels: int, res_channels: int) -> None:
         super().__init__()
-        self.body = nn.Sequential(
-            nn.ReLU(),
+        self.body = nn.Sequential(*fuse_relus([
+            ReLU(),
             Conv2d(channels, res_channels, 3, padding=1),
-            nn.ReLU(),
+            ReLU(),
             PointwiseConv(res_channels, channels),
-        )
+        ]))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.body(x)
 
 
 def _res_stack(channels: int, res_channels: int, blocks: int) -> list[nn.Module]:
-    return [ResBlock(channels, res_channels) for _ in range(blocks)] + [nn.ReLU()]
+    return [ResBlock(channels, res_channels) for _ in range(blocks)] + [ReLU()]
 
 
 class Encoder(nn.Module):
@@ -193,18 +230,18 @@ class Encoder(nn.Module):
         if stride == 4:
             layers = [
                 Conv2d(cin, hidden // 2, 4, stride=2, padding=1),
-                nn.ReLU(),
+                ReLU(),
                 Conv2d(hidden // 2, hidden, 4, stride=2, padding=1),
-                nn.ReLU(),
+                ReLU(),
                 Conv2d(hidden, hidden, 3, padding=1),
             ]
         else:
             layers = [
                 Conv2d(cin, hidden // 2, 4, stride=2, padding=1),
-                nn.ReLU(),
+                ReLU(),
                 Conv2d(hidden // 2, hidden, 3, padding=1),
             ]
-        self.net = nn.Sequential(*layers, *_res_stack(hidden, res_channels, res_blocks))
+        self.net = nn.Sequential(*fuse_relus([*layers, *_res_stack(hidden, res_channels, res_blocks)]))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -233,12 +270,12 @@ class Decoder(nn.Module):
         if stride == 4:
             layers += [
                 ConvTranspose2d(hidden, hidden // 2, 4, stride=2, padding=1),
-                nn.ReLU(),
+                ReLU(),
                 ConvTranspose2d(hidden // 2, cout, 4, stride=2, padding=1),
             ]
         else:
             layers += [ConvTranspose2d(hidden, cout, 4, stride=2, padding=1)]
-        self.net = nn.Sequential(*layers)
+        self.net = nn.Sequential(*fuse_relus(layers))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not hasattr(self, "extra"):
@@ -254,7 +291,7 @@ def _upsampler(dim: int, factor_log2: int) -> nn.Module:
     for i in range(factor_log2):
         layers.append(ConvTranspose2d(dim, dim, 4, stride=2, padding=1))
         if i < factor_log2 - 1:
-            layers.append(nn.ReLU())
+            layers.append(ReLU())
     return nn.Sequential(*layers)
 
 
