@@ -331,8 +331,8 @@ def _region(ctx: click.Context, param: click.Parameter, value: str | None) -> tu
                    "bits for 0.1 dB on BSD photos; default 0: the nearest codewords). Decoding is unaffected.")
 @QUALITY
 @click.option("--fast", is_flag=True,
-              help="Take the quality from the fast ladder: multi-pass priors that decode in a fraction of the "
-                   "time for about 8% more bits ('vqcodec models' lists both ladders).")
+              help="Take the quality from the fast ladder: multi-pass priors that decode in about a third of "
+                   "the time for about 5% more bits ('vqcodec models' lists both ladders).")
 @coding_options
 def compress(inputs: tuple[str, ...], output: str | None, tile: int | None, rdo: float | None, rung: Rung | None,
              fast: bool, model: str | None, model_dirs: tuple[Path, ...], device: str, threads: int | None,

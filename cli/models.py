@@ -56,8 +56,8 @@ def models(show_all: bool, model_dirs: tuple[Path, ...]) -> None:
     click.echo("* the default quality.")
     if fast:
         click.echo("")
-        click.echo("The fast ladder ('compress --fast -q Q'): multi-pass priors, the same pictures in a fraction")
-        click.echo("of the decode time for about 8 % more bits on Kodak (docs/models.md).")
+        click.echo("The fast ladder ('compress --fast -q Q'): multi-pass priors, nearly the same pictures in")
+        click.echo("about a third of the decode time for about 5 % more bits on Kodak (docs/models.md).")
         _echo_ladder(fast, default)
     click.echo("")
     entries = list_models(model_dirs)

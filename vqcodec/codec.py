@@ -227,8 +227,8 @@ def compress(image: Any, model: ModelSpec = None, device: str | None = None, til
     load the model ("cpu" or "cuda"; default: cpu, or where the model given is); ``tile`` overrides
     the model's tile size (in bottom-level codes); ``rdo`` weighs each bottom code's bits against its
     distance to the latent (``coding.rdo``; default 0: the nearest codes; 0.02 is tuned); ``fast``
-    takes the quality's rung from the fast ladder (multi-pass priors: a fraction of the decode time,
-    about 8 % more bits on Kodak; ``vqcodec models``)."""
+    takes the quality's rung from the fast ladder (multi-pass priors: about a third of the decode time,
+    about 5 % more bits on Kodak; ``vqcodec models``)."""
     spec, rung_scale = choose_rung(model, quality, fast)
     lam = check_rdo(rdo) if rdo is not None else 0.0
     if scale is not None and quality is not None:

@@ -29,14 +29,17 @@ from vqcodec.priors.wavefront import flat_positions
 from vqcodec.workers import fork_workers, map_forked
 
 BATCH_TILES = 48  # tiles decoded together: big enough to amortise each step, small enough to bound memory (~8 MB each)
-# bottom codes whose probabilities (4 KB a code) one encoder batch holds: 48 MB, 12 tiles of 32 codes
-# or 3 of 64 (its cost hardly depends on it; 32 tiles of 32 took the encode peak at Kodak's size to 1 GB)
-ENCODE_BATCH_CODES = 12288
+BATCH_TILE_AREA = 32 * 32  # ... each of at most this many codes: larger tiles make batches of fewer
+# bottom codes whose probabilities (4 KB a code) the encoder holds at once, over all its threads:
+# 32 MB, 8 tiles of 32 codes or 2 of 64 (the cost hardly depends on it; 32 tiles of 32 took the
+# encode peak at Kodak's size to 1 GB)
+ENCODE_BATCH_CODES = 8192
 
 
-def encode_batch_tiles(tile: int) -> int:
-    """Tiles of ``tile`` x ``tile`` bottom codes in one encoder batch (``ENCODE_BATCH_CODES``)."""
-    return max(1, ENCODE_BATCH_CODES // (tile * tile))
+def encode_batch_tiles(tile: int, workers: int = 1) -> int:
+    """Tiles of ``tile`` x ``tile`` bottom codes in one encoder batch, ``workers`` batches at once
+    (``ENCODE_BATCH_CODES``)."""
+    return max(1, ENCODE_BATCH_CODES // (max(1, workers) * tile * tile))
 
 
 def _batches(tiles: list[Tile], size: int) -> list[list[int]]:
@@ -48,12 +51,15 @@ def _batches(tiles: list[Tile], size: int) -> list[list[int]]:
 
 
 def _decode_batches(tiles: list[Tile], only: set[int] | None = None, workers: int = 1) -> list[list[int]]:
-    """Tile indices in as few batches of at most ``BATCH_TILES`` as there can be, and a multiple of
+    """Tile indices in as few batches of at most ``BATCH_TILES`` as there can be (fewer for tiles of
+    more than ``BATCH_TILE_AREA`` codes: a batch's memory stays bounded), and a multiple of
     ``workers`` where there are enough tiles, of even sizes: tiles of a shape stay together, and the
     tiles cut by the map's edges ride along with the full ones (the stepper pads them), so an image
     of any size takes about as many sequential steps as one of whole tiles."""
     idx = [k for group in shape_groups(tiles) for k in group if only is None or k in only]
-    count = -(-len(idx) // BATCH_TILES)
+    area = max((t.height * t.width for t in tiles), default=1)
+    per_batch = max(1, BATCH_TILES * BATCH_TILE_AREA // max(BATCH_TILE_AREA, area))
+    count = -(-len(idx) // per_batch)
     count = min(len(idx), -(-count // workers) * workers)
     bounds = [round(i * len(idx) / count) for i in range(count + 1)] if count else [0]
     return [idx[a:b] for a, b in zip(bounds, bounds[1:])]
@@ -126,7 +132,7 @@ def encode_tiles(
     batches. The integer priors make the bytes the same whatever ``workers`` is; at most
     ``workers`` batches' probabilities are held at once."""
     tiles = tile_grid(codes[0].shape[1], codes[0].shape[2], tile)
-    per_batch = min(encode_batch_tiles(tile), max(1, -(-len(tiles) // max(1, workers))))
+    per_batch = min(encode_batch_tiles(tile, workers), max(1, -(-len(tiles) // max(1, workers))))
     batches = _batches(tiles, per_batch)
     job = (priors, codes, tiles, order)
     payloads: dict[int, bytes] = {}

@@ -87,8 +87,8 @@ LADDERS = {"default": "ladder", "fast": "fast_ladder"}  # ladder name -> its key
 
 def ladder(which: str = "default") -> list[Rung]:
     """A shipped quality ladder, quality 1 (smallest files) first: the manifest's rungs in order.
-    ``"fast"``: the ladder of the multi-pass priors, the same pictures in a fraction of the decode time
-    for about 8 % more bits on Kodak (docs/models.md); empty where the manifest has none."""
+    ``"fast"``: the ladder of the multi-pass priors, nearly the same pictures in about a third of the
+    decode time for about 5 % more bits on Kodak (docs/models.md); empty where the manifest has none."""
     if which not in LADDERS:
         raise VQCodecError(f"unknown ladder {which!r} (known: {', '.join(LADDERS)})")
     return [Rung(q, str(r["model"]), float(r["scale"]), r.get("kodak"))
