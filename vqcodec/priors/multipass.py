@@ -399,19 +399,13 @@ def table_shift(table: torch.Tensor, taps: int) -> int:
 
 
 @functools.lru_cache(maxsize=64)
-def _pass_taps(schedule: tuple, window: int, height: int, width: int, g: int) -> tuple[np.ndarray, np.ndarray]:
-    """``_neighbours`` of pass ``g`` as (positions (P,), (P, T) neighbours), keeping only the T taps
-    that reach a known code somewhere in the map (the first passes use few of the window's taps)."""
+def _pass_taps(schedule: tuple, window: int, height: int, width: int, g: int) -> tuple[np.ndarray, ...]:
+    """``_neighbours`` of pass ``g`` as (positions (P,), (P, T) neighbours, (T,) window taps), keeping
+    only the T taps that reach a known code somewhere in the map (the first passes use few of the
+    window's taps); tap t's table rows start at t * num_codes."""
     here, nb = _neighbours(schedule, window, height, width, g)
-    used = (nb >= 0).any(1)
-    return here, np.ascontiguousarray(nb[used].T)
-
-
-@functools.lru_cache(maxsize=64)
-def _tap_offsets(schedule: tuple, window: int, height: int, width: int, g: int) -> np.ndarray:
-    """(T,) the window tap of each column of ``_pass_taps``: its rows start at tap * num_codes."""
-    _, nb = _neighbours(schedule, window, height, width, g)
-    return np.nonzero((nb >= 0).any(1))[0]
+    used = np.nonzero((nb >= 0).any(1))[0]
+    return here, np.ascontiguousarray(nb[used].T), used
 
 
 class IntMultipass:
@@ -506,7 +500,7 @@ class IntMultipass:
         known neighbour, summed (exact), requantized. ``codes`` (B, H*W); ``known`` (B, H*W) bool
         marks each map's extent (None: all of it)."""
         cfg = self.config
-        here, nb = _pass_taps(cfg.schedule, cfg.window, size[0], size[1], g)
+        here, nb, taps = _pass_taps(cfg.schedule, cfg.window, size[0], size[1], g)
         nb_t = torch.from_numpy(nb).to(codes.device)  # (P, taps used)
         zero = self.table.shape[0] - 1
         if nb.shape[1] == 0:
@@ -514,8 +508,7 @@ class IntMultipass:
         else:
             valid = nb_t >= 0
             safe = nb_t.clamp_min(0)
-            rows = codes[:, safe] + torch.from_numpy(_tap_offsets(cfg.schedule, cfg.window, size[0], size[1], g)
-                                                     ).to(codes.device) * cfg.num_codes
+            rows = codes[:, safe] + torch.from_numpy(taps).to(codes.device) * cfg.num_codes
             ok = valid[None] if known is None else valid[None] & known[:, safe]
             rows = torch.where(ok, rows, zero)
             # one bag of table rows per code, summed: integers below 2**53, so exact in any order
