@@ -109,6 +109,17 @@ def parse_scales(text: str | tuple | list | None) -> tuple[float, ...]:
                    "run after the resize back, and train only it (the decoder stays).")
 @click.option("--upscaler-layers", type=int, default=5, show_default=True,
               help="With --upscaler: its 3x3 convolutions.")
+@click.option("--finetune", default=None, metavar="NAME|FILE",
+              help="Train the whole stage 1 of this codec model (or VQ-VAE file) for rate and distortion, "
+                   "with a multi-pass prior per level pricing its codes (docs/models.md): its codes change, "
+                   "so it needs priors of its own.")
+@click.option("--rate-mu", default=None, metavar="BOTTOM,TOP",
+              help="With --finetune: the price of a bit in squared latent distance per level, bottom first "
+                   "[default: 0.036,0.0022; 0,0 trains for distortion alone].")
+@click.option("--prior-top", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="With --finetune: start the top level's prior from this multi-pass prior file.")
+@click.option("--prior-bottom", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="With --finetune: start the bottom level's prior from this multi-pass prior file.")
 @common_options
 @friendly_errors
 def train_vqvae_cmd(**kw) -> None:
@@ -119,9 +130,16 @@ def train_vqvae_cmd(**kw) -> None:
 
     apply_preset(kw, "vqvae")
     settings = settings_from(kw)
+    if kw["finetune"] is not None:
+        if kw["refit"] is not None or kw["drop_levels"] is not None or kw["rung_scales"] or kw["upscaler"]:
+            raise VQCodecError("--finetune trains a whole stage 1: it takes --extra-blocks, not --refit, "
+                               "--drop-levels, --rung-scales or --upscaler")
+        return _train_rate(kw, settings)
     changes = kw["extra_blocks"] or kw["drop_levels"] is not None or kw["rung_scales"] or kw["upscaler"]
     if changes and kw["refit"] is None:
         raise VQCodecError("--extra-blocks, --drop-levels, --rung-scales and --upscaler change a --refit model")
+    if kw["rate_mu"] is not None or kw["prior_top"] or kw["prior_bottom"]:
+        raise VQCodecError("--rate-mu, --prior-top and --prior-bottom go with --finetune")
     upscaler = (kw["upscaler"], kw["upscaler_layers"]) if kw["upscaler"] else None
     scales = parse_scales(kw["rung_scales"])
     config = VQVAEConfig(hidden=kw["hidden"], res_channels=kw["res_channels"], res_blocks=kw["res_blocks"],
@@ -132,6 +150,25 @@ def train_vqvae_cmd(**kw) -> None:
     train_vqvae(kw["data"], settings, None if refit else config, crop=kw["crop"], val=kw["val"],
                 val_images=kw["val_images"], refit=refit, extra_blocks=kw["extra_blocks"],
                 dropped_levels=kw["drop_levels"], rung_scales=scales, upscaler=upscaler)
+
+
+def _train_rate(kw: dict, settings) -> None:
+    """``train vqvae --finetune``: the whole stage 1 trained for rate (``vqcodec.train.rate_stage1``)."""
+    from vqcodec.errors import VQCodecError
+    from vqcodec.train.rate_stage1 import DEFAULT_MU, train_rate_stage1
+    from vqcodec.zoo.registry import resolve_model
+
+    mu = DEFAULT_MU
+    if kw["rate_mu"] is not None:
+        try:
+            mu = tuple(float(x) for x in str(kw["rate_mu"]).split(","))
+        except ValueError:
+            raise VQCodecError(f"--rate-mu takes numbers separated by commas, not {kw['rate_mu']!r}") from None
+        if any(m < 0 for m in mu):
+            raise VQCodecError("--rate-mu takes prices of 0 or more")
+    priors = {lvl: p for lvl, p in ((0, kw["prior_bottom"]), (1, kw["prior_top"])) if p is not None}
+    train_rate_stage1(kw["data"], settings, resolve_model(kw["finetune"]), mu, crop=kw["crop"], val=kw["val"],
+                      val_images=kw["val_images"], extra_blocks=kw["extra_blocks"], prior_files=priors)
 
 
 # what a prior's architecture is made of: a --refit run takes these from the model it starts from
@@ -171,7 +208,8 @@ PRIOR_ARCHITECTURE = ("tile", "channels", "layers", "attention_every", "attentio
 @click.option("--refit", default=None, metavar="NAME|FILE",
               help="Start from this codec model's prior of --level (its integer prior made float again) and "
                    "fine-tune it; the architecture and tile are that prior's, but --layers may keep only its "
-                   "first layers (a cheaper prior). Export with --refit-of.")
+                   "first layers (a cheaper prior). Export with --refit-of. A stage 1 trained with --finetune "
+                   "gives the multi-pass prior it trained with (--tile is yours to choose).")
 @common_options
 @friendly_errors
 def train_prior_cmd(**kw) -> None:
@@ -181,16 +219,21 @@ def train_prior_cmd(**kw) -> None:
 
     from_preset = apply_preset(kw, f"prior-{kw['level']}")
     if kw["refit"] is not None:
+        from vqcodec.train.rate_stage1 import KIND
+        from vqcodec.zoo.registry import read_metadata
+
+        kw["refit"] = resolve_model(kw["refit"])
+        rate_run = read_metadata(kw["refit"]).get("kind") == KIND  # its priors have no coding tile yet
+        free = {"layers", "tile"} if rate_run else {"layers"}
         ctx = click.get_current_context()
-        given = [k for k in PRIOR_ARCHITECTURE if k != "layers"
+        given = [k for k in PRIOR_ARCHITECTURE if k not in free
                  and ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE]
         if given:
             raise click.UsageError(f"--{given[0].replace('_', '-')} is the --refit model's; leave it out")
         chosen = "layers" in from_preset or ctx.get_parameter_source("layers") == click.core.ParameterSource.COMMANDLINE
         kw["refit_layers"] = kw["layers"] if chosen else None
-        for k in PRIOR_ARCHITECTURE[1:]:  # the tile goes on, and the model's replaces it
+        for k in PRIOR_ARCHITECTURE[1:]:  # the tile goes on, and the model's (if it has one) replaces it
             kw.pop(k)
-        kw["refit"] = resolve_model(kw["refit"])
     settings = settings_from(kw)
     train_prior(kw.pop("codes"), kw.pop("level"), settings, tile=kw.pop("tile"), val_codes=kw.pop("val_codes") or None,
                 val_tiles=kw.pop("val_tiles"), **kw)

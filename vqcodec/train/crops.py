@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from vqcodec.imageio import read_image, to_model_input
+from vqcodec.imageio import _full_scale, read_image, to_model_input
 
 
 def load_rgb(path: Path) -> np.ndarray:
@@ -30,30 +30,45 @@ def pad_to(pix: np.ndarray, size: int) -> np.ndarray:
     return np.pad(pix, ((0, max(0, size - h)), (0, max(0, size - w)), (0, 0)), mode="edge")
 
 
+def load_rgb_integers(path: Path) -> tuple[np.ndarray, int]:
+    """(H, W, 3) integer pixels (gray repeated) and their full scale: a quarter of the float
+    image's memory for 8-bit photos, so a pool of thousands of photos stays cached."""
+    img = read_image(path)
+    pix = np.asarray(img.pixels)
+    if pix.ndim == 2:
+        pix = pix[..., None]
+    if pix.shape[2] == 1:
+        pix = np.repeat(pix, 3, axis=2)
+    return np.ascontiguousarray(pix), _full_scale(img.bit_depth)
+
+
 class RandomCrops(Dataset):
-    """Index ``i`` -> a random ``crop`` x ``crop`` patch (C, H, W) of a random image, maybe flipped."""
+    """Index ``i`` -> a random ``crop`` x ``crop`` patch (C, H, W) of a random image, maybe flipped.
+    Images are cached as their integer pixels; a patch is scaled to [0, 1] as
+    ``imageio.to_model_input`` does (the same float32 values)."""
 
     def __init__(self, files: list[Path], crop: int, seed: int) -> None:
         self.files, self.crop, self.seed = files, crop, seed
-        self._cache: dict[int, np.ndarray] = {}  # per worker process
+        self._cache: dict[int, tuple[np.ndarray, int]] = {}  # per worker process
 
     def __len__(self) -> int:
         return 2**62
 
-    def _image(self, k: int) -> np.ndarray:
+    def _image(self, k: int) -> tuple[np.ndarray, int]:
         if k not in self._cache:
-            self._cache[k] = pad_to(load_rgb(self.files[k]), self.crop)
+            pix, full = load_rgb_integers(self.files[k])
+            self._cache[k] = pad_to(pix, self.crop), full
         return self._cache[k]
 
     def __getitem__(self, index: int) -> torch.Tensor:
         rng = np.random.default_rng([self.seed, index])
-        pix = self._image(int(rng.integers(len(self.files))))
+        pix, full = self._image(int(rng.integers(len(self.files))))
         h, w = pix.shape[:2]
         y, x = int(rng.integers(h - self.crop + 1)), int(rng.integers(w - self.crop + 1))
         patch = pix[y : y + self.crop, x : x + self.crop]
         if rng.random() < 0.5:
             patch = patch[:, ::-1]
-        return torch.from_numpy(np.ascontiguousarray(patch.transpose(2, 0, 1)))
+        return torch.from_numpy(patch.transpose(2, 0, 1).astype(np.float32)) / full
 
 
 class StepSampler(Sampler[int]):

@@ -79,10 +79,36 @@ def first_layers(prior: PixelCNNPrior, layers: int) -> PixelCNNPrior:
     return small
 
 
-def refit_start(path: str | Path, meta: dict, level: int, layers: int | None = None) -> tuple[PixelCNNPrior, int]:
+def rate_run_prior(path: str | Path, meta: dict, level: int) -> MultipassPrior:
+    """The float prior of ``level`` that a stage 1 trained for rate (``train vqvae --finetune``) was
+    trained with: it already knows that stage 1's codes, so fitting it to them takes few steps."""
+    from vqcodec.zoo.codec_model import sub_tensors
+    from vqcodec.zoo.files import load_model
+
+    _, config, tensors = load_model(path)
+    vq = config["vqvae"]
+    if (vq["levels"], vq["num_codes"]) != (meta["levels"], meta["num_codes"]):
+        raise VQCodecError(f"the code dataset has {meta['levels']} levels of {meta['num_codes']} codes; "
+                           f"{path} codes {vq['levels']} levels of {vq['num_codes']}")
+    prior = MultipassPrior(MultipassConfig.from_dict(config["priors"][level]))
+    prior.load_state_dict(sub_tensors(tensors, f"priors.{level}."))
+    return prior
+
+
+def refit_start(
+    path: str | Path, meta: dict, level: int, layers: int | None = None
+) -> tuple[torch.nn.Module, int | None]:
     """(float prior, tile) where fine-tuning the prior of ``level`` of the codec model at ``path``
-    starts; with ``layers``, only its first that many layers (``first_layers``)."""
+    starts; with ``layers``, only its first that many layers (``first_layers``). A stage 1 trained
+    for rate (``rate_run_prior``) gives its multi-pass prior, and no tile (the command's stands)."""
+    from vqcodec.train.rate_stage1 import KIND
     from vqcodec.zoo.codec_model import load_codec_model
+    from vqcodec.zoo.registry import read_metadata
+
+    if read_metadata(path).get("kind") == KIND:
+        if layers is not None:
+            raise VQCodecError("a multi-pass prior keeps all its layers: leave --layers out")
+        return rate_run_prior(path, meta, level), None
 
     m = load_codec_model(path)
     vq = m.vqvae.config
@@ -115,7 +141,8 @@ def train_prior(
     level = level_index(level_name, meta["levels"])
     torch.manual_seed(settings.seed)  # --seed decides the initial weights too
     if refit is not None:
-        model, tile = refit_start(refit, meta, level, refit_layers)
+        model, start_tile = refit_start(refit, meta, level, refit_layers)
+        tile = start_tile or tile
     else:
         model = build_prior(meta, level, dict(cfg_overrides))
     config = {**model.config.to_dict(), "level": level, "tile": tile, "levels": meta["levels"]}

@@ -61,9 +61,10 @@ def check_rung_scales(scales: tuple[float, ...], crop: int) -> tuple[float, ...]
 
 
 def stage1_of(path: str | Path) -> tuple[VQVAEConfig, dict[str, torch.Tensor]]:
-    """(config, tensors) of the VQ-VAE in a vqvae model file or a codec model file."""
+    """(config, tensors) of the VQ-VAE in a vqvae model file, a codec model file, or a stage 1 trained
+    for rate with its priors (``train.rate_stage1``)."""
     kind, config, tensors = load_model(path)
-    if kind == "codec":
+    if kind in ("codec", "vqvae-rate"):
         return VQVAEConfig.from_dict(config["vqvae"]), sub_tensors(tensors, "vqvae.")
     if kind == "vqvae":
         return VQVAEConfig.from_dict(config), tensors

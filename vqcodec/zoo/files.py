@@ -110,7 +110,7 @@ def load_vqvae(path: str | Path):  # -> VQVAE (imported late: model files are re
     from vqcodec.vqvae import VQVAE, VQVAEConfig
 
     kind, config, tensors = load_model(path)
-    if kind == "codec":
+    if kind in ("codec", "vqvae-rate"):  # a codec model, or a stage 1 trained with its priors
         config = config["vqvae"]
         tensors = {k[len("vqvae."):]: v for k, v in tensors.items() if k.startswith("vqvae.")}
     elif kind != "vqvae":
