@@ -272,6 +272,36 @@ def test_windows_decode_the_same_on_one_thread_or_several():
     assert torch.allclose(whole, seq, atol=1e-5)
 
 
+@pytest.mark.parametrize("channels, bit_depth", [(3, 8), (1, 8), (3, 16)])
+def test_pixels_made_band_by_band_are_those_of_the_whole_float_image(channels, bit_depth):
+    """``pixels_in_windows`` turns each band into pixels as it comes (the decoder's memory at large
+    sizes): the very pixels of converting the whole float image, cropped inside the padding, for
+    gray and 16-bit images too; and ``from_model_output`` in row blocks gives those of one block."""
+    import numpy as np
+
+    from vqcodec.imageio import OUTPUT_ROWS, from_model_output, from_tensor
+    from vqcodec.priors.autoregress import one_thread
+    from vqcodec.testing import tiny_codec_model
+    from vqcodec.vqvae import band_windows, decode_in_windows, pixels_in_windows
+
+    vqvae = tiny_codec_model(tile=16).vqvae
+    torch.manual_seed(2)
+    codes = [torch.randint(0, vqvae.config.num_codes, (1, *s)) for s in vqvae.code_shapes(328, 200)]
+    windows = band_windows(328, 200, vqvae.config.stride)
+
+    def to_pixels(t: torch.Tensor) -> np.ndarray:
+        return from_model_output(t, channels, bit_depth)
+
+    with one_thread():
+        whole = decode_in_windows(vqvae, codes, windows, 321, 197, workers=1)
+        got = pixels_in_windows(vqvae, codes, windows, 321, 197, to_pixels, workers=2)
+    want = from_model_output(whole, channels, bit_depth)
+    assert got.shape == (321, 197, channels) and got.dtype == want.dtype and np.array_equal(got, want)
+    one_block = whole.clamp(0, 1)
+    one_block = from_tensor(one_block.mean(1, keepdim=True) if channels == 1 else one_block, bit_depth)
+    assert 321 > OUTPUT_ROWS and np.array_equal(want, one_block)
+
+
 # -- the same bits on any thread count (issue 12) ------------------------------------------------------------
 
 

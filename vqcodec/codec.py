@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 import os
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,7 @@ from vqcodec.vqvae import (
     decode_in_windows,
     decode_windows,
     encode_windowed,
+    pixels_in_windows,
     split_convolutions,
     window_cores,
 )
@@ -418,35 +420,42 @@ def decompress_image(
     if damaged and len(damaged) == len(payloads):
         raise VQCodecError(f"nothing can be restored: all {len(payloads)} tiles are damaged")
     check = CodeCheck(m, head, stream.code_checksums, salvage, damaged)
+
+    def to_pixels(recon: torch.Tensor) -> np.ndarray:
+        return from_model_output(recon.cpu(), head.channels, head.bit_depth)
+
     if box is not None and head.coded_size is None:
         # the VQ-VAE runs on the windows of a full decode (``_decode_region``), so it needs what one does
         check_memory(head.width, head.height, decode=True, region=True)
-        recon = _decode_region(m, head, payloads, box, frozenset(damaged), check)
+        pixels = to_pixels(_decode_region(m, head, payloads, box, frozenset(damaged), check))
     else:
         check_memory(head.width, head.height, decode=True,
                      pixels=max(head.width * head.height, head.coded_width * head.coded_height))
-        recon = _decode_whole(m, head, payloads, damaged, check)
+        pixels = _decode_whole(m, head, payloads, damaged, check, to_pixels)
         if box is not None:  # a resampled file: every pixel depends on the whole coded image's resize
             x, y, w, h = box
-            recon = recon[:, :, y : y + h, x : x + w]
+            pixels = np.ascontiguousarray(pixels[y : y + h, x : x + w])
     damaged_tiles = tuple(sorted(damaged | check.failed))
-    pixels = from_model_output(recon.cpu(), head.channels, head.bit_depth)
     return ImageData(pixels, head.bit_depth, head.icc_profile, damaged_tiles)
 
 
 def _decode_whole(m: CodecModel, head: Header, payloads: list[bytes], damaged: set[int],
-                  check: CodeCheck) -> torch.Tensor:
-    """Pixels (1, C, H, W) of the whole image: the codes decoded at the coded size, the VQ-VAE's
-    reconstruction resized to the image's size when the file was coded at another one."""
+                  check: CodeCheck, to_pixels: Callable[[torch.Tensor], np.ndarray]) -> np.ndarray:
+    """Pixels (H, W, C) of the whole image: the codes decoded at the coded size, the VQ-VAE's
+    reconstruction resized to the image's size when the file was coded at another one; at its own
+    size each band goes to pixels as it comes (``pixels_in_windows``: bounded memory)."""
     cw, ch = head.coded_width, head.coded_height
     shapes = m.vqvae.code_shapes(ch, cw)
     only = set(range(len(payloads))) - damaged if damaged else None
     maps = decode_tiles(m.priors, shapes, payloads, head.tile_size, only=only, order=head.symbol_order)
     check(maps, set(range(len(payloads))) - damaged)
     workers = fork_workers(maps[0].device)
+    windows = reconstruction_windows(m, head)
     with one_thread():  # each window on one thread: the same pixels whatever the thread count, and a region's
-        recon = decode_in_windows(m.vqvae, maps, reconstruction_windows(m, head), ch, cw, workers)
-        return m.vqvae.resize_back(recon, head.width, head.height, workers)
+        if (cw, ch) == (head.width, head.height):
+            return pixels_in_windows(m.vqvae, maps, windows, ch, cw, to_pixels, workers)
+        recon = decode_in_windows(m.vqvae, maps, windows, ch, cw, workers)
+        return to_pixels(m.vqvae.resize_back(recon, head.width, head.height, workers))
 
 
 def decompress(

@@ -10,9 +10,10 @@ from vqcodec.vqvae.windows import (
     decode_windowed,
     decode_windows,
     encode_windowed,
+    pixels_in_windows,
     window_cores,
 )
 
 __all__ = ["BOTTOM_STRIDE", "DECODER_REACH", "LEVEL_NAMES", "VQVAE", "VQVAEConfig", "band_windows", "crop_codes",
            "decode_in_windows", "decode_window", "decode_windowed", "decode_windows", "encode_windowed",
-           "split_convolutions", "window_cores"]
+           "pixels_in_windows", "split_convolutions", "window_cores"]
