@@ -116,6 +116,9 @@ def parse_scales(text: str | tuple | list | None) -> tuple[float, ...]:
 @click.option("--rate-mu", default=None, metavar="BOTTOM,TOP",
               help="With --finetune: the price of a bit in squared latent distance per level, bottom first "
                    "[default: 0.036,0.0022; 0,0 trains for distortion alone].")
+@click.option("--fixed-codebooks", is_flag=True,
+              help="With --finetune: the codewords stay where they are (no EMA updates); the encoder and "
+                   "decoder learn around them.")
 @click.option("--prior-top", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="With --finetune: start the top level's prior from this multi-pass prior file.")
 @click.option("--prior-bottom", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
@@ -138,8 +141,8 @@ def train_vqvae_cmd(**kw) -> None:
     changes = kw["extra_blocks"] or kw["drop_levels"] is not None or kw["rung_scales"] or kw["upscaler"]
     if changes and kw["refit"] is None:
         raise VQCodecError("--extra-blocks, --drop-levels, --rung-scales and --upscaler change a --refit model")
-    if kw["rate_mu"] is not None or kw["prior_top"] or kw["prior_bottom"]:
-        raise VQCodecError("--rate-mu, --prior-top and --prior-bottom go with --finetune")
+    if kw["rate_mu"] is not None or kw["prior_top"] or kw["prior_bottom"] or kw["fixed_codebooks"]:
+        raise VQCodecError("--rate-mu, --fixed-codebooks, --prior-top and --prior-bottom go with --finetune")
     upscaler = (kw["upscaler"], kw["upscaler_layers"]) if kw["upscaler"] else None
     scales = parse_scales(kw["rung_scales"])
     config = VQVAEConfig(hidden=kw["hidden"], res_channels=kw["res_channels"], res_blocks=kw["res_blocks"],
@@ -168,7 +171,8 @@ def _train_rate(kw: dict, settings) -> None:
             raise VQCodecError("--rate-mu takes prices of 0 or more")
     priors = {lvl: p for lvl, p in ((0, kw["prior_bottom"]), (1, kw["prior_top"])) if p is not None}
     train_rate_stage1(kw["data"], settings, resolve_model(kw["finetune"]), mu, crop=kw["crop"], val=kw["val"],
-                      val_images=kw["val_images"], extra_blocks=kw["extra_blocks"], prior_files=priors)
+                      val_images=kw["val_images"], extra_blocks=kw["extra_blocks"], prior_files=priors,
+                      fixed_codebooks=kw["fixed_codebooks"])
 
 
 # what a prior's architecture is made of: a --refit run takes these from the model it starts from

@@ -65,8 +65,12 @@ def test_the_pull_is_the_nearest_code_at_price_zero_and_moves_when_bits_cost(bas
     assert all(torch.equal(a, b) for a, b in zip(out["codes"], plain["codes"]))
 
 
-def test_the_rate_loss_trains_the_priors_and_the_whole_vqvae(base, tmp_path):
-    model = start_model(base, (0.05, 0.05), 0, tiny_priors(tmp_path))
+@pytest.mark.parametrize("fixed", [False, True])
+def test_the_rate_loss_trains_the_priors_and_the_whole_vqvae(base, tmp_path, fixed):
+    """Everything learns; the codewords follow their vectors by EMA unless they are fixed, and then
+    not one of their buffers moves (the encoder and decoder learn around them)."""
+    model = start_model(base, (0.05, 0.05), 0, tiny_priors(tmp_path), fixed_codebooks=fixed)
+    assert model.training and model.vqvae.quantizers.training is not fixed
     before = {k: v.clone() for k, v in model.state_dict().items()}
     opt = torch.optim.Adam(model.parameters(), 1e-2)
     x = batch()
@@ -78,8 +82,11 @@ def test_the_rate_loss_trains_the_priors_and_the_whole_vqvae(base, tmp_path):
     assert {"mse", "psnr", "bpp", "bits0", "bits1", "moved0", "moved1"} <= metrics.keys()
     changed = {k.split(".")[0] + "." + k.split(".")[1] for k, v in model.state_dict().items()
                if not torch.equal(v, before[k])}
-    for part in ("vqvae.encoders", "vqvae.pre_quant", "vqvae.quantizers", "vqvae.decoder", "priors.0", "priors.1"):
+    for part in ("vqvae.encoders", "vqvae.pre_quant", "vqvae.decoder", "priors.0", "priors.1"):
         assert part in changed, part
+    assert ("vqvae.quantizers" in changed) is not fixed
+    model.eval().train()  # switching modes keeps the codebooks fixed
+    assert model.vqvae.quantizers.training is not fixed
 
 
 def test_resume_is_exact_and_the_file_holds_a_vqvae_and_its_priors(base, tiny_images, tmp_path):
@@ -87,6 +94,7 @@ def test_resume_is_exact_and_the_file_holds_a_vqvae_and_its_priors(base, tiny_im
     common = dict(checkpoint_every=10, validate_every=10)
     kw = dict(crop=16, val=tiny_images, val_images=2, prior_files=priors)
     run_a, run_b = tmp_path / "a", tmp_path / "b"
+    kw["fixed_codebooks"] = True
     train_rate_stage1(tiny_images, settings(run_a, 20, **common), base, (0.05, 0.01), **kw)
     train_rate_stage1(tiny_images, settings(run_b, 20, stop_at=10, **common), base, (0.05, 0.01), **kw)
     train_rate_stage1(tiny_images, settings(run_b, 20, resume=True, **common), base, (0.05, 0.01), **kw)
@@ -101,7 +109,7 @@ def test_resume_is_exact_and_the_file_holds_a_vqvae_and_its_priors(base, tiny_im
     assert strip(val_b) == strip(val_a) and {"val_psnr", "val_bpp"} <= val_a[0].keys()
     kind, config, ta = load_model(run_a / "model.safetensors")
     _, _, tb = load_model(run_b / "model.safetensors")
-    assert kind == KIND and config["mu"] == [0.05, 0.01] and len(config["priors"]) == 2
+    assert kind == KIND and config["mu"] == [0.05, 0.01] and len(config["priors"]) == 2 and config["fixed_codebooks"]
     assert ta.keys() == tb.keys() and all(torch.equal(ta[k], tb[k]) for k in ta)
     vq = load_vqvae(run_a / "model.safetensors")  # what extract-codes and export read
     assert all(torch.equal(v, ta["vqvae." + k]) for k, v in vq.state_dict().items())
@@ -112,14 +120,14 @@ def test_the_command_line_trains_and_refuses_mixed_options(base, tiny_images, tm
     run = tmp_path / "cli"
     args = ["train", "vqvae", "--finetune", str(base), "--data", str(tiny_images), "--crop", "16", "--batch", "2",
             "--steps", "3", "--out", str(run), "--prior-top", str(priors[1]), "--prior-bottom", str(priors[0]),
-            "--rate-mu", "0.1,0.02"]
+            "--rate-mu", "0.1,0.02", "--fixed-codebooks"]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     assert [r["step"] for r in read_log(run)[0]] == [1, 2, 3]
     for extra, message in ((["--refit", str(base)], "--finetune trains a whole stage 1"),
                            (["--rate-mu", "a,b"], "--rate-mu takes numbers"),
                            (["--rate-mu", "0.1"], "one rate price per level")):
-        result = CliRunner().invoke(main, args[:-2] + extra + ["--out", str(tmp_path / "x")])
+        result = CliRunner().invoke(main, args[:-3] + extra + ["--out", str(tmp_path / "x")])
         assert result.exit_code != 0 and message in result.output, result.output
     result = CliRunner().invoke(main, ["train", "vqvae", "--data", str(tiny_images), "--out", str(tmp_path / "y"),
                                        "--rate-mu", "0.1,0.1"])

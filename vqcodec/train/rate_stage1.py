@@ -69,16 +69,27 @@ def nearest(z: torch.Tensor, book: torch.Tensor, k: int) -> tuple[torch.Tensor, 
 class RateStage1(nn.Module):
     """A VQ-VAE and one prior per coded level (bottom first), trained together."""
 
-    def __init__(self, vqvae: VQVAE, priors: list[MultipassPrior], mu: tuple[float, ...]) -> None:
+    def __init__(self, vqvae: VQVAE, priors: list[MultipassPrior], mu: tuple[float, ...],
+                 fixed_codebooks: bool = False) -> None:
         super().__init__()
         if len(mu) != vqvae.config.levels:
             raise ValueError(f"one rate price per level: {vqvae.config.levels}, not {len(mu)}")
         self.vqvae, self.priors, self.mu = vqvae, nn.ModuleList(priors), tuple(mu)
+        self.fixed_codebooks = fixed_codebooks
         self.config = vqvae.config
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> RateStage1:
+        """With ``fixed_codebooks`` the codewords never move (no EMA step, no restart): the encoder
+        and decoder learn around them."""
+        super().train(mode)
+        if self.fixed_codebooks:
+            self.vqvae.quantizers.train(False)
+        return self
 
     def to_config(self) -> dict:
         return {"vqvae": self.vqvae.config.to_dict(), "priors": [p.config.to_dict() for p in self.priors],
-                "mu": list(self.mu)}
+                "mu": list(self.mu), "fixed_codebooks": self.fixed_codebooks}
 
     def level_bits(self, codes: list[torch.Tensor]) -> list[torch.Tensor]:
         """Per level (bottom first): logits (B, K, H, W) of every code under its prior."""
@@ -147,7 +158,7 @@ def evaluate_rate(model: RateStage1, files: list[Path]) -> dict[str, float]:
 
 
 def start_model(base: str | Path, mu: tuple[float, ...], extra_blocks: int = 0,
-                prior_files: dict[int, str | Path] | None = None) -> RateStage1:
+                prior_files: dict[int, str | Path] | None = None, fixed_codebooks: bool = False) -> RateStage1:
     """The VQ-VAE of ``base`` (a codec model or VQ-VAE file) with every part free to learn (its codes
     will change, so it needs priors of its own), grown by ``extra_blocks`` identity decoder blocks,
     and a prior per level: from ``prior_files`` (level -> a multi-pass prior's training file), or fresh."""
@@ -176,16 +187,16 @@ def start_model(base: str | Path, mu: tuple[float, ...], extra_blocks: int = 0,
             raise VQCodecError(f"{path} does not fit this VQ-VAE's codes")
         prior.load_state_dict(t)
         priors.append(prior)
-    return RateStage1(vqvae, priors, mu)
+    return RateStage1(vqvae, priors, mu, fixed_codebooks)
 
 
 def train_rate_stage1(data: str | Path, settings, base: str | Path, mu: tuple[float, ...], crop: int = 128,
                       val: str | Path | None = None, val_images: int = 24, extra_blocks: int = 0,
-                      prior_files: dict[int, str | Path] | None = None) -> RateStage1:
+                      prior_files: dict[int, str | Path] | None = None, fixed_codebooks: bool = False) -> RateStage1:
     """Fine-tune ``base``'s whole stage 1 for rate and distortion (module docstring) on random crops of
     ``data`` (a folder, searched recursively); validation reports PSNR and the priors' bpp."""
     torch.manual_seed(settings.seed)
-    model = start_model(base, mu, extra_blocks, prior_files)
+    model = start_model(base, mu, extra_blocks, prior_files, fixed_codebooks)
     val_files = list_images(val)[:val_images] if val else None
 
     def validate(m: nn.Module) -> dict[str, float]:
