@@ -34,8 +34,8 @@ FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
                    "reach, their integer weights unchanged: the top level decodes in about half the steps.")
 @click.option("--tiles", type=int, default=128, show_default=True, help="Calibration tiles per prior.")
 @click.option("--tile", type=int, default=None,
-              help="With --refit-of: the new model's default tile side in bottom codes (the base model's by "
-                   "default); multi-pass priors work with any.")
+              help="The new model's default tile side in bottom codes (by default the --refit-of model's, or "
+                   "what a new model's priors were trained on); multi-pass priors work with any.")
 @click.option("--act-bits", type=click.Choice(["8", "16"]), default=None,
               help="Integer width of the new multi-pass priors: 8 computes in exact float32 (faster, about "
                    "0.2 % more bits), 16 in float64 (default: the training run's, 16).")
@@ -81,8 +81,6 @@ def export(vqvae: Path | None, prior_top: Path | None, prior_middle: Path | None
         return
     if delta:
         raise VQCodecError("--delta stores a --refit-of model's differences: give --refit-of")
-    if tile is not None:
-        raise VQCodecError("--tile sets a --refit-of model's tile (a new model takes its priors'): give --refit-of")
     if wavefront_attention:
         raise VQCodecError("--wavefront-attention changes a --refit-of model's priors: give --refit-of")
     if vqvae is None:
@@ -96,7 +94,7 @@ def export(vqvae: Path | None, prior_top: Path | None, prior_middle: Path | None
     if not files:
         raise VQCodecError("no priors given: pass --prior-top and --prior-bottom (and --prior-middle for 3 levels)")
     model = build_codec_model(vqvae, files, calibration, out, name or out.stem, calibration_tiles=tiles,
-                              description=description, act_bits=bits)
+                              description=description, act_bits=bits, tile=tile)
     click.echo(f"{out}: model '{model.name}', fingerprint {model.fingerprint.hex()}, tile {model.tile}")
 
 

@@ -158,23 +158,26 @@ def test_a_rate_trained_stage_1_becomes_a_codec_model_that_codes_exactly(base, t
         "--workers", "0")
     vq_file = stage1 / "model.safetensors"
     codes = tmp_path / "codes"
-    run("extract-codes", "--vqvae", str(vq_file), "--data", str(tiny_images), "--out", str(codes), "--crop", "32",
+    run("extract-codes", "--vqvae", str(vq_file), "--data", str(tiny_images), "--out", str(codes), "--crop", "64",
         "--crops", "2")
     runs = {}
-    for level in ("bottom", "top"):
+    for level, tile in (("bottom", "8"), ("top", "16")):  # each prior on its own tile side
         runs[level] = tmp_path / level
-        run("train", "prior", "--refit", str(vq_file), "--level", level, "--tile", "8", "--codes", str(codes),
+        run("train", "prior", "--refit", str(vq_file), "--level", level, "--tile", tile, "--codes", str(codes),
             "--val-codes", str(codes), "--val-tiles", "4", "--out", str(runs[level]), "--workers", "0", "--steps",
             "2", "--batch", "4", "--validate-every", "2")
         start = load_model(vq_file)[2]
         kind, config, trained = load_model(runs[level] / "model.safetensors")
-        assert config["arch"] == "multipass" and config["tile"] == 8
+        assert config["arch"] == "multipass" and config["tile"] == int(tile)
     out = tmp_path / "models" / "rate.safetensors"
-    run("export", "--vqvae", str(vq_file), "--prior-bottom", str(runs["bottom"] / "model.safetensors"),
-        "--prior-top", str(runs["top"] / "model.safetensors"), "--calibration", str(codes), "--tiles", "8",
-        "--act-bits", "8", "--name", "rate", "--out", str(out))
+    export = ["export", "--vqvae", str(vq_file), "--prior-bottom", str(runs["bottom"] / "model.safetensors"),
+              "--prior-top", str(runs["top"] / "model.safetensors"), "--calibration", str(codes), "--tiles", "8",
+              "--act-bits", "8", "--name", "rate", "--out", str(out)]
+    bad = CliRunner().invoke(main, export)
+    assert bad.exit_code != 0 and "trained with the same --tile" in bad.output
+    run(*export, "--tile", "16")
     model = load_codec_model(out)
-    assert [p.config.act_bits for p in model.priors] == [8, 8]
+    assert [p.config.act_bits for p in model.priors] == [8, 8] and model.tile == 16
     assert all(torch.equal(v, start["vqvae." + k]) for k, v in model.vqvae.state_dict().items())
     pixels = smooth_image(72, 80, 5)
     threads = torch.get_num_threads()

@@ -64,23 +64,32 @@ def build_codec_model(
     calibration_tiles: int = 256,
     description: str = "",
     act_bits: int | None = None,
+    tile: int | None = None,
 ) -> CodecModel:
     """Quantize trained float priors (bottom first) with calibration tiles and write one file;
-    ``act_bits`` as in ``prior_to_export``."""
+    ``act_bits`` as in ``prior_to_export``. The model codes tiles of the side its priors were
+    trained on, or of ``tile`` when every prior is multi-pass (their context is a fixed window, so
+    they serve any tile; each is calibrated on tiles of its own training side)."""
     vqvae = load_vqvae(vqvae_path)
     levels = vqvae.config.levels
     if len(prior_paths) != levels:
         raise VQCodecError(f"a {levels}-level model needs {levels} priors ({', '.join(LEVEL_NAMES[levels])})")
     maps, labels, _ = load_code_sets(calibration_codes)
     tensors = {f"vqvae.{k}": v for k, v in vqvae.state_dict().items()}
-    prior_cfgs, tile = [], None
+    prior_cfgs, trained = [], set()
     for level, path in enumerate(prior_paths):
         prior, cfg = prior_to_export(path, act_bits)
-        if tile is not None and cfg["tile"] != tile:
-            raise VQCodecError("all priors must be trained with the same --tile")
-        tile = cfg["tile"]
-        tensors.update(quantized_prior(path, prior, cfg, level, tile, maps, labels, calibration_tiles))
+        if tile is not None and prior.config.to_dict().get("arch") != "multipass":
+            raise VQCodecError(f"--tile: {path} is not a multi-pass prior, so it codes only tiles of its training")
+        trained.add(cfg["tile"])
+        tensors.update(quantized_prior(path, prior, cfg, level, cfg["tile"], maps, labels, calibration_tiles))
         prior_cfgs.append(prior.config.to_dict())
+    if tile is None:
+        if len(trained) > 1:
+            raise VQCodecError("all priors must be trained with the same --tile (or give the model's --tile: "
+                               "multi-pass priors serve any)")
+        tile = trained.pop()
+    tile = check_tile(tile, levels)
     config = {"name": name, "tile": tile, "vqvae": vqvae.config.to_dict(), "priors": prior_cfgs}
     if description:
         config["description"] = description
