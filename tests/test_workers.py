@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 
 import numpy as np
 import pytest
@@ -54,3 +55,35 @@ def test_workers_follow_torch_threads_on_the_cpu_only() -> None:
         assert fork_workers(torch.device("meta")) == 1
     finally:
         torch.set_num_threads(before)
+
+
+_KILL_IN_FORK_HOOK = []  # set: the next fork's parent-side hook sends this process SIGINT
+
+
+def _sigint_inside_fork_hook() -> None:
+    if _KILL_IN_FORK_HOOK:
+        _KILL_IN_FORK_HOOK.clear()
+        os.kill(os.getpid(), signal.SIGINT)
+        sum(range(1000))  # Python code after the signal: its handler runs here, inside the hook
+
+
+def test_a_ctrl_c_while_the_pool_forks_is_not_lost() -> None:
+    """A KeyboardInterrupt raised in an at-fork hook (logging's, in the parent) is printed as
+    "Exception ignored" and lost, and the command ran on to the end; the pool's forks hold a Ctrl-C
+    and raise it once they are done, and no worker is left behind."""
+    import multiprocessing
+
+    if not hasattr(os, "register_at_fork"):
+        pytest.skip("no at-fork hooks here")
+    if not getattr(test_a_ctrl_c_while_the_pool_forks_is_not_lost, "hooked", False):
+        os.register_at_fork(after_in_parent=_sigint_inside_fork_hook)
+        test_a_ctrl_c_while_the_pool_forks_is_not_lost.hooked = True
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    _KILL_IN_FORK_HOOK.append(True)
+    with pytest.raises(KeyboardInterrupt):
+        list(map_forked(abs, [-1, -2, -3], 2))
+    assert not _KILL_IN_FORK_HOOK and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert list(map_forked(abs, [-1, -2, -3], 2)) == [1, 2, 3]  # the next pool works as ever
+    for child in multiprocessing.active_children():
+        child.join(5)
+    assert not multiprocessing.active_children()

@@ -20,10 +20,13 @@ never see each other's.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import signal
 import sys
+import threading
 import warnings
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import TypeVar
 
 import torch
@@ -66,8 +69,40 @@ def map_forked(job: Callable[[T], R], items: Sequence[T], workers: int) -> Itera
     if workers <= 1 or len(items) <= 1:
         yield from (job(item) for item in items)
         return
-    with warnings.catch_warnings():  # Python >= 3.12 warns of fork with threads; torch's idle ones are safe
-        warnings.filterwarnings("ignore", "This process .* is multi-threaded", DeprecationWarning)
-        pool = multiprocessing.get_context("fork").Pool(min(workers, len(items)), _start_worker, (job,))
+    pool = None
+    try:
+        with warnings.catch_warnings(), ctrl_c_after_forks():
+            # Python >= 3.12 warns of fork with threads; torch's idle ones are safe
+            warnings.filterwarnings("ignore", "This process .* is multi-threaded", DeprecationWarning)
+            pool = multiprocessing.get_context("fork").Pool(min(workers, len(items)), _start_worker, (job,))
+    except BaseException:  # a Ctrl-C held during the forks: the workers go too
+        if pool is not None:
+            pool.terminate()
+        raise
     with pool:
         yield from pool.imap(_run, items, chunksize=1)
+
+
+@contextmanager
+def ctrl_c_after_forks() -> Iterator[None]:
+    """Hold a Ctrl-C that arrives while the pool forks until the forks are done, then act on it.
+
+    After a fork Python runs its at-fork hooks in the parent (``logging`` releases its lock there),
+    and a KeyboardInterrupt raised inside one is printed as "Exception ignored" and lost: the
+    command ran on to the end and exited 0 (seen in the Ctrl-C tests). Within this block SIGINT only
+    sets a flag; on leaving it, the previous handler gets the signal (the default one raises
+    KeyboardInterrupt here, in ordinary code). Only the main thread may set handlers; elsewhere
+    this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: held.append(frame))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if held and callable(previous):
+            previous(signal.SIGINT, held[0])
+        elif held and previous == signal.SIG_DFL:
+            os.kill(os.getpid(), signal.SIGINT)  # what the default does: end the process
