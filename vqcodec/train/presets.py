@@ -60,6 +60,13 @@ PRESETS: dict[str, dict[str, dict[str, object]]] = {
         "prior-bottom": dict(refit="paper-up-t5", layers=3, batch=32, steps=1200, lr=2e-4, seed=6,
                              validate_every=400, checkpoint_every=200),
     },
+    # paper-refit2's whole stage 1 trained for rate and pixels (docs/models.md, issue 31): the codewords
+    # fixed, each latent pulled toward the cheapest of its 8 nearest codewords at the default price per
+    # level, the fast ladder's priors (--prior-top, --prior-bottom: their float runs) pricing the codes.
+    "rate1": {
+        "vqvae": dict(finetune="paper-refit2", fixed_codebooks=True, crop=128, batch=16, steps=8000, lr=1e-4,
+                      seed=31, validate_every=1000, checkpoint_every=250),
+    },
     # Only the paper model's top level (1/8 resolution): the decoder learns to do without the bottom.
     "top-only": {
         "vqvae": dict(refit="paper", drop_levels=1, extra_blocks=2, crop=128, batch=16, steps=2500, lr=5e-4),
