@@ -25,7 +25,7 @@ _LAZY = {
 }
 
 __all__ = ["VQCodecError", "VQCodecWarning", *_LAZY]
-__version__ = "0.6.0"
+__version__ = "0.6.1"
 
 
 def __getattr__(name: str) -> Any:
