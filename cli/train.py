@@ -68,8 +68,9 @@ def settings_from(kw: dict):
     return TrainSettings(**{n: kw.pop(n) for n in names})
 
 
-def parse_scales(text: str | tuple | list | None) -> tuple[float, ...]:
-    """--rung-scales "1.5,1.75" (or a preset's list) as floats; a clear error for anything else."""
+def parse_scales(text: str | tuple | list | None, option: str = "--rung-scales") -> tuple[float, ...]:
+    """--rung-scales "1.5,1.75" (or a preset's list; or another ``option``'s numbers) as floats; a
+    clear error for anything else."""
     from vqcodec.errors import VQCodecError
 
     if not text:
@@ -78,7 +79,7 @@ def parse_scales(text: str | tuple | list | None) -> tuple[float, ...]:
     try:
         return tuple(float(x) for x in items)
     except ValueError:
-        raise VQCodecError(f"--rung-scales takes numbers separated by commas, not {text!r}") from None
+        raise VQCodecError(f"{option} takes numbers separated by commas, not {text!r}") from None
 
 
 @train.command("vqvae")
@@ -161,14 +162,9 @@ def _train_rate(kw: dict, settings) -> None:
     from vqcodec.train.rate_stage1 import DEFAULT_MU, train_rate_stage1
     from vqcodec.zoo.registry import resolve_model
 
-    mu = DEFAULT_MU
-    if kw["rate_mu"] is not None:
-        try:
-            mu = tuple(float(x) for x in str(kw["rate_mu"]).split(","))
-        except ValueError:
-            raise VQCodecError(f"--rate-mu takes numbers separated by commas, not {kw['rate_mu']!r}") from None
-        if any(m < 0 for m in mu):
-            raise VQCodecError("--rate-mu takes prices of 0 or more")
+    mu = DEFAULT_MU if kw["rate_mu"] is None else parse_scales(kw["rate_mu"], "--rate-mu")
+    if any(m < 0 for m in mu):
+        raise VQCodecError("--rate-mu takes prices of 0 or more")
     priors = {lvl: p for lvl, p in ((0, kw["prior_bottom"]), (1, kw["prior_top"])) if p is not None}
     train_rate_stage1(kw["data"], settings, resolve_model(kw["finetune"]), mu, crop=kw["crop"], val=kw["val"],
                       val_images=kw["val_images"], extra_blocks=kw["extra_blocks"], prior_files=priors,

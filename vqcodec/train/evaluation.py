@@ -72,6 +72,19 @@ def unigram_entropy(codes: np.ndarray, num_codes: int) -> float:
 
 
 @torch.no_grad()
+def coded_image(model: VQVAE, path: Path, device: torch.device | str = "cpu",
+                scale: float = 1.0) -> tuple[list[torch.Tensor], float, int]:
+    """(codes, MSE of the 8-bit reconstruction, pixels) of one whole image coded at ``scale`` times its
+    size and resized back, as a rung of the quality ladder codes it (``vqcodec.resample``)."""
+    x = torch.from_numpy(load_rgb(path).transpose(2, 0, 1).copy())[None].to(device)
+    h, w = x.shape[2:]
+    coded = resize(x, *coded_size(w, h, scale))
+    codes = model.encode(coded)
+    recon = model.resize_back(model.decode(codes, coded.shape[2], coded.shape[3]), w, h).clamp(0, 1)
+    return codes, float(F.mse_loss((recon * 255).round() / 255, x)), h * w
+
+
+@torch.no_grad()
 def evaluate_images(
     model: VQVAE, files: list[Path], device: torch.device | str = "cpu", scale: float = 1.0
 ) -> dict[str, float]:
@@ -81,12 +94,7 @@ def evaluate_images(
     counts = [torch.zeros(k, dtype=torch.long) for _ in range(model.config.levels)]
     psnrs, mses = [], []
     for f in files:
-        x = torch.from_numpy(load_rgb(f).transpose(2, 0, 1).copy())[None].to(device)
-        h, w = x.shape[2:]
-        coded = resize(x, *coded_size(w, h, scale))
-        codes = model.encode(coded)
-        recon = model.resize_back(model.decode(codes, coded.shape[2], coded.shape[3]), w, h).clamp(0, 1)
-        mse = float(F.mse_loss((recon * 255).round() / 255, x))
+        codes, mse, _ = coded_image(model, f, device, scale)
         mses.append(mse)
         psnrs.append(psnr_from_mse(mse))
         for lvl, c in enumerate(codes):

@@ -9,8 +9,9 @@ commitment loss) toward the codeword that minimises
 
 among its ``CANDIDATES`` nearest, instead of toward the nearest one: entropy-constrained VQ (Chou,
 Lookabaugh and Gray 1989) taught to the encoder, so that at inference the nearest codeword is
-already the cheap one. The decoder still reads the nearest codewords, as the codec does, and the
-codebooks still follow them by EMA. The priors (one per level, the fast ladder's multi-pass
+already the cheap one. The decoder still reads the nearest codewords, as the codec does; the
+codebooks follow them by EMA, or stay fixed (``fixed_codebooks``: at batch 16 the EMA drifted and
+cost PSNR, docs/models.md). The priors (one per level, the fast ladder's multi-pass
 family) learn the current codes by their cross-entropy in the same step, so the price follows the
 codes; their bits are taken in the nearest codes' context, as ``compress --rdo`` takes them.
 
@@ -38,7 +39,8 @@ from torch import nn
 from vqcodec.errors import VQCodecError
 from vqcodec.imageio import list_images
 from vqcodec.priors.multipass import SCHEDULE_8, MultipassConfig, MultipassPrior
-from vqcodec.train.crops import RandomCrops, load_rgb
+from vqcodec.train.crops import RandomCrops
+from vqcodec.train.evaluation import coded_image, psnr_from_mse
 from vqcodec.train.loop import train
 from vqcodec.train.vqvae import stage1_of
 from vqcodec.vqvae import VQVAE
@@ -55,15 +57,6 @@ def default_prior(num_codes: int, level: int, levels: int) -> MultipassPrior:
     return MultipassPrior(MultipassConfig(num_codes=num_codes, channels=96, window=9, schedule=SCHEDULE_8,
                                           cond_levels=levels - 1 - level, cond_channels=64 if top else 96,
                                           cond_blocks=3))
-
-
-def nearest(z: torch.Tensor, book: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The ``k`` nearest codewords of ``book`` (K, D) to channel-last vectors ``z`` (..., D), nearest
-    first, and their squared distances, as the quantizer measures them."""
-    flat = z.reshape(-1, z.shape[-1])
-    d = flat.pow(2).sum(1, keepdim=True) - 2 * flat @ book.t() + book.pow(2).sum(1)[None, :]
-    best = d.topk(k, 1, largest=False)
-    return best.indices.reshape(*z.shape[:-1], k), best.values.reshape(*z.shape[:-1], k)
 
 
 class RateStage1(nn.Module):
@@ -91,7 +84,7 @@ class RateStage1(nn.Module):
         return {"vqvae": self.vqvae.config.to_dict(), "priors": [p.config.to_dict() for p in self.priors],
                 "mu": list(self.mu), "fixed_codebooks": self.fixed_codebooks}
 
-    def level_bits(self, codes: list[torch.Tensor]) -> list[torch.Tensor]:
+    def level_logits(self, codes: list[torch.Tensor]) -> list[torch.Tensor]:
         """Per level (bottom first): logits (B, K, H, W) of every code under its prior."""
         out = []
         for lvl, prior in enumerate(self.priors):
@@ -108,14 +101,14 @@ class RateStage1(nn.Module):
         latents: list[torch.Tensor] = []  # top first
         quant, codes, _ = vq._quantize_all(vq.pad(x) - 0.5, latents, with_loss=False)
         recon = vq.decode_quantized(quant)[:, :, :h, :w] + 0.5
-        logits = self.level_bits([c.detach() for c in codes])
+        logits = self.level_logits([c.detach() for c in codes])
         levels = vq.config.levels
         commit, moved, ce = x.new_zeros(()), [], []
         for lvl in range(levels):
             z = latents[levels - 1 - lvl].permute(0, 2, 3, 1)  # (B, H, W, D)
             with torch.no_grad():
                 bits = -F.log_softmax(logits[lvl].float(), 1).permute(0, 2, 3, 1) / math.log(2)  # (B, H, W, K)
-                idx, dist = nearest(z.detach(), books[lvl], CANDIDATES)
+                idx, dist = vq.quantizers[lvl].candidates(z.detach(), CANDIDATES, book=books[lvl])
                 cost = dist + self.mu[lvl] * bits.gather(-1, idx)
                 pick = idx.gather(-1, cost.argmin(-1, keepdim=True))[..., 0]
                 moved.append((pick != codes[lvl]).float().mean())
@@ -133,8 +126,7 @@ def rate_loss(model: nn.Module, batch: torch.Tensor) -> tuple[torch.Tensor, dict
     pixels = batch.shape[2] * batch.shape[3]
     bpp = sum(float(b.detach()) * c.shape[1] * c.shape[2] / pixels for b, c in zip(ce, out["codes"]))
     loss = mse + out["commit"] + sum(ce)
-    metrics = {"loss": loss.item(), "mse": mse.item(), "psnr": 10 * math.log10(1 / max(mse.item(), 1e-12)),
-               "bpp": bpp}
+    metrics = {"loss": loss.item(), "mse": mse.item(), "psnr": psnr_from_mse(mse.item()), "bpp": bpp}
     for lvl, (b, m) in enumerate(zip(ce, out["moved"])):
         metrics[f"bits{lvl}"], metrics[f"moved{lvl}"] = float(b.detach()), float(m)
     return loss, metrics
@@ -146,14 +138,11 @@ def evaluate_rate(model: RateStage1, files: list[Path]) -> dict[str, float]:
     codes, what a range coder driven by them would spend within about 1 %) over whole images."""
     psnrs, bpps = [], []
     for f in files:
-        x = torch.from_numpy(load_rgb(f).transpose(2, 0, 1).copy())[None]
-        h, w = x.shape[2:]
-        codes = model.vqvae.encode(x)
-        recon = model.vqvae.decode(codes, h, w).clamp(0, 1)
-        psnrs.append(10 * math.log10(1 / max(float(F.mse_loss((recon * 255).round() / 255, x)), 1e-12)))
-        logits = model.level_bits(codes)
+        codes, mse, pixels = coded_image(model.vqvae, f)
+        psnrs.append(psnr_from_mse(mse))
+        logits = model.level_logits(codes)
         total = sum(float(F.cross_entropy(lg, c, reduction="sum")) / math.log(2) for lg, c in zip(logits, codes))
-        bpps.append(total / (h * w))
+        bpps.append(total / pixels)
     return {"psnr": sum(psnrs) / len(psnrs), "bpp": sum(bpps) / len(bpps)}
 
 

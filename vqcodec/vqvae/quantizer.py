@@ -52,17 +52,20 @@ class VectorQuantizerEMA(nn.Module):
         self.register_buffer("restarts", torch.zeros((), dtype=torch.long))
         self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
 
-    def _distances(self, z: torch.Tensor, reduce: Callable[[torch.Tensor], Any], map_chunks: Callable = map) -> list:
+    def _distances(self, z: torch.Tensor, reduce: Callable[[torch.Tensor], Any], map_chunks: Callable = map,
+                   book: torch.Tensor | None = None) -> list:
         """``reduce`` of the squared distances (n, K) of channel-last vectors ``z`` (..., D) to every
-        code, about NEAREST_ROWS vectors a chunk: the whole (N, K) matrix of a large image (150 MB at
-        1344x896 pixels) makes every pass over it wait on memory (0.41 vs 0.13 s, one thread). The
-        chunks depend only on N, never on the thread count, and are even in size; ``map_chunks`` may
-        run them on several threads (each chunk's bits are the same wherever it runs)."""
+        code (of ``book`` if given, a copy of the codebook as it was), about NEAREST_ROWS vectors a
+        chunk: the whole (N, K) matrix of a large image (150 MB at 1344x896 pixels) makes every pass
+        over it wait on memory (0.41 vs 0.13 s, one thread). The chunks depend only on N, never on
+        the thread count, and are even in size; ``map_chunks`` may run them on several threads (each
+        chunk's bits are the same wherever it runs)."""
+        embed = self.embed if book is None else book
         flat = z.reshape(-1, self.dim)
-        sq = self.embed.pow(2).sum(1)[None, :]
+        sq = embed.pow(2).sum(1)[None, :]
 
         def one(c: torch.Tensor) -> Any:
-            return reduce(c.pow(2).sum(1, keepdim=True) - 2 * c @ self.embed.t() + sq)
+            return reduce(c.pow(2).sum(1, keepdim=True) - 2 * c @ embed.t() + sq)
 
         return list(map_chunks(one, flat.tensor_split(max(1, round(flat.shape[0] / NEAREST_ROWS)))))
 
@@ -71,10 +74,11 @@ class VectorQuantizerEMA(nn.Module):
         out = self._distances(z, lambda d: d.argmin(1), map_chunks)
         return (out[0] if len(out) == 1 else torch.cat(out)).reshape(z.shape[:-1])
 
-    def candidates(self, z: torch.Tensor, k: int, map_chunks: Callable = map) -> tuple[torch.Tensor, torch.Tensor]:
+    def candidates(self, z: torch.Tensor, k: int, map_chunks: Callable = map,
+                   book: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The ``k`` nearest codes of channel-last vectors ``z`` (..., D), nearest first, and their
-        squared distances: (..., k) int64 and (..., k) float32."""
-        parts = self._distances(z, lambda d: d.topk(k, 1, largest=False), map_chunks)
+        squared distances: (..., k) int64 and (..., k) float32 (to ``book``'s codewords if given)."""
+        parts = self._distances(z, lambda d: d.topk(k, 1, largest=False), map_chunks, book)
         shape = (*z.shape[:-1], k)
         return torch.cat([p.indices for p in parts]).reshape(shape), torch.cat([p.values for p in parts]).reshape(shape)
 
